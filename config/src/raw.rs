@@ -1,0 +1,108 @@
+//! The YAML file as written: every field the user may type, with source
+//! locations kept on the values later checks need to point at.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A string with the line it was written on.
+pub type Str = Spanned<String>;
+
+/// The top level of a Switchyard config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<Str>,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub roles: IndexMap<String, RawRole>,
+    #[serde(default)]
+    pub origins: IndexMap<String, RawOrigin>,
+    #[serde(default)]
+    pub datasets: IndexMap<String, RawDataset>,
+    pub local: Option<RawLocal>,
+    pub data_dir: Option<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub mode: Spanned<TlsModeName>,
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
+}
+
+/// `tls.mode` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsModeName {
+    Disable,
+    Allow,
+    Require,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Str,
+    pub password: Str,
+    #[serde(default)]
+    pub roles: Vec<Str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    #[serde(default)]
+    pub allow: Vec<Str>,
+    #[serde(default)]
+    pub deny: Vec<Str>,
+}
+
+/// One origin; which fields apply depends on `kind`, checked after parsing so
+/// that errors keep their line numbers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrigin {
+    pub kind: Spanned<OriginKindName>,
+    pub url: Option<Str>,
+    pub path: Option<Str>,
+    pub pool_size: Option<u32>,
+}
+
+/// `origins.*.kind` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginKindName {
+    Postgres,
+    Sqlite,
+    Files,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDataset {
+    pub origin: Str,
+    pub tables: Option<Vec<Str>>,
+    pub table: Option<Str>,
+    pub query: Option<Str>,
+    pub filters: Option<IndexMap<String, FilterValue>>,
+}
+
+/// A literal in a dataset's `filters:` map.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum FilterValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocal {
+    pub path: Str,
+}
