@@ -1,0 +1,249 @@
+//! Switchyard's configuration: one YAML file read into checked, typed values.
+//!
+//! Parsing keeps line numbers on every value a later check may reject, so that
+//! every error names the file, the line and the fix.
+
+mod check;
+mod env;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use check::parse_str;
+pub use raw::FilterValue;
+
+/// Result alias for config loading.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// A config file that cannot be used, with where and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}", self.reason)?;
+        if !self.fix.is_empty() {
+            write!(f, " (fix: {})", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; relative paths in it are resolved against its folder.
+    pub file: PathBuf,
+    /// `host:port` the pgwire front door listens on.
+    pub listen: String,
+    /// TLS on the front door.
+    pub tls: Tls,
+    /// Users who may log in.
+    pub users: Vec<User>,
+    /// Roles by name.
+    pub roles: BTreeMap<String, Role>,
+    /// Origins by name, in file order.
+    pub origins: Vec<Origin>,
+    /// Every table the proxy exposes, in file order.
+    pub datasets: Vec<Dataset>,
+    /// The embedded local store.
+    pub local: LocalStore,
+    /// Folder for Switchyard's own files.
+    pub data_dir: PathBuf,
+}
+
+/// Front-door TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Whether TLS is off, offered, or demanded.
+    pub mode: TlsMode,
+    /// PEM certificate chain (set unless mode is `disable`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (set unless mode is `disable`).
+    pub key: Option<PathBuf>,
+}
+
+/// `tls.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS when the client asks, plaintext otherwise.
+    Allow,
+    /// Plaintext clients are refused.
+    Require,
+}
+
+/// A login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Clear-text password (from the environment, ideally); SCRAM verifiers are derived at start.
+    pub password: String,
+    /// Role names, each defined under `roles:`.
+    pub roles: Vec<String>,
+}
+
+/// Table-level grants: `schema.table` patterns where `*` matches any name part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Role {
+    /// Patterns the role may read.
+    pub allow: Vec<String>,
+    /// Patterns the role may not read, overriding `allow`.
+    pub deny: Vec<String>,
+}
+
+/// A named origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Name used by datasets.
+    pub name: String,
+    /// What it is and how to reach it.
+    pub kind: OriginKind,
+}
+
+/// The kinds of origin Switchyard can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginKind {
+    /// A PostgreSQL database.
+    Postgres(PostgresOrigin),
+    /// A SQLite database file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A folder of CSV / Parquet / NDJSON files.
+    Files {
+        /// The folder.
+        path: PathBuf,
+    },
+}
+
+impl OriginKind {
+    /// Short name, as written in `kind:`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OriginKind::Postgres(_) => "postgres",
+            OriginKind::Sqlite { .. } => "sqlite",
+            OriginKind::Files { .. } => "files",
+        }
+    }
+}
+
+/// Connection settings parsed from a `postgres://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresOrigin {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// Login user.
+    pub user: String,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// libpq `sslmode` (`disable`, `prefer`, `require`, `verify-full` ...).
+    pub sslmode: String,
+    /// Connections kept per origin.
+    pub pool_size: u32,
+}
+
+impl fmt::Debug for PostgresOrigin {
+    // Never print the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresOrigin")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("sslmode", &self.sslmode)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// One table exposed by the proxy, as `schema.name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Schema the table appears under.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Origin name.
+    pub origin: String,
+    /// What the table reads at the origin.
+    pub source: DatasetSource,
+    /// Line of the dataset in the config, for errors found later (at connect time).
+    pub line: Option<u64>,
+}
+
+impl Dataset {
+    /// `schema.name`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// What a dataset reads at its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetSource {
+    /// A table (optionally `schema.table`) or, for files, a file stem or sub-folder;
+    /// `filters` are `column = literal` conditions always applied at the origin.
+    Table {
+        /// Origin-side name.
+        table: String,
+        /// Equality filters (column → literal), ANDed.
+        filters: Vec<(String, FilterValue)>,
+    },
+    /// A SQL query run at the origin, in the origin's dialect.
+    Query(String),
+}
+
+/// The embedded local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalStore {
+    /// Its SQLite file.
+    pub path: PathBuf,
+}
+
+impl Config {
+    /// Reads and checks a config file; `${VAR}` is taken from the process environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            reason: format!("cannot read the config file: {e}"),
+            fix: "check the path given to --config".into(),
+        })?;
+        parse_str(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// The user with this login name.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The origin with this name.
+    pub fn origin(&self, name: &str) -> Option<&Origin> {
+        self.origins.iter().find(|o| o.name == name)
+    }
+}

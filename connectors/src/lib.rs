@@ -1,0 +1,16 @@
+//! Origins: how Switchyard reaches PostgreSQL databases, SQLite files, folders of
+//! files and its own local store, and how their tables appear in the planner's catalog.
+//!
+//! Tables are resolved lazily ([`catalog::OriginSchema`]): an origin that is down
+//! fails only the statements that read it, and the next statement tries again.
+
+pub mod catalog;
+mod error;
+pub mod files;
+pub mod local;
+pub mod postgres;
+mod query_table;
+pub mod sqlite;
+
+pub use catalog::{install, Origins};
+pub use error::{ConnectorError, Result};

@@ -1,0 +1,156 @@
+//! Config parsing: the documented example loads, and each kind of mistake names its line and fix.
+
+use std::path::Path;
+
+use switchyard_config::{parse_str, ConfigError, DatasetSource, FilterValue, OriginKind, TlsMode};
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "PROD_PW" => Some("p@ss word".into()),
+        "ANALYST_PASSWORD" => Some("analyst-pw".into()),
+        _ => None,
+    }
+}
+
+/// Writes the files the example refers to and returns the folder.
+fn example_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("certs/server.pem"), "x").unwrap();
+    std::fs::write(dir.path().join("certs/server.key"), "x").unwrap();
+    std::fs::create_dir_all(dir.path().join("data/events")).unwrap();
+    std::fs::write(dir.path().join("data/crm.db"), "").unwrap();
+    dir
+}
+
+// Line 1 is empty, so the YAML lines below are numbered from 2.
+const EXAMPLE: &str = r#"
+listen: 127.0.0.1:6432
+tls: { mode: require, cert: certs/server.pem, key: certs/server.key }
+users:
+  - { name: analyst, password: "${ANALYST_PASSWORD}", roles: [reader] }
+roles:
+  reader: { allow: ["public.*", "pg1.*"] }
+origins:
+  prod:      { kind: postgres, url: "postgres://app:${PROD_PW}@db1:5432/production" }
+  analytics: { kind: postgres, url: "postgres://app@db2:5432/analytics?sslmode=disable" }
+  crm:       { kind: sqlite, path: data/crm.db }
+  lake:      { kind: files, path: data/events/ }
+datasets:
+  public: { origin: prod, tables: [users, orders] }
+  pg1.products: { origin: prod, table: public.products, filters: { status: 1 } }
+  analytics.events:
+    origin: analytics
+    query: "SELECT * FROM public.events WHERE created_at > now() - interval '7 days'"
+local: { path: data/local.db }
+"#;
+
+fn parse(dir: &Path, text: &str) -> Result<switchyard_config::Config, ConfigError> {
+    parse_str(text, &dir.join("switchyard.yaml"), &env)
+}
+
+fn error(text: &str) -> ConfigError {
+    let dir = example_dir();
+    parse(dir.path(), text).expect_err("config should be refused")
+}
+
+#[test]
+fn documented_example_loads() {
+    let dir = example_dir();
+    let c = parse(dir.path(), EXAMPLE).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:6432");
+    assert_eq!(c.tls.mode, TlsMode::Require);
+    assert_eq!(c.tls.cert.as_deref(), Some(dir.path().join("certs/server.pem").as_path()));
+    assert_eq!(c.users[0].password, "analyst-pw");
+    assert_eq!(c.roles["reader"].allow, vec!["public.*", "pg1.*"]);
+    let OriginKind::Postgres(pg) = &c.origins[0].kind else { panic!("prod is postgres") };
+    assert_eq!((pg.host.as_str(), pg.port, pg.database.as_str()), ("db1", 5432, "production"));
+    assert_eq!((pg.user.as_str(), pg.password.as_deref()), ("app", Some("p@ss word")));
+    let OriginKind::Postgres(an) = &c.origins[1].kind else { panic!("analytics is postgres") };
+    assert_eq!((an.password.as_deref(), an.sslmode.as_str()), (None, "disable"));
+    assert!(matches!(c.origins[2].kind, OriginKind::Sqlite { .. }));
+    assert!(matches!(c.origins[3].kind, OriginKind::Files { .. }));
+    let names: Vec<String> = c.datasets.iter().map(|d| d.qualified_name()).collect();
+    assert_eq!(names, ["public.users", "public.orders", "pg1.products", "analytics.events"]);
+    assert_eq!(
+        c.datasets[2].source,
+        DatasetSource::Table { table: "public.products".into(), filters: vec![("status".into(), FilterValue::Int(1))] }
+    );
+    assert!(matches!(&c.datasets[3].source, DatasetSource::Query(q) if q.contains("interval '7 days'")));
+    assert_eq!(c.local.path, dir.path().join("data/local.db"));
+}
+
+#[test]
+fn missing_environment_variable_is_named() {
+    let e = error(&EXAMPLE.replace("${PROD_PW}", "${NO_SUCH_PW}"));
+    assert_eq!(e.line, Some(9));
+    assert!(e.reason.contains("NO_SUCH_PW"), "{e}");
+    assert!(e.to_string().contains("switchyard.yaml:9:"), "{e}");
+}
+
+#[test]
+fn unknown_origin_names_the_known_ones() {
+    let e = error(&EXAMPLE.replace("{ origin: prod, tables", "{ origin: prdo, tables"));
+    assert_eq!(e.line, Some(14));
+    assert!(e.reason.contains("unknown origin prdo"), "{e}");
+    assert!(e.fix.contains("prod, analytics, crm, lake"), "{e}");
+}
+
+#[test]
+fn duplicate_dataset_across_list_and_single_form() {
+    let text = EXAMPLE.replace("local: {", "  public.orders: { origin: crm, table: orders }\nlocal: {");
+    let e = error(&text);
+    assert!(e.reason.contains("public.orders is defined twice"), "{e}");
+    assert!(e.reason.contains("first defined at line 14"), "{e}");
+}
+
+#[test]
+fn bad_url_is_refused() {
+    let e = error(&EXAMPLE.replace("postgres://app@db2:5432/analytics?sslmode=disable", "mysql://db2/analytics"));
+    assert_eq!(e.line, Some(10));
+    assert!(e.reason.contains("bad URL"), "{e}");
+    let e = error(&EXAMPLE.replace("postgres://app@db2:5432/analytics?sslmode=disable", "postgres://db2:5432"));
+    assert!(e.reason.contains("no database"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_line() {
+    let e = error(&EXAMPLE.replace("  reader: { allow:", "  reader: { alow:"));
+    assert_eq!(e.line, Some(7));
+    assert!(e.reason.contains("alow"), "{e}");
+}
+
+#[test]
+fn missing_tls_file_is_refused() {
+    let e = error(&EXAMPLE.replace("certs/server.key", "certs/missing.key"));
+    assert_eq!(e.line, Some(3));
+    assert!(e.reason.contains("missing.key"), "{e}");
+    assert!(e.reason.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn unknown_role_and_bad_kind_fields() {
+    let e = error(&EXAMPLE.replace("roles: [reader]", "roles: [writer]"));
+    assert!(e.reason.contains("unknown role writer"), "{e}");
+    let e = error(&EXAMPLE.replace("{ kind: sqlite, path: data/crm.db }", "{ kind: sqlite }"));
+    assert!(e.reason.contains("has no path"), "{e}");
+    let e = error(&EXAMPLE.replace("{ kind: files, path: data/events/ }", "{ kind: files, path: data/nowhere/ }"));
+    assert!(e.reason.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn dataset_shapes_are_checked() {
+    let e = error(&EXAMPLE.replace("public: { origin: prod, tables: [users, orders] }", "public: { origin: prod, table: users }"));
+    assert!(e.reason.contains("needs `tables"), "{e}");
+    let e = error(&EXAMPLE.replace("local: {", "  pg_catalog.x: { origin: prod, table: x }\nlocal: {"));
+    assert!(e.reason.contains("reserved"), "{e}");
+}
+
+#[test]
+fn defaults_when_sections_are_missing() {
+    let dir = example_dir();
+    let c = parse(dir.path(), "users: [{ name: u, password: p }]\n").unwrap();
+    assert_eq!(c.listen, "127.0.0.1:6432");
+    assert_eq!(c.tls.mode, TlsMode::Disable);
+    assert_eq!(c.local.path, dir.path().join("data/local.db"));
+}

@@ -1,0 +1,81 @@
+//! Connector errors, each with the SQLSTATE a client should see.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for connector operations.
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+/// What went wrong talking to an origin.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// No connection could be made (SQLSTATE 08001).
+    #[error("origin {origin} is unreachable: {message}")]
+    Unreachable {
+        /// Origin name.
+        origin: String,
+        /// Why, as the driver says it.
+        message: String,
+    },
+    /// An open connection broke (SQLSTATE 08006).
+    #[error("connection to origin {origin} was lost: {message}")]
+    ConnectionLost {
+        /// Origin name.
+        origin: String,
+        /// Why, as the driver says it.
+        message: String,
+    },
+    /// The origin refused the statement; its own SQLSTATE is passed on.
+    #[error("origin {origin}: {message}")]
+    Origin {
+        /// Origin name.
+        origin: String,
+        /// The origin's SQLSTATE.
+        code: String,
+        /// The origin's message.
+        message: String,
+    },
+    /// A configured table or file is missing at the origin (SQLSTATE 42P01).
+    #[error("origin {origin} has no {object}")]
+    NotFound {
+        /// Origin name.
+        origin: String,
+        /// What was looked for.
+        object: String,
+    },
+    /// A value from the origin has no Arrow equivalent yet (SQLSTATE 0A000).
+    #[error("origin {origin}: column {column} has type {type_name}, which Switchyard cannot read yet")]
+    UnsupportedType {
+        /// Origin name.
+        origin: String,
+        /// Column name.
+        column: String,
+        /// The origin's type name.
+        type_name: String,
+    },
+    /// An error from DataFusion while building a table.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+impl ConnectorError {
+    /// The SQLSTATE for this error.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ConnectorError::Unreachable { .. } => "08001",
+            ConnectorError::ConnectionLost { .. } => "08006",
+            ConnectorError::Origin { code, .. } => code,
+            ConnectorError::NotFound { .. } => "42P01",
+            ConnectorError::UnsupportedType { .. } => "0A000",
+            ConnectorError::DataFusion(_) => "XX000",
+        }
+    }
+}
+
+impl From<ConnectorError> for DataFusionError {
+    fn from(e: ConnectorError) -> Self {
+        match e {
+            ConnectorError::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
