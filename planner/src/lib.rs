@@ -1,0 +1,49 @@
+//! The planner: DataFusion with datafusion-federation, so that each origin's part of
+//! a statement runs at the origin as one SQL statement and the rest runs here.
+//!
+//! [`session_state`] wires DataFusion's rules, the federation rule and our
+//! [`AbsorbIntoFederated`] rule, which gives each origin its filters and columns.
+
+mod absorb;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::prelude::SessionConfig;
+use datafusion_federation::FederatedQueryPlanner;
+
+pub use absorb::{portable, AbsorbIntoFederated};
+
+/// The catalog clients see as their database.
+pub const CATALOG: &str = "switchyard";
+/// Schema for unqualified names.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Session configuration shared by every connection.
+pub fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(true);
+    let options = config.options_mut();
+    // Utf8View strings from one origin joined with Utf8 from another panic in
+    // datafusion-table-providers (STACK-NOTES); plain Utf8 everywhere avoids it.
+    options.sql_parser.map_string_types_to_utf8view = false;
+    options.execution.parquet.schema_force_view_types = false;
+    // PostgreSQL folds unquoted identifiers to lower case; so do we.
+    options.sql_parser.enable_ident_normalization = true;
+    config
+}
+
+/// A session state with federation and our pushdown rule.
+pub fn session_state() -> SessionState {
+    let mut rules = datafusion_federation::default_optimizer_rules();
+    rules.push(Arc::new(AbsorbIntoFederated));
+    SessionStateBuilder::new()
+        .with_config(session_config())
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
+        .build()
+}

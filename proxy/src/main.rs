@@ -1,1 +1,105 @@
-fn main() {}
+//! The `switchyard` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard_config::Config;
+
+/// Switchyard: a PostgreSQL wire-protocol proxy that joins tables from many origins
+/// (PostgreSQL, SQLite, CSV/Parquet/NDJSON files, a local store) in one SQL statement.
+#[derive(Parser)]
+#[command(name = "switchyard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the origins and datasets of a YAML config to PostgreSQL clients.
+    ///
+    /// The config names listeners, users and roles, origins and the datasets
+    /// (schema.table names) clients see. `${VAR}` in it is read from the environment.
+    Serve {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create demo data (a SQLite crm origin and Parquet/CSV events) and serve it;
+    /// needs no external server. Log in as demo / demo.
+    Demo {
+        /// Folder for the demo data and its config (recreated on each run).
+        #[arg(long, default_value = "switchyard-demo")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+    },
+    /// Check a config file and print what it defines, or the first error with its line.
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| "switchyard=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!("{}: ok", file.display());
+            println!("  listen {} (tls {:?})", config.listen, config.tls.mode);
+            println!("  {} users, {} roles, {} origins", config.users.len(), config.roles.len(), config.origins.len());
+            for d in &config.datasets {
+                println!("  {} <- origin {}", d.qualified_name(), d.origin);
+            }
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            serve(config, None)
+        }
+        Command::Demo { dir, listen } => {
+            let file = switchyard::demo::create(&dir, &listen).context("writing the demo data")?;
+            let config = Config::load(&file)?;
+            serve(config, Some(()))
+        }
+    }
+}
+
+fn serve(config: Config, demo: Option<()>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let server = switchyard::start(config).await?;
+        if demo.is_some() {
+            println!("{}", switchyard::demo::banner(&server.addr.ip().to_string(), server.addr.port()));
+        } else {
+            println!("switchyard: listening on {}", server.addr);
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                println!("switchyard: stopping");
+                Ok(())
+            }
+            _ = server.wait() => Err(anyhow::anyhow!("the listener stopped")),
+        }
+    })
+}

@@ -1,0 +1,126 @@
+//! Starting Switchyard: config → catalog → listener → one task per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use pgwire::api::auth::DefaultServerParameterProvider;
+use pgwire::api::RandomPidSecretKeyGenerator;
+use switchyard_config::{Config, TlsMode};
+use switchyard_connectors::Origins;
+use switchyard_safety::Gate;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::wire::auth::{Users, SCRAM_ITERATIONS};
+use crate::wire::cancel::CancelRegistry;
+use crate::wire::session::{Connection, Shared};
+use crate::wire::tls;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Origins or the local store could not be set up.
+    #[error(transparent)]
+    Connectors(#[from] switchyard_connectors::ConnectorError),
+    /// TLS files unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The listen address is taken or invalid.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// pg_catalog emulation failed to install.
+    #[error("cannot set up pg_catalog: {0}")]
+    Catalog(String),
+}
+
+/// A running server.
+pub struct Server {
+    /// The address actually bound (port 0 in the config picks a free one).
+    pub addr: SocketAddr,
+    /// The origins, for inspection.
+    pub origins: Origins,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting connections (open sessions end with the process).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// Waits until the accept loop ends.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The shared DataFusion session with every dataset registered and pg_catalog emulated.
+pub fn base_context(config: &Config) -> Result<(SessionContext, Origins), StartError> {
+    let ctx = SessionContext::new_with_state(switchyard_planner::session_state());
+    let origins = switchyard_connectors::install(&ctx, config)?;
+    setup_pg_catalog(&ctx, switchyard_planner::CATALOG, EmptyContextProvider)
+        .map_err(|e| StartError::Catalog(e.to_string()))?;
+    Ok((ctx, origins))
+}
+
+/// Binds the listener and serves connections in the background.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let (base, origins) = base_context(&config)?;
+    let acceptor = match config.tls.mode {
+        TlsMode::Disable => None,
+        TlsMode::Allow | TlsMode::Require => {
+            let cert = config.tls.cert.as_deref().expect("config checked tls.cert");
+            let key = config.tls.key.as_deref().expect("config checked tls.key");
+            Some(tls::acceptor(cert, key)?)
+        }
+    };
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+    let mut params = DefaultServerParameterProvider::default();
+    params.scram_iterations = SCRAM_ITERATIONS;
+    params.server_version = "15.0 (Switchyard)".into();
+    let shared = Arc::new(Shared {
+        base,
+        users: Arc::new(Users::new(&config.users)),
+        gate: Gate::new(switchyard_planner::DEFAULT_SCHEMA),
+        cancels: Arc::new(CancelRegistry::default()),
+        pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+        tls_required: config.tls.mode == TlsMode::Require,
+        params: Arc::new(params),
+        config: Arc::new(config),
+    });
+    tracing::info!(%addr, tls = ?shared.config.tls.mode, "listening");
+    let task = tokio::spawn(async move {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let handlers = Arc::new(Connection::new(Arc::clone(&shared)));
+            let acceptor = acceptor.clone();
+            tokio::spawn(
+                async move {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                .instrument(tracing::info_span!("session", %peer)),
+            );
+        }
+    });
+    Ok(Server { addr, origins, task })
+}

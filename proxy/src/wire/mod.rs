@@ -1,0 +1,8 @@
+//! The PostgreSQL wire-protocol front door (pgwire + datafusion-postgres), one
+//! module per sub-protocol: startup/auth, TLS, queries, cancel, errors.
+
+pub mod auth;
+pub mod cancel;
+pub mod errors;
+pub mod session;
+pub mod tls;
