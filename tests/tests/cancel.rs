@@ -1,0 +1,63 @@
+//! CancelRequest stops a running cross-origin statement: the client gets 57014, the
+//! origin's backend is freed, and the session and others keep working.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{rows, sqlstate, Harness};
+use tokio_postgres::NoTls;
+
+/// Long on purpose: a three-way join across two origins that DataFusion must grind through.
+const LONG: &str = "SELECT count(*) FROM sales.orders a JOIN crm.accounts b ON a.customer_id <> b.customer_id \
+                    JOIN sales.orders c ON c.id <> a.id";
+
+async fn active_origin_queries(h: &Harness) -> i64 {
+    let direct = h.pg.direct("postgres").await;
+    direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'switchyard' AND state = 'active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn cancel_stops_a_long_cross_origin_query() {
+    let h = Harness::start().await;
+    let c = h.analyst().await;
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let running = tokio::spawn(async move {
+        let r = c.simple_query(LONG).await;
+        (c, r)
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    token.cancel_query(NoTls).await.expect("cancel request sent");
+    let (c, result) = tokio::time::timeout(Duration::from_secs(20), running).await.expect("cancel takes effect").unwrap();
+    let e = result.expect_err("the statement was cancelled");
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // No origin backend is left working for the cancelled statement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while active_origin_queries(&h).await > 0 {
+        assert!(Instant::now() < deadline, "origin query still running after cancel");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The session goes on.
+    assert_eq!(rows(&c, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
+}
+
+#[tokio::test]
+async fn cancel_with_a_wrong_key_does_nothing() {
+    let h = Harness::start().await;
+    let victim = h.analyst().await;
+    let other = h.analyst().await;
+    // Cancelling `other` (idle) must not touch `victim`'s statement.
+    let token = other.cancel_token();
+    token.cancel_query(NoTls).await.unwrap();
+    assert_eq!(rows(&victim, "SELECT count(*) FROM sales.orders").await, vec![vec![Some("3000".into())]]);
+}

@@ -1,0 +1,208 @@
+//! Shared test harness: real origins (the PostgreSQL cluster `scripts/test` starts,
+//! a SQLite file, a folder of files), a Switchyard server in-process on a free
+//! port, and clients that connect to it like any user would.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use switchyard::Server;
+use tokio_postgres::{Client, NoTls};
+
+/// The PostgreSQL cluster started by `scripts/test`.
+#[derive(Debug, Clone)]
+pub struct Pg {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub log: PathBuf,
+}
+
+pub fn pg() -> Pg {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the suite with scripts/test, which starts the PostgreSQL origins")
+        })
+    };
+    Pg {
+        host: var("SWITCHYARD_TEST_PG_HOST"),
+        port: var("SWITCHYARD_TEST_PG_PORT").parse().expect("port"),
+        user: var("SWITCHYARD_TEST_PG_USER"),
+        password: var("SWITCHYARD_TEST_PG_PASSWORD"),
+        log: PathBuf::from(var("SWITCHYARD_TEST_PG_LOG")),
+    }
+}
+
+impl Pg {
+    /// A direct connection to one of the origin databases (not through Switchyard).
+    pub async fn direct(&self, database: &str) -> Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(database)
+            .connect(NoTls)
+            .await
+            .expect("direct connection to the test cluster");
+        tokio::spawn(conn);
+        client
+    }
+
+    pub fn url(&self, database: &str, port: u16) -> String {
+        format!("postgres://{}:{}@{}:{}/{}?sslmode=disable", self.user, self.password, self.host, port, database)
+    }
+
+    /// The origin's statement log so far (log_statement = all).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A running Switchyard over the test origins.
+pub struct Harness {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub pg: Pg,
+}
+
+pub const ANALYST: (&str, &str) = ("analyst", "analyst-pw");
+pub const CRM_ONLY: (&str, &str) = ("crm_only", "crm-pw");
+
+/// The config the tests run with; `extra_origins` and `extra_datasets` are YAML lines
+/// appended to those sections.
+pub fn config_text(pg: &Pg, extra_origins: &str, extra_datasets: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+users:
+  - {{ name: analyst, password: analyst-pw, roles: [reader] }}
+  - {{ name: crm_only, password: crm-pw, roles: [crm] }}
+roles:
+  reader: {{ allow: ["*"], deny: ["sales.secrets"] }}
+  crm: {{ allow: ["crm.*"] }}
+origins:
+  sales:     {{ kind: postgres, url: "{sales}" }}
+  inventory: {{ kind: postgres, url: "{inventory}" }}
+  crm:       {{ kind: sqlite, path: crm.db }}
+  lake:      {{ kind: files, path: lake }}
+{extra_origins}
+datasets:
+  sales:     {{ origin: sales, tables: [sales.customers, sales.orders, sales.secrets] }}
+  inventory: {{ origin: inventory, tables: [inventory.products, inventory.stock] }}
+  crm:       {{ origin: crm, tables: [accounts] }}
+  lake:      {{ origin: lake, tables: [visits, ratings, clicks] }}
+  inventory.active_products: {{ origin: inventory, table: inventory.products, filters: {{ status: 1 }} }}
+  sales.recent_orders:
+    origin: sales
+    query: "SELECT id, customer_id, amount FROM sales.orders WHERE ordered_at >= timestamptz '2024-02-20 00:00:00+00'"
+{extra_datasets}
+local: {{ path: data/local.db }}
+"#,
+        sales = pg.url("sales", pg.port),
+        inventory = pg.url("inventory", pg.port),
+    )
+}
+
+/// Writes the SQLite and file origins into `dir`.
+pub fn write_origin_files(dir: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let crm = rusqlite::Connection::open(dir.join("crm.db")).unwrap();
+    crm.execute_batch(&std::fs::read_to_string(fixtures.join("crm.sql")).unwrap()).unwrap();
+    drop(crm);
+
+    let lake = dir.join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    let mut csv = String::from("customer_id,page,seconds\n");
+    for i in 1..=300 {
+        csv.push_str(&format!("{},/page/{},{}\n", 1 + i % 200, i % 7, (i * 13) % 90));
+    }
+    std::fs::write(lake.join("visits.csv"), csv).unwrap();
+    let mut ndjson = String::new();
+    for i in 1..=50 {
+        ndjson.push_str(&format!("{{\"product_id\": {}, \"stars\": {}}}\n", i, 1 + i % 5));
+    }
+    std::fs::write(lake.join("ratings.ndjson"), ndjson).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("target", DataType::Utf8, false),
+    ]));
+    let ids: Vec<i64> = (1..=400).map(|i| 1 + i % 200).collect();
+    let targets: Vec<String> = (1..=400).map(|i| format!("button-{}", i % 3)).collect();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(targets))],
+    )
+    .unwrap();
+    let file = std::fs::File::create(lake.join("clicks.parquet")).unwrap();
+    let mut writer = ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with("", "", |_| {}).await
+    }
+
+    /// Starts Switchyard with extra config lines; `prepare` may add files to the dir first.
+    pub async fn start_with(extra_origins: &str, extra_datasets: &str, prepare: impl FnOnce(&Path)) -> Harness {
+        let pg = pg();
+        let dir = tempfile::tempdir().unwrap();
+        write_origin_files(dir.path());
+        prepare(dir.path());
+        let file = dir.path().join("switchyard.yaml");
+        std::fs::write(&file, config_text(&pg, extra_origins, extra_datasets)).unwrap();
+        let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let server = switchyard::start(config).await.expect("server starts");
+        Harness { server, dir, pg }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
+    }
+
+    pub fn config(&self, user: &str, password: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1").port(self.port()).user(user).password(password).dbname("switchyard");
+        c
+    }
+
+    pub async fn connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+        let (client, conn) = self.config(user, password).connect(NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    pub async fn analyst(&self) -> Client {
+        self.connect(ANALYST.0, ANALYST.1).await.expect("analyst connects")
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// The message of a failed statement.
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+/// All rows of a simple query as text.
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()));
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}

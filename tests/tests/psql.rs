@@ -1,0 +1,77 @@
+//! psql, the client users reach for first: meta-commands, a cross-origin join and
+//! its EXPLAIN.
+
+mod common;
+
+use std::process::Command;
+
+use common::Harness;
+
+#[tokio::test]
+async fn meta_commands_list_and_describe_datasets() {
+    let h = Harness::start().await;
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let port = h.port();
+        move || {
+            let h = PortOnly(port);
+            psql_port(&h, &["-c", "\\dt sales.*", "-c", "\\d inventory.products", "-c", "\\dn"])
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    for table in ["customers", "orders"] {
+        assert!(out.contains(table), "\\dt lists {table}:\n{out}");
+    }
+    for column in ["sku", "price", "numeric(10,2)", "category"] {
+        assert!(out.contains(column), "\\d shows {column}:\n{out}");
+    }
+    assert!(out.contains("inventory") && out.contains("crm"), "\\dn lists schemas:\n{out}");
+}
+
+struct PortOnly(u16);
+
+fn psql_port(h: &PortOnly, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("psql")
+        .env("PGPASSWORD", common::ANALYST.1)
+        .args(["-X", "-h", "127.0.0.1", "-p", &h.0.to_string(), "-U", common::ANALYST.0, "switchyard"])
+        .args(args)
+        .output()
+        .expect("psql is installed");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test]
+async fn cross_origin_join_and_its_explain() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let join = "SELECT c.name, p.name AS product, a.tier FROM sales.orders o \
+                JOIN sales.customers c ON c.id = o.customer_id \
+                JOIN inventory.products p ON p.id = o.product_id \
+                JOIN crm.accounts a ON a.customer_id = c.id \
+                WHERE o.id = 42 AND p.price > 1";
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        psql_port(&PortOnly(port), &["-A", "-t", "-c", join, "-c", &format!("EXPLAIN {join}")])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.lines().next().unwrap_or("").starts_with("customer "), "{out}");
+    let remote: Vec<&str> = out.lines().filter(|l| l.contains("VirtualExecutionPlan")).collect();
+    assert!(remote.len() >= 3, "{out}");
+    assert!(remote.iter().any(|l| l.contains("\"orders\"") && l.contains("WHERE") && l.contains("42")), "{out}");
+    assert!(remote.iter().any(|l| l.contains("\"products\"") && l.contains("WHERE")), "{out}");
+}
+
+#[tokio::test]
+async fn errors_reach_psql_with_their_sqlstate() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let (ok, _out, err) = tokio::task::spawn_blocking(move || {
+        psql_port(&PortOnly(port), &["-v", "VERBOSITY=verbose", "-c", "\\set VERBOSITY verbose", "-c", "SELECT * FROM sales.nope"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("42P01"), "{err}");
+}

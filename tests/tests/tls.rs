@@ -1,0 +1,80 @@
+//! TLS on the front door: `require` refuses plaintext clients with a clear error and
+//! serves TLS clients (psql with sslmode=require).
+
+mod common;
+
+use std::process::Command;
+
+use common::{sqlstate, Harness};
+
+fn make_cert(dir: &std::path::Path) {
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(dir.join("server.pem"))
+        .output()
+        .expect("openssl is installed");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+}
+
+async fn start(mode: &str) -> Harness {
+    let h = Harness::start_with("", "", make_cert).await;
+    // Restart with TLS: write the config again with a tls section.
+    let file = h.dir.path().join("switchyard-tls.yaml");
+    let text = std::fs::read_to_string(h.dir.path().join("switchyard.yaml")).unwrap();
+    std::fs::write(&file, format!("tls: {{ mode: {mode}, cert: server.pem, key: server.key }}\n{text}")).unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap();
+    h.server.stop();
+    let server = switchyard::start(config).await.unwrap();
+    Harness { server, dir: h.dir, pg: h.pg }
+}
+
+fn psql(h: &Harness, sslmode: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .env("PGPASSWORD", "analyst-pw")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .arg(format!("host=127.0.0.1 port={} user=analyst dbname=switchyard sslmode={sslmode}", h.port()))
+        .args(["-X", "-A", "-t", "-c", sql])
+        .output()
+        .expect("psql is installed")
+}
+
+#[tokio::test]
+async fn require_refuses_plaintext_and_serves_tls() {
+    let h = start("require").await;
+    let e = h.analyst_plain().await.expect_err("plaintext must be refused");
+    assert_eq!(sqlstate(&e), "28000", "{e:?}");
+    assert!(common::message(&e).contains("requires TLS"), "{e:?}");
+
+    let out = psql(&h, "disable", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = psql(&h, "require", "SELECT count(*) FROM crm.accounts");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+}
+
+#[tokio::test]
+async fn allow_serves_both() {
+    let h = start("allow").await;
+    assert!(h.analyst_plain().await.is_ok());
+    let out = psql(&h, "require", "SELECT 1");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+trait PlainConnect {
+    async fn analyst_plain(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error>;
+}
+
+impl PlainConnect for Harness {
+    async fn analyst_plain(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = self.config("analyst", "analyst-pw");
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+}
