@@ -24,7 +24,7 @@ async fn active_origin_queries(h: &Harness) -> i64 {
         .get(0)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_long_cross_origin_query() {
     let h = Harness::start().await;
     let c = h.analyst().await;
@@ -51,7 +51,7 @@ async fn cancel_stops_a_long_cross_origin_query() {
     assert_eq!(rows(&c, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_with_a_wrong_key_does_nothing() {
     let h = Harness::start().await;
     let victim = h.analyst().await;

@@ -5,7 +5,7 @@ mod common;
 
 use common::{message, rows, sqlstate, Harness, ANALYST, CRM_ONLY};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_login_and_wrong_or_unknown_credentials() {
     let h = Harness::start().await;
     let client = h.analyst().await;
@@ -20,7 +20,7 @@ async fn scram_login_and_wrong_or_unknown_credentials() {
     assert_eq!(rows(&client, "SELECT 2").await, vec![vec![Some("2".into())]]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn current_user_is_the_session_user() {
     let h = Harness::start().await;
     let analyst = h.analyst().await;
@@ -31,7 +31,7 @@ async fn current_user_is_the_session_user() {
     assert_eq!(row.get::<_, String>("u"), "analyst");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_statements_as_orms_send_them() {
     let h = Harness::start().await;
     let mut c = h.analyst().await;
@@ -61,7 +61,7 @@ async fn session_statements_as_orms_send_them() {
     tx.commit().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistakes_get_their_sqlstate_not_xx000() {
     let h = Harness::start().await;
     let c = h.analyst().await;
@@ -92,7 +92,7 @@ async fn mistakes_get_their_sqlstate_not_xx000() {
     assert_eq!(rows(&c, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_limit_tables() {
     let h = Harness::start().await;
     let crm = h.connect(CRM_ONLY.0, CRM_ONLY.1).await.unwrap();
@@ -108,7 +108,7 @@ async fn role_grants_limit_tables() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_parameters_reach_the_origin_quoted() {
     let h = Harness::start().await;
     let c = h.analyst().await;

@@ -94,7 +94,7 @@ async fn run_file(path: &Path, client: Client, label: &str) -> Result<(), String
     runner.run_file_async(path).await.map_err(|e| format!("{label}: {}: {e}", path.display()))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt_files_through_switchyard_and_differential_against_postgres() {
     let h = Harness::start().await;
     let mut failures = Vec::new();

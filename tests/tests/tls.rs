@@ -31,37 +31,44 @@ async fn start(mode: &str) -> Harness {
     Harness { server, dir: h.dir, pg: h.pg }
 }
 
-fn psql(h: &Harness, sslmode: &str, sql: &str) -> std::process::Output {
+/// Runs psql off the runtime's threads (the server runs in this process).
+async fn psql(h: &Harness, sslmode: &str, sql: &str) -> std::process::Output {
+    let port = h.port();
+    let (sslmode, sql) = (sslmode.to_string(), sql.to_string());
+    tokio::task::spawn_blocking(move || psql_blocking(port, &sslmode, &sql)).await.unwrap()
+}
+
+fn psql_blocking(port: u16, sslmode: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
         .env("PGPASSWORD", "analyst-pw")
         .env("PGCONNECT_TIMEOUT", "10")
-        .arg(format!("host=127.0.0.1 port={} user=analyst dbname=switchyard sslmode={sslmode}", h.port()))
+        .arg(format!("host=127.0.0.1 port={} user=analyst dbname=switchyard sslmode={sslmode}", port))
         .args(["-X", "-A", "-t", "-c", sql])
         .output()
         .expect("psql is installed")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_refuses_plaintext_and_serves_tls() {
     let h = start("require").await;
     let e = h.analyst_plain().await.expect_err("plaintext must be refused");
     assert_eq!(sqlstate(&e), "28000", "{e:?}");
     assert!(common::message(&e).contains("requires TLS"), "{e:?}");
 
-    let out = psql(&h, "disable", "SELECT 1");
+    let out = psql(&h, "disable", "SELECT 1").await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = psql(&h, "require", "SELECT count(*) FROM crm.accounts");
+    let out = psql(&h, "require", "SELECT count(*) FROM crm.accounts").await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_serves_both() {
     let h = start("allow").await;
     assert!(h.analyst_plain().await.is_ok());
-    let out = psql(&h, "require", "SELECT 1");
+    let out = psql(&h, "require", "SELECT 1").await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -74,6 +74,14 @@ fn classify_datafusion(error: &DataFusionError) -> (String, String) {
                     current = inner.as_ref();
                     continue;
                 }
+                DataFusionError::Diagnostic(_, inner) => {
+                    current = inner.as_ref();
+                    continue;
+                }
+                DataFusionError::Collection(errors) if !errors.is_empty() => {
+                    current = &errors[0];
+                    continue;
+                }
                 _ => return classify_leaf(df),
             }
         }
@@ -185,6 +193,11 @@ mod tests {
     fn planning_mistakes_are_not_internal_errors() {
         let e = DataFusionError::Plan("table 'switchyard.public.nope' not found".into());
         assert_eq!(classify(&e), ("42P01".into(), "table 'switchyard.public.nope' not found".into()));
+        let e = DataFusionError::Diagnostic(
+            Box::new(datafusion::common::Diagnostic::new_error("x", None)),
+            Box::new(DataFusionError::Plan("table 'a.b.c' not found".into())),
+        );
+        assert_eq!(classify(&e).0, "42P01");
         let e = DataFusionError::Plan("Invalid function 'nope'".into());
         assert_eq!(classify(&e).0, "42883");
     }
