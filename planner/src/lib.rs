@@ -31,6 +31,8 @@ pub fn session_config() -> SessionConfig {
     // datafusion-table-providers (STACK-NOTES); plain Utf8 everywhere avoids it.
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.parquet.schema_force_view_types = false;
+    // `0.01` is numeric in PostgreSQL, not a float: keep decimal arithmetic exact.
+    options.sql_parser.parse_float_as_decimal = true;
     // PostgreSQL folds unquoted identifiers to lower case; so do we.
     options.sql_parser.enable_ident_normalization = true;
     config

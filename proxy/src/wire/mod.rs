@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod cancel;
 pub mod errors;
+pub mod pgtext;
 pub mod session;
 pub mod tls;
