@@ -14,11 +14,7 @@ use crate::{
 const RESERVED_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "local"];
 
 /// Parses and checks config text as if read from `file`, with `env` giving `${VAR}` values.
-pub fn parse_str(
-    text: &str,
-    file: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config> {
+pub fn parse_str(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
         let inner = e.without_snippet();
         let reason = inner.to_string();
@@ -34,7 +30,12 @@ pub fn parse_str(
             reason,
         }
     })?;
-    Checker { file, env, base: file.parent().unwrap_or(Path::new(".")).to_path_buf() }.check(raw)
+    Checker {
+        file,
+        env,
+        base: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    }
+    .check(raw)
 }
 
 fn yaml_fix(reason: &str) -> String {
@@ -54,8 +55,18 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn err(&self, line: Option<u64>, reason: impl Into<String>, fix: impl Into<String>) -> ConfigError {
-        ConfigError { file: self.file.to_path_buf(), line, reason: reason.into(), fix: fix.into() }
+    fn err(
+        &self,
+        line: Option<u64>,
+        reason: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            reason: reason.into(),
+            fix: fix.into(),
+        }
     }
 
     /// A value with `${VAR}` expanded.
@@ -66,22 +77,30 @@ impl Checker<'_> {
                 format!("environment variable {var} (used by {what}) is not set"),
                 format!("export {var}=... before starting, or write ${{{var}:-default}}"),
             ),
-            ExpandError::Unclosed => {
-                self.err(line(s), format!("{what}: `${{` without a closing `}}`"), "write ${NAME}")
-            }
+            ExpandError::Unclosed => self.err(
+                line(s),
+                format!("{what}: `${{` without a closing `}}`"),
+                "write ${NAME}",
+            ),
         })
     }
 
     fn path(&self, s: &Str, what: &str) -> Result<PathBuf> {
         let p = PathBuf::from(self.expand(s, what)?);
-        Ok(if p.is_absolute() { p } else { self.base.join(p) })
+        Ok(if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        })
     }
 
     fn check(&self, raw: RawConfig) -> Result<Config> {
         let listen = match &raw.listen {
             Some(s) => {
                 let v = self.expand(s, "listen")?;
-                let ok = v.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                let ok = v
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
                 if !ok {
                     return Err(self.err(
                         line(s),
@@ -103,8 +122,12 @@ impl Checker<'_> {
             None => self.base.join("data"),
         };
         let local = match &raw.local {
-            Some(l) => LocalStore { path: self.path(&l.path, "local.path")? },
-            None => LocalStore { path: data_dir.join("local.db") },
+            Some(l) => LocalStore {
+                path: self.path(&l.path, "local.path")?,
+            },
+            None => LocalStore {
+                path: data_dir.join("local.db"),
+            },
         };
         Ok(Config {
             file: self.file.to_path_buf(),
@@ -121,7 +144,11 @@ impl Checker<'_> {
 
     fn tls(&self, raw: Option<&raw::RawTls>) -> Result<Tls> {
         let Some(raw) = raw else {
-            return Ok(Tls { mode: TlsMode::Disable, cert: None, key: None });
+            return Ok(Tls {
+                mode: TlsMode::Disable,
+                cert: None,
+                key: None,
+            });
         };
         let mode = match raw.mode.value {
             TlsModeName::Disable => TlsMode::Disable,
@@ -129,7 +156,11 @@ impl Checker<'_> {
             TlsModeName::Require => TlsMode::Require,
         };
         if mode == TlsMode::Disable {
-            return Ok(Tls { mode, cert: None, key: None });
+            return Ok(Tls {
+                mode,
+                cert: None,
+                key: None,
+            });
         }
         let mut files = Vec::new();
         for (field, value) in [("cert", &raw.cert), ("key", &raw.key)] {
@@ -155,7 +186,10 @@ impl Checker<'_> {
         Ok(Tls { mode, cert, key })
     }
 
-    fn roles(&self, raw: &indexmap::IndexMap<String, raw::RawRole>) -> Result<BTreeMap<String, Role>> {
+    fn roles(
+        &self,
+        raw: &indexmap::IndexMap<String, raw::RawRole>,
+    ) -> Result<BTreeMap<String, Role>> {
         let mut roles = BTreeMap::new();
         for (name, role) in raw {
             let mut out = Role::default();
@@ -190,7 +224,10 @@ impl Checker<'_> {
                     "keep one entry per user name",
                 ));
             }
-            let password = self.expand(&u.password, &format!("the password of user {}", u.name.value))?;
+            let password = self.expand(
+                &u.password,
+                &format!("the password of user {}", u.name.value),
+            )?;
             let mut user_roles = Vec::new();
             for r in &u.roles {
                 if !roles.contains_key(&r.value) {
@@ -202,7 +239,11 @@ impl Checker<'_> {
                 }
                 user_roles.push(r.value.clone());
             }
-            users.push(User { name: u.name.value.clone(), password, roles: user_roles });
+            users.push(User {
+                name: u.name.value.clone(),
+                password,
+                roles: user_roles,
+            });
         }
         Ok(users)
     }
@@ -212,15 +253,27 @@ impl Checker<'_> {
         for (name, o) in raw {
             let at = line(&o.kind);
             if !is_identifier(name) {
-                return Err(self.err(at, format!("origin name {name:?} is not a plain name"), "use lower-case letters, digits and _"));
+                return Err(self.err(
+                    at,
+                    format!("origin name {name:?} is not a plain name"),
+                    "use lower-case letters, digits and _",
+                ));
             }
             let kind = match o.kind.value {
                 OriginKindName::Postgres => {
                     let Some(url) = &o.url else {
-                        return Err(self.err(at, format!("origin {name} (postgres) has no url"), "add url: postgres://user:password@host:5432/database"));
+                        return Err(self.err(
+                            at,
+                            format!("origin {name} (postgres) has no url"),
+                            "add url: postgres://user:password@host:5432/database",
+                        ));
                     };
                     if o.path.is_some() {
-                        return Err(self.err(at, format!("origin {name}: `path` is for sqlite and files origins"), "remove path; postgres origins take url"));
+                        return Err(self.err(
+                            at,
+                            format!("origin {name}: `path` is for sqlite and files origins"),
+                            "remove path; postgres origins take url",
+                        ));
                     }
                     let mut pg = self.postgres_url(url, name)?;
                     if let Some(n) = o.pool_size {
@@ -230,10 +283,18 @@ impl Checker<'_> {
                 }
                 OriginKindName::Sqlite | OriginKindName::Files => {
                     let Some(path) = &o.path else {
-                        return Err(self.err(at, format!("origin {name} ({}) has no path", kind_name(o.kind.value)), "add path: (a file for sqlite, a folder for files)"));
+                        return Err(self.err(
+                            at,
+                            format!("origin {name} ({}) has no path", kind_name(o.kind.value)),
+                            "add path: (a file for sqlite, a folder for files)",
+                        ));
                     };
                     if o.url.is_some() {
-                        return Err(self.err(at, format!("origin {name}: `url` is for postgres origins"), "remove url; use path"));
+                        return Err(self.err(
+                            at,
+                            format!("origin {name}: `url` is for postgres origins"),
+                            "remove url; use path",
+                        ));
                     }
                     let p = self.path(path, &format!("origins.{name}.path"))?;
                     if o.kind.value == OriginKindName::Sqlite {
@@ -249,7 +310,10 @@ impl Checker<'_> {
                     }
                 }
             };
-            origins.push(Origin { name: name.clone(), kind });
+            origins.push(Origin {
+                name: name.clone(),
+                kind,
+            });
         }
         Ok(origins)
     }
@@ -257,34 +321,62 @@ impl Checker<'_> {
     fn postgres_url(&self, s: &Str, origin: &str) -> Result<PostgresOrigin> {
         let text = self.expand(s, &format!("origins.{origin}.url"))?;
         let bad = |why: String| {
-            self.err(line(s), format!("origin {origin}: bad URL: {why}"), "write postgres://user:password@host:5432/database")
+            self.err(
+                line(s),
+                format!("origin {origin}: bad URL: {why}"),
+                "write postgres://user:password@host:5432/database",
+            )
         };
         let url = url::Url::parse(&text).map_err(|e| bad(e.to_string()))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
             return Err(bad(format!("scheme {:?} is not postgres", url.scheme())));
         }
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host".into()))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host".into()))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let database = url.path().trim_start_matches('/');
         if database.is_empty() || database.contains('/') {
             return Err(bad("no database name after the host".into()));
         }
         let decode = |v: &str| {
-            url::form_urlencoded::parse(format!("x={v}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+            url::form_urlencoded::parse(format!("x={v}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
         };
-        let user = if url.username().is_empty() { "postgres".to_string() } else { decode(url.username()) };
+        let user = if url.username().is_empty() {
+            "postgres".to_string()
+        } else {
+            decode(url.username())
+        };
         let password = url.password().map(decode);
         let mut sslmode = "prefer".to_string();
         let mut pool_size = 8;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "sslmode" => sslmode = v.into_owned(),
-                "pool_size" => pool_size = v.parse().map_err(|_| bad(format!("pool_size={v} is not a number")))?,
-                other => return Err(bad(format!("unknown URL parameter {other:?} (known: sslmode, pool_size)"))),
+                "pool_size" => {
+                    pool_size = v
+                        .parse()
+                        .map_err(|_| bad(format!("pool_size={v} is not a number")))?
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown URL parameter {other:?} (known: sslmode, pool_size)"
+                    )))
+                }
             }
         }
-        if !["disable", "prefer", "require", "verify-ca", "verify-full"].contains(&sslmode.as_str()) {
-            return Err(bad(format!("sslmode={sslmode} is not one of disable, prefer, require, verify-ca, verify-full")));
+        if !["disable", "prefer", "require", "verify-ca", "verify-full"].contains(&sslmode.as_str())
+        {
+            return Err(bad(format!(
+                "sslmode={sslmode} is not one of disable, prefer, require, verify-ca, verify-full"
+            )));
         }
         Ok(PostgresOrigin {
             host,
@@ -310,7 +402,10 @@ impl Checker<'_> {
                 return Err(self.err(
                     at,
                     format!("dataset {key}: unknown origin {}", d.origin.value),
-                    format!("define it under origins: (known: {})", known(origins.iter().map(|o| &o.name))),
+                    format!(
+                        "define it under origins: (known: {})",
+                        known(origins.iter().map(|o| &o.name))
+                    ),
                 ));
             };
             let (schema, single) = match key.split_once('.') {
@@ -319,41 +414,86 @@ impl Checker<'_> {
             };
             for part in std::iter::once(schema).chain(single) {
                 if !is_identifier(part) {
-                    return Err(self.err(at, format!("dataset name {key:?} is not schema or schema.table"), "use lower-case letters, digits and _ (one dot at most)"));
+                    return Err(self.err(
+                        at,
+                        format!("dataset name {key:?} is not schema or schema.table"),
+                        "use lower-case letters, digits and _ (one dot at most)",
+                    ));
                 }
             }
             if RESERVED_SCHEMAS.contains(&schema) {
-                return Err(self.err(at, format!("dataset {key}: schema {schema} is reserved"), "pick another schema name"));
+                return Err(self.err(
+                    at,
+                    format!("dataset {key}: schema {schema} is reserved"),
+                    "pick another schema name",
+                ));
             }
             let filters: Vec<_> = d.filters.clone().unwrap_or_default().into_iter().collect();
             for (col, _) in &filters {
                 if !is_identifier(col) {
-                    return Err(self.err(at, format!("dataset {key}: filter column {col:?} is not a plain column name"), "use the column's lower-case name"));
+                    return Err(self.err(
+                        at,
+                        format!("dataset {key}: filter column {col:?} is not a plain column name"),
+                        "use the column's lower-case name",
+                    ));
                 }
             }
             let mut tables = Vec::new();
             match (single, &d.tables, &d.table, &d.query) {
                 (None, Some(list), None, None) => {
                     if list.is_empty() {
-                        return Err(self.err(at, format!("dataset {key}: tables is empty"), "list at least one table"));
+                        return Err(self.err(
+                            at,
+                            format!("dataset {key}: tables is empty"),
+                            "list at least one table",
+                        ));
                     }
                     for t in list {
                         let name = t.value.rsplit('.').next().unwrap_or(&t.value).to_string();
                         if !is_identifier(&name) {
-                            return Err(self.err(line(t), format!("dataset {key}: table name {:?} is not plain", t.value), "use lower-case letters, digits and _"));
+                            return Err(self.err(
+                                line(t),
+                                format!("dataset {key}: table name {:?} is not plain", t.value),
+                                "use lower-case letters, digits and _",
+                            ));
                         }
-                        tables.push((name, DatasetSource::Table { table: t.value.clone(), filters: filters.clone() }, line(t)));
+                        tables.push((
+                            name,
+                            DatasetSource::Table {
+                                table: t.value.clone(),
+                                filters: filters.clone(),
+                            },
+                            line(t),
+                        ));
                     }
                 }
                 (Some(name), None, Some(table), None) => {
-                    tables.push((name.to_string(), DatasetSource::Table { table: table.value.clone(), filters }, at));
+                    tables.push((
+                        name.to_string(),
+                        DatasetSource::Table {
+                            table: table.value.clone(),
+                            filters,
+                        },
+                        at,
+                    ));
                 }
                 (Some(name), None, None, Some(query)) => {
                     if !filters.is_empty() {
-                        return Err(self.err(at, format!("dataset {key}: filters apply to tables, not queries"), "put the condition in the query's WHERE clause"));
+                        return Err(self.err(
+                            at,
+                            format!("dataset {key}: filters apply to tables, not queries"),
+                            "put the condition in the query's WHERE clause",
+                        ));
                     }
                     if matches!(origin.kind, OriginKind::Files { .. }) {
-                        return Err(self.err(line(query), format!("dataset {key}: origin {} holds files and cannot run a query", origin.name), "use table: <file name> instead"));
+                        return Err(self.err(
+                            line(query),
+                            format!(
+                                "dataset {key}: origin {} holds files and cannot run a query",
+                                origin.name
+                            ),
+                            "use table: <file name> instead",
+                        ));
                     }
                     let sql = self.expand(query, &format!("datasets.{key}.query"))?;
                     tables.push((name.to_string(), DatasetSource::Query(sql), line(query)));
@@ -368,11 +508,23 @@ impl Checker<'_> {
             for (name, source, at) in tables {
                 let qualified = format!("{schema}.{name}");
                 if let Some(first) = seen.get(&qualified) {
-                    let first = first.map(|l| format!(" (first defined at line {l})")).unwrap_or_default();
-                    return Err(self.err(at, format!("dataset {qualified} is defined twice{first}"), "remove one of them or give it another name"));
+                    let first = first
+                        .map(|l| format!(" (first defined at line {l})"))
+                        .unwrap_or_default();
+                    return Err(self.err(
+                        at,
+                        format!("dataset {qualified} is defined twice{first}"),
+                        "remove one of them or give it another name",
+                    ));
                 }
                 seen.insert(qualified, at);
-                out.push(Dataset { schema: schema.to_string(), name, origin: origin.name.clone(), source, line: at });
+                out.push(Dataset {
+                    schema: schema.to_string(),
+                    name,
+                    origin: origin.name.clone(),
+                    source,
+                    line: at,
+                });
             }
         }
         Ok(out)
@@ -393,7 +545,11 @@ fn kind_name(k: OriginKindName) -> &'static str {
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
-    if v.is_empty() { "none yet".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none yet".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Names that need no quoting in SQL: DataFusion folds unquoted names to lower case.

@@ -66,6 +66,9 @@ mod tests {
             expand("${PW}${MISSING}", &env).unwrap_err(),
             super::ExpandError::Missing("MISSING".into())
         );
-        assert_eq!(expand("${PW", &env).unwrap_err(), super::ExpandError::Unclosed);
+        assert_eq!(
+            expand("${PW", &env).unwrap_err(),
+            super::ExpandError::Unclosed
+        );
     }
 }

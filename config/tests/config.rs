@@ -60,23 +60,52 @@ fn documented_example_loads() {
     let c = parse(dir.path(), EXAMPLE).unwrap();
     assert_eq!(c.listen, "127.0.0.1:6432");
     assert_eq!(c.tls.mode, TlsMode::Require);
-    assert_eq!(c.tls.cert.as_deref(), Some(dir.path().join("certs/server.pem").as_path()));
+    assert_eq!(
+        c.tls.cert.as_deref(),
+        Some(dir.path().join("certs/server.pem").as_path())
+    );
     assert_eq!(c.users[0].password, "analyst-pw");
     assert_eq!(c.roles["reader"].allow, vec!["public.*", "pg1.*"]);
-    let OriginKind::Postgres(pg) = &c.origins[0].kind else { panic!("prod is postgres") };
-    assert_eq!((pg.host.as_str(), pg.port, pg.database.as_str()), ("db1", 5432, "production"));
-    assert_eq!((pg.user.as_str(), pg.password.as_deref()), ("app", Some("p@ss word")));
-    let OriginKind::Postgres(an) = &c.origins[1].kind else { panic!("analytics is postgres") };
-    assert_eq!((an.password.as_deref(), an.sslmode.as_str()), (None, "disable"));
+    let OriginKind::Postgres(pg) = &c.origins[0].kind else {
+        panic!("prod is postgres")
+    };
+    assert_eq!(
+        (pg.host.as_str(), pg.port, pg.database.as_str()),
+        ("db1", 5432, "production")
+    );
+    assert_eq!(
+        (pg.user.as_str(), pg.password.as_deref()),
+        ("app", Some("p@ss word"))
+    );
+    let OriginKind::Postgres(an) = &c.origins[1].kind else {
+        panic!("analytics is postgres")
+    };
+    assert_eq!(
+        (an.password.as_deref(), an.sslmode.as_str()),
+        (None, "disable")
+    );
     assert!(matches!(c.origins[2].kind, OriginKind::Sqlite { .. }));
     assert!(matches!(c.origins[3].kind, OriginKind::Files { .. }));
     let names: Vec<String> = c.datasets.iter().map(|d| d.qualified_name()).collect();
-    assert_eq!(names, ["public.users", "public.orders", "pg1.products", "analytics.events"]);
+    assert_eq!(
+        names,
+        [
+            "public.users",
+            "public.orders",
+            "pg1.products",
+            "analytics.events"
+        ]
+    );
     assert_eq!(
         c.datasets[2].source,
-        DatasetSource::Table { table: "public.products".into(), filters: vec![("status".into(), FilterValue::Int(1))] }
+        DatasetSource::Table {
+            table: "public.products".into(),
+            filters: vec![("status".into(), FilterValue::Int(1))]
+        }
     );
-    assert!(matches!(&c.datasets[3].source, DatasetSource::Query(q) if q.contains("interval '7 days'")));
+    assert!(
+        matches!(&c.datasets[3].source, DatasetSource::Query(q) if q.contains("interval '7 days'"))
+    );
     assert_eq!(c.local.path, dir.path().join("data/local.db"));
 }
 
@@ -98,7 +127,10 @@ fn unknown_origin_names_the_known_ones() {
 
 #[test]
 fn duplicate_dataset_across_list_and_single_form() {
-    let text = EXAMPLE.replace("local: {", "  public.orders: { origin: crm, table: orders }\nlocal: {");
+    let text = EXAMPLE.replace(
+        "local: {",
+        "  public.orders: { origin: crm, table: orders }\nlocal: {",
+    );
     let e = error(&text);
     assert!(e.reason.contains("public.orders is defined twice"), "{e}");
     assert!(e.reason.contains("first defined at line 14"), "{e}");
@@ -106,10 +138,16 @@ fn duplicate_dataset_across_list_and_single_form() {
 
 #[test]
 fn bad_url_is_refused() {
-    let e = error(&EXAMPLE.replace("postgres://app@db2:5432/analytics?sslmode=disable", "mysql://db2/analytics"));
+    let e = error(&EXAMPLE.replace(
+        "postgres://app@db2:5432/analytics?sslmode=disable",
+        "mysql://db2/analytics",
+    ));
     assert_eq!(e.line, Some(10));
     assert!(e.reason.contains("bad URL"), "{e}");
-    let e = error(&EXAMPLE.replace("postgres://app@db2:5432/analytics?sslmode=disable", "postgres://db2:5432"));
+    let e = error(&EXAMPLE.replace(
+        "postgres://app@db2:5432/analytics?sslmode=disable",
+        "postgres://db2:5432",
+    ));
     assert!(e.reason.contains("no database"), "{e}");
 }
 
@@ -134,15 +172,24 @@ fn unknown_role_and_bad_kind_fields() {
     assert!(e.reason.contains("unknown role writer"), "{e}");
     let e = error(&EXAMPLE.replace("{ kind: sqlite, path: data/crm.db }", "{ kind: sqlite }"));
     assert!(e.reason.contains("has no path"), "{e}");
-    let e = error(&EXAMPLE.replace("{ kind: files, path: data/events/ }", "{ kind: files, path: data/nowhere/ }"));
+    let e = error(&EXAMPLE.replace(
+        "{ kind: files, path: data/events/ }",
+        "{ kind: files, path: data/nowhere/ }",
+    ));
     assert!(e.reason.contains("does not exist"), "{e}");
 }
 
 #[test]
 fn dataset_shapes_are_checked() {
-    let e = error(&EXAMPLE.replace("public: { origin: prod, tables: [users, orders] }", "public: { origin: prod, table: users }"));
+    let e = error(&EXAMPLE.replace(
+        "public: { origin: prod, tables: [users, orders] }",
+        "public: { origin: prod, table: users }",
+    ));
     assert!(e.reason.contains("needs `tables"), "{e}");
-    let e = error(&EXAMPLE.replace("local: {", "  pg_catalog.x: { origin: prod, table: x }\nlocal: {"));
+    let e = error(&EXAMPLE.replace(
+        "local: {",
+        "  pg_catalog.x: { origin: prod, table: x }\nlocal: {",
+    ));
     assert!(e.reason.contains("reserved"), "{e}");
 }
 

@@ -83,13 +83,19 @@ impl SchemaProvider for OriginSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(entry) = self.tables.get(name) else { return Ok(None) };
+        let Some(entry) = self.tables.get(name) else {
+            return Ok(None);
+        };
         let mut resolved = entry.resolved.lock().await;
         if let Some(table) = resolved.as_ref() {
             return Ok(Some(Arc::clone(table)));
         }
         let local_name = entry.dataset.qualified_name();
-        let table = entry.connector.table(&local_name, &entry.dataset).await.map_err(DataFusionError::from)?;
+        let table = entry
+            .connector
+            .table(&local_name, &entry.dataset)
+            .await
+            .map_err(DataFusionError::from)?;
         tracing::debug!(table = %local_name, origin = %entry.dataset.origin, "resolved dataset");
         *resolved = Some(Arc::clone(&table));
         Ok(Some(table))
@@ -106,44 +112,77 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
     let mut origins = Origins::default();
     for origin in &config.origins {
         let connector = match &origin.kind {
-            OriginKind::Postgres(pg) => Connector::Postgres(PostgresConnector::new(&origin.name, pg.clone())),
-            OriginKind::Sqlite { path } => Connector::Sqlite(SqliteConnector::new(&origin.name, path)),
-            OriginKind::Files { path } => Connector::Files { origin: origin.name.clone(), path: path.clone() },
+            OriginKind::Postgres(pg) => {
+                Connector::Postgres(PostgresConnector::new(&origin.name, pg.clone()))
+            }
+            OriginKind::Sqlite { path } => {
+                Connector::Sqlite(SqliteConnector::new(&origin.name, path))
+            }
+            OriginKind::Files { path } => Connector::Files {
+                origin: origin.name.clone(),
+                path: path.clone(),
+            },
         };
-        origins.connectors.insert(origin.name.clone(), Arc::new(connector));
+        origins
+            .connectors
+            .insert(origin.name.clone(), Arc::new(connector));
     }
     let mut schemas: BTreeMap<String, BTreeMap<String, Arc<Entry>>> = BTreeMap::new();
     for dataset in &config.datasets {
-        let connector = Arc::clone(origins.get(&dataset.origin).expect("config checked the origin"));
+        let connector = Arc::clone(
+            origins
+                .get(&dataset.origin)
+                .expect("config checked the origin"),
+        );
         schemas.entry(dataset.schema.clone()).or_default().insert(
             dataset.name.clone(),
-            Arc::new(Entry { dataset: dataset.clone(), connector, resolved: Mutex::new(None) }),
+            Arc::new(Entry {
+                dataset: dataset.clone(),
+                connector,
+                resolved: Mutex::new(None),
+            }),
         );
     }
 
     let store = LocalStore::open(&config.local.path)?;
     let local = Arc::new(Connector::Sqlite(store.connector()));
-    let Connector::Sqlite(local_sqlite) = local.as_ref() else { unreachable!() };
+    let Connector::Sqlite(local_sqlite) = local.as_ref() else {
+        unreachable!()
+    };
     for name in local_sqlite.table_names()? {
         let dataset = Dataset {
             schema: LOCAL_SCHEMA.into(),
             name: name.clone(),
             origin: LOCAL_SCHEMA.into(),
-            source: DatasetSource::Table { table: name.clone(), filters: vec![] },
+            source: DatasetSource::Table {
+                table: name.clone(),
+                filters: vec![],
+            },
             line: None,
         };
-        schemas
-            .entry(LOCAL_SCHEMA.into())
-            .or_default()
-            .insert(name, Arc::new(Entry { dataset, connector: Arc::clone(&local), resolved: Mutex::new(None) }));
+        schemas.entry(LOCAL_SCHEMA.into()).or_default().insert(
+            name,
+            Arc::new(Entry {
+                dataset,
+                connector: Arc::clone(&local),
+                resolved: Mutex::new(None),
+            }),
+        );
     }
     origins.connectors.insert(LOCAL_SCHEMA.into(), local);
 
-    let catalog_name = ctx.state().config().options().catalog.default_catalog.clone();
-    let catalog = ctx.catalog(&catalog_name).expect("the default catalog exists");
+    let catalog_name = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    let catalog = ctx
+        .catalog(&catalog_name)
+        .expect("the default catalog exists");
     for (schema, tables) in schemas {
         catalog.register_schema(&schema, Arc::new(OriginSchema { tables }))?;
     }
     Ok(origins)
 }
-

@@ -43,7 +43,9 @@ pub enum ConnectorError {
         object: String,
     },
     /// A value from the origin has no Arrow equivalent yet (SQLSTATE 0A000).
-    #[error("origin {origin}: column {column} has type {type_name}, which Switchyard cannot read yet")]
+    #[error(
+        "origin {origin}: column {column} has type {type_name}, which Switchyard cannot read yet"
+    )]
     UnsupportedType {
         /// Origin name.
         origin: String,

@@ -11,7 +11,9 @@ use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::TableProvider;
 
 use crate::{ConnectorError, Result};
@@ -42,7 +44,10 @@ fn locate(dir: &Path, name: &str) -> Option<(PathBuf, &'static str)> {
         let entries = std::fs::read_dir(&folder).ok()?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
             if let Some(ext) = FORMATS.iter().find(|f| **f == ext) {
                 return Some((folder, ext));
             }
@@ -52,7 +57,12 @@ fn locate(dir: &Path, name: &str) -> Option<(PathBuf, &'static str)> {
 }
 
 /// A table over the file (or folder of files) `name` in `dir`.
-pub async fn table(state: &dyn Session, origin: &str, dir: &Path, name: &str) -> Result<Arc<dyn TableProvider>> {
+pub async fn table(
+    state: &dyn Session,
+    origin: &str,
+    dir: &Path,
+    name: &str,
+) -> Result<Arc<dyn TableProvider>> {
     let (path, ext) = locate(dir, name).ok_or_else(|| ConnectorError::NotFound {
         origin: origin.to_string(),
         object: format!(
@@ -69,6 +79,8 @@ pub async fn table(state: &dyn Session, origin: &str, dir: &Path, name: &str) ->
     let url = ListingTableUrl::parse(&url)?;
     let options = ListingOptions::new(format).with_file_extension(format!(".{ext}"));
     let schema = options.infer_schema(state, &url).await?;
-    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(schema);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }

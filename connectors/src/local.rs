@@ -20,22 +20,36 @@ pub struct LocalStore {
 impl LocalStore {
     /// Opens the store, creating the file and its folder on first use.
     pub fn open(path: &Path) -> Result<Self> {
-        let fail = |message: String| ConnectorError::Unreachable { origin: LOCAL_SCHEMA.into(), message };
+        let fail = |message: String| ConnectorError::Unreachable {
+            origin: LOCAL_SCHEMA.into(),
+            message,
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = rusqlite::Connection::open(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        let conn = rusqlite::Connection::open(path)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
         // WAL lets readers (queries) and the writer (materialize/sync) run together.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(e.to_string()))?;
-        Ok(LocalStore { path: path.to_path_buf() })
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(LocalStore {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Runs statements against the store (setup, loading).
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
-        let conn = rusqlite::Connection::open(&self.path)
-            .map_err(|e| ConnectorError::Unreachable { origin: LOCAL_SCHEMA.into(), message: e.to_string() })?;
-        conn.execute_batch(sql)
-            .map_err(|e| ConnectorError::Origin { origin: LOCAL_SCHEMA.into(), code: "42000".into(), message: e.to_string() })
+        let conn =
+            rusqlite::Connection::open(&self.path).map_err(|e| ConnectorError::Unreachable {
+                origin: LOCAL_SCHEMA.into(),
+                message: e.to_string(),
+            })?;
+        conn.execute_batch(sql).map_err(|e| ConnectorError::Origin {
+            origin: LOCAL_SCHEMA.into(),
+            code: "42000".into(),
+            message: e.to_string(),
+        })
     }
 
     /// The file.

@@ -21,7 +21,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect as PgParseDialect;
 use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
-use datafusion_federation::sql::{RemoteTable, RemoteTableRef, SQLExecutor, SQLFederationProvider, SQLTableSource};
+use datafusion_federation::sql::{
+    RemoteTable, RemoteTableRef, SQLExecutor, SQLFederationProvider, SQLTableSource,
+};
 use datafusion_federation::FederatedTableProviderAdaptor;
 use datafusion_table_providers::sql::arrow_sql_gen::postgres::rows_to_arrow;
 use futures::StreamExt;
@@ -49,7 +51,10 @@ pub struct PgPool {
 
 impl std::fmt::Debug for PgPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgPool").field("origin", &self.origin).field("settings", &self.settings).finish()
+        f.debug_struct("PgPool")
+            .field("origin", &self.origin)
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -65,7 +70,9 @@ struct Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
+        let Some(client) = self.client.take() else {
+            return;
+        };
         if self.busy {
             // Abandoned mid-statement: stop the backend's work, then drop the
             // connection, since unread rows may still be in flight on it.
@@ -90,7 +97,12 @@ impl PgPool {
     /// A pool for `settings`; connections are opened on first use.
     pub fn new(origin: &str, settings: PostgresOrigin) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(settings.pool_size.max(1) as usize));
-        Arc::new(PgPool { origin: origin.to_string(), settings, idle: Mutex::new(Vec::new()), permits })
+        Arc::new(PgPool {
+            origin: origin.to_string(),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            permits,
+        })
     }
 
     /// Origin name.
@@ -104,19 +116,32 @@ impl PgPool {
     }
 
     async fn checkout(self: &Arc<Self>) -> Result<Pooled> {
-        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("semaphore never closes");
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
         loop {
             let candidate = self.idle.lock().expect("pool lock").pop();
             match candidate {
                 Some(c) if !c.is_closed() => {
-                    return Ok(Pooled { client: Some(c), pool: Arc::clone(self), busy: false, _permit: permit })
+                    return Ok(Pooled {
+                        client: Some(c),
+                        pool: Arc::clone(self),
+                        busy: false,
+                        _permit: permit,
+                    })
                 }
                 Some(_) => continue,
                 None => break,
             }
         }
         let client = self.connect().await?;
-        Ok(Pooled { client: Some(client), pool: Arc::clone(self), busy: false, _permit: permit })
+        Ok(Pooled {
+            client: Some(client),
+            pool: Arc::clone(self),
+            busy: false,
+            _permit: permit,
+        })
     }
 
     async fn connect(&self) -> Result<Client> {
@@ -142,7 +167,10 @@ impl PgPool {
         let client = if s.sslmode == "disable" || s.sslmode == "prefer" {
             // `prefer` without a TLS connector means plaintext, as libpq does when the server has no TLS.
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, conn) = config.connect(NoTls).await.map_err(|e| self.map_connect_error(e, &unreachable))?;
+            let (client, conn) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| self.map_connect_error(e, &unreachable))?;
             let origin = self.origin.clone();
             spawn(Box::pin(async move {
                 if let Err(e) = conn.await {
@@ -159,7 +187,10 @@ impl PgPool {
                 .build()
                 .map_err(|e| unreachable(&e))?;
             let tls = postgres_native_tls::MakeTlsConnector::new(tls);
-            let (client, conn) = config.connect(tls).await.map_err(|e| self.map_connect_error(e, &unreachable))?;
+            let (client, conn) = config
+                .connect(tls)
+                .await
+                .map_err(|e| self.map_connect_error(e, &unreachable))?;
             let origin = self.origin.clone();
             spawn(Box::pin(async move {
                 if let Err(e) = conn.await {
@@ -172,7 +203,11 @@ impl PgPool {
         Ok(client)
     }
 
-    fn map_connect_error(&self, e: tokio_postgres::Error, unreachable: &dyn Fn(&dyn std::fmt::Display) -> ConnectorError) -> ConnectorError {
+    fn map_connect_error(
+        &self,
+        e: tokio_postgres::Error,
+        unreachable: &dyn Fn(&dyn std::fmt::Display) -> ConnectorError,
+    ) -> ConnectorError {
         match e.as_db_error() {
             // The server answered but refused us (bad password, no such database): pass its code on.
             Some(db) => ConnectorError::Origin {
@@ -191,7 +226,10 @@ impl PgPool {
                 code: db.code().code().to_string(),
                 message: db.message().to_string(),
             },
-            None => ConnectorError::ConnectionLost { origin: self.origin.clone(), message: e.to_string() },
+            None => ConnectorError::ConnectionLost {
+                origin: self.origin.clone(),
+                message: e.to_string(),
+            },
         }
     }
 
@@ -202,20 +240,25 @@ impl PgPool {
         let statement = client.prepare(sql).await.map_err(|e| self.query_error(e))?;
         let mut fields = Vec::new();
         for column in statement.columns() {
-            let data_type = arrow_type(column.type_(), column.type_modifier()).ok_or_else(|| {
-                ConnectorError::UnsupportedType {
-                    origin: self.origin.clone(),
-                    column: column.name().to_string(),
-                    type_name: column.type_().name().to_string(),
-                }
-            })?;
+            let data_type =
+                arrow_type(column.type_(), column.type_modifier()).ok_or_else(|| {
+                    ConnectorError::UnsupportedType {
+                        origin: self.origin.clone(),
+                        column: column.name().to_string(),
+                        type_name: column.type_().name().to_string(),
+                    }
+                })?;
             fields.push(Field::new(column.name(), data_type, true));
         }
         Ok(Arc::new(Schema::new(fields)))
     }
 
     /// Streams the rows of `sql` as Arrow batches of `schema`.
-    pub fn query_stream(self: &Arc<Self>, sql: String, schema: SchemaRef) -> SendableRecordBatchStream {
+    pub fn query_stream(
+        self: &Arc<Self>,
+        sql: String,
+        schema: SchemaRef,
+    ) -> SendableRecordBatchStream {
         let pool = Arc::clone(self);
         let out_schema = Arc::clone(&schema);
         tracing::debug!(origin = %pool.origin, %sql, "origin query");
@@ -228,35 +271,38 @@ impl PgPool {
                 .map_err(|e| DataFusionError::from(pool.query_error(e)))?;
             conn.busy = true;
             let state = (conn, Box::pin(rows), schema, false);
-            Ok::<_, DataFusionError>(futures::stream::try_unfold(state, |(mut conn, mut rows, schema, done)| async move {
-                if done {
-                    return Ok(None);
-                }
-                let mut chunk: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
-                let mut finished = false;
-                while chunk.len() < BATCH_ROWS {
-                    match rows.next().await {
-                        Some(Ok(row)) => chunk.push(row),
-                        Some(Err(e)) => {
-                            conn.busy = false;
-                            conn.client.take();
-                            return Err(DataFusionError::from(conn.pool.query_error(e)));
-                        }
-                        None => {
-                            finished = true;
-                            break;
+            Ok::<_, DataFusionError>(futures::stream::try_unfold(
+                state,
+                |(mut conn, mut rows, schema, done)| async move {
+                    if done {
+                        return Ok(None);
+                    }
+                    let mut chunk: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+                    let mut finished = false;
+                    while chunk.len() < BATCH_ROWS {
+                        match rows.next().await {
+                            Some(Ok(row)) => chunk.push(row),
+                            Some(Err(e)) => {
+                                conn.busy = false;
+                                conn.client.take();
+                                return Err(DataFusionError::from(conn.pool.query_error(e)));
+                            }
+                            None => {
+                                finished = true;
+                                break;
+                            }
                         }
                     }
-                }
-                if finished {
-                    conn.busy = false;
-                }
-                if chunk.is_empty() {
-                    return Ok(None);
-                }
-                let batch = to_batch(&chunk, &schema)?;
-                Ok(Some((batch, (conn, rows, schema, finished))))
-            }))
+                    if finished {
+                        conn.busy = false;
+                    }
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    let batch = to_batch(&chunk, &schema)?;
+                    Ok(Some((batch, (conn, rows, schema, finished))))
+                },
+            ))
         })
         .flat_map(|r| match r {
             Ok(s) => s.boxed(),
@@ -269,7 +315,8 @@ impl PgPool {
 /// Converts rows to a batch of exactly `schema` (types cast by position where the
 /// origin's result differs, e.g. an unconstrained numeric).
 fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let batch = rows_to_arrow(rows, &Some(Arc::clone(schema))).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let batch = rows_to_arrow(rows, &Some(Arc::clone(schema)))
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     if batch.num_columns() != schema.fields().len() {
         return Err(DataFusionError::Internal(format!(
             "origin returned {} columns, expected {}",
@@ -281,7 +328,13 @@ fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                cast(c, f.data_type())
+            }
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
@@ -298,7 +351,13 @@ pub fn arrow_type(t: &Type, type_modifier: i32) -> Option<DataType> {
         Type::OID => DataType::UInt32,
         Type::FLOAT4 => DataType::Float32,
         Type::FLOAT8 => DataType::Float64,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UUID | Type::JSON | Type::JSONB => DataType::Utf8,
+        Type::TEXT
+        | Type::VARCHAR
+        | Type::BPCHAR
+        | Type::NAME
+        | Type::UUID
+        | Type::JSON
+        | Type::JSONB => DataType::Utf8,
         Type::BYTEA => DataType::Binary,
         Type::DATE => DataType::Date32,
         Type::TIME => DataType::Time64(TimeUnit::Nanosecond),
@@ -362,16 +421,26 @@ impl SQLExecutor for PgExecutor {
         Arc::new(PostgreSqlDialect {})
     }
 
-    fn execute(&self, query: &str, schema: SchemaRef, _filters: &[Arc<dyn PhysicalExpr>]) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> DfResult<SendableRecordBatchStream> {
         Ok(self.pool.query_stream(query.to_string(), schema))
     }
 
     async fn table_names(&self) -> DfResult<Vec<String>> {
-        Err(DataFusionError::NotImplemented("listing origin tables; datasets name them in the config".into()))
+        Err(DataFusionError::NotImplemented(
+            "listing origin tables; datasets name them in the config".into(),
+        ))
     }
 
     async fn get_table_schema(&self, table_name: &str) -> DfResult<SchemaRef> {
-        Ok(self.pool.describe(&format!("SELECT * FROM {table_name}")).await?)
+        Ok(self
+            .pool
+            .describe(&format!("SELECT * FROM {table_name}"))
+            .await?)
     }
 }
 
@@ -386,7 +455,9 @@ impl PostgresConnector {
     /// A connector for origin `name`; nothing is opened until a table is first used.
     pub fn new(name: &str, settings: PostgresOrigin) -> Self {
         let pool = PgPool::new(name, settings);
-        let provider = Arc::new(SQLFederationProvider::new(Arc::new(PgExecutor::new(Arc::clone(&pool)))));
+        let provider = Arc::new(SQLFederationProvider::new(Arc::new(PgExecutor::new(
+            Arc::clone(&pool),
+        ))));
         PostgresConnector { pool, provider }
     }
 
@@ -396,19 +467,27 @@ impl PostgresConnector {
     }
 
     /// A federated table for a dataset; `local_name` is `schema.table` as clients see it.
-    pub async fn table(&self, local_name: &str, source: &DatasetSource) -> Result<Arc<dyn TableProvider>> {
+    pub async fn table(
+        &self,
+        local_name: &str,
+        source: &DatasetSource,
+    ) -> Result<Arc<dyn TableProvider>> {
         let table: Arc<dyn datafusion_federation::sql::SQLTable> = match source {
             DatasetSource::Table { table, filters } if filters.is_empty() => {
                 let reference = parse_table_name(table);
-                let schema = self.pool.describe(&format!("SELECT * FROM {}", quoted(&reference))).await.map_err(
-                    |e| match e {
-                        ConnectorError::Origin { code, .. } if code == "42P01" => ConnectorError::NotFound {
-                            origin: self.pool.origin.clone(),
-                            object: format!("table {table}"),
-                        },
+                let schema = self
+                    .pool
+                    .describe(&format!("SELECT * FROM {}", quoted(&reference)))
+                    .await
+                    .map_err(|e| match e {
+                        ConnectorError::Origin { code, .. } if code == "42P01" => {
+                            ConnectorError::NotFound {
+                                origin: self.pool.origin.clone(),
+                                object: format!("table {table}"),
+                            }
+                        }
                         other => other,
-                    },
-                )?;
+                    })?;
                 Arc::new(RemoteTable::new(RemoteTableRef::from(reference), schema))
             }
             DatasetSource::Table { table, filters } => {
@@ -417,13 +496,28 @@ impl PostgresConnector {
             }
             DatasetSource::Query(sql) => self.query_table(local_name, sql).await?,
         };
-        let source = Arc::new(SQLTableSource::new_with_table(Arc::clone(&self.provider), table));
+        let source = Arc::new(SQLTableSource::new_with_table(
+            Arc::clone(&self.provider),
+            table,
+        ));
         Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
     }
 
-    async fn query_table(&self, local_name: &str, sql: &str) -> Result<Arc<dyn datafusion_federation::sql::SQLTable>> {
-        let schema = self.pool.describe(&format!("SELECT * FROM ({sql}) AS q")).await?;
-        Ok(Arc::new(QueryTable::try_new(placeholder(local_name), sql, &PgParseDialect {}, schema)?))
+    async fn query_table(
+        &self,
+        local_name: &str,
+        sql: &str,
+    ) -> Result<Arc<dyn datafusion_federation::sql::SQLTable>> {
+        let schema = self
+            .pool
+            .describe(&format!("SELECT * FROM ({sql}) AS q"))
+            .await?;
+        Ok(Arc::new(QueryTable::try_new(
+            placeholder(local_name),
+            sql,
+            &PgParseDialect {},
+            schema,
+        )?))
     }
 }
 
@@ -450,7 +544,10 @@ pub(crate) fn quoted(reference: &TableReference) -> String {
 }
 
 /// `SELECT * FROM <table> WHERE "col" = <literal> AND ...` for a dataset's `filters:`.
-pub(crate) fn filtered_table_sql(table: &str, filters: &[(String, switchyard_config::FilterValue)]) -> String {
+pub(crate) fn filtered_table_sql(
+    table: &str,
+    filters: &[(String, switchyard_config::FilterValue)],
+) -> String {
     use switchyard_config::FilterValue;
     let conditions: Vec<String> = filters
         .iter()
@@ -476,14 +573,23 @@ mod tests {
     fn filters_are_quoted_literals() {
         let sql = filtered_table_sql(
             "\"public\".\"t\"",
-            &[("status".into(), FilterValue::Int(1)), ("name".into(), FilterValue::Text("o'brien".into()))],
+            &[
+                ("status".into(), FilterValue::Int(1)),
+                ("name".into(), FilterValue::Text("o'brien".into())),
+            ],
         );
-        assert_eq!(sql, "SELECT * FROM \"public\".\"t\" WHERE \"status\" = 1 AND \"name\" = 'o''brien'");
+        assert_eq!(
+            sql,
+            "SELECT * FROM \"public\".\"t\" WHERE \"status\" = 1 AND \"name\" = 'o''brien'"
+        );
     }
 
     #[test]
     fn numeric_keeps_precision_and_scale() {
-        assert_eq!(numeric_type((12 << 16 | 2) + 4), DataType::Decimal128(12, 2));
+        assert_eq!(
+            numeric_type((12 << 16 | 2) + 4),
+            DataType::Decimal128(12, 2)
+        );
         assert_eq!(numeric_type(-1), DataType::Decimal128(38, 10));
     }
 }

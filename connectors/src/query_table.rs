@@ -11,7 +11,9 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::sql::sqlparser::ast::{Ident, Query, Statement, TableAlias, TableFactor, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    Ident, Query, Statement, TableAlias, TableFactor, VisitMut, VisitorMut,
+};
 use datafusion::sql::sqlparser::dialect::Dialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_federation::sql::{AstAnalyzer, SQLTable};
@@ -26,11 +28,23 @@ pub(crate) struct QueryTable {
 
 impl QueryTable {
     /// Parses `sql` (one query, in the origin's dialect) for the table known locally as `placeholder`.
-    pub(crate) fn try_new(placeholder: String, sql: &str, dialect: &dyn Dialect, schema: SchemaRef) -> Result<Self> {
-        let mut statements = Parser::parse_sql(dialect, sql).map_err(|e| DataFusionError::SQL(Box::new(e), None))?;
+    pub(crate) fn try_new(
+        placeholder: String,
+        sql: &str,
+        dialect: &dyn Dialect,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let mut statements =
+            Parser::parse_sql(dialect, sql).map_err(|e| DataFusionError::SQL(Box::new(e), None))?;
         match (statements.len(), statements.pop()) {
-            (1, Some(Statement::Query(query))) => Ok(QueryTable { placeholder, schema, query }),
-            _ => Err(DataFusionError::Plan(format!("a dataset query must be exactly one SELECT: {sql}"))),
+            (1, Some(Statement::Query(query))) => Ok(QueryTable {
+                placeholder,
+                schema,
+                query,
+            }),
+            _ => Err(DataFusionError::Plan(format!(
+                "a dataset query must be exactly one SELECT: {sql}"
+            ))),
         }
     }
 }
@@ -46,8 +60,17 @@ impl VisitorMut for Substitute {
     type Break = ();
 
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, alias, args: None, .. } = factor {
-            let hit = name.0.len() == 1 && name.0[0].as_ident().is_some_and(|i| i.value == self.placeholder);
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = factor
+        {
+            let hit = name.0.len() == 1
+                && name.0[0]
+                    .as_ident()
+                    .is_some_and(|i| i.value == self.placeholder);
             if hit {
                 let alias = alias.take().unwrap_or(TableAlias {
                     explicit: true,
@@ -81,7 +104,10 @@ impl SQLTable for QueryTable {
     }
 
     fn ast_analyzer(&self) -> Option<AstAnalyzer> {
-        let mut visitor = Substitute { placeholder: self.placeholder.clone(), query: self.query.clone() };
+        let mut visitor = Substitute {
+            placeholder: self.placeholder.clone(),
+            query: self.query.clone(),
+        };
         Some(Box::new(move |mut statement: Statement| {
             let _ = VisitMut::visit(&mut statement, &mut visitor);
             Ok(statement)

@@ -11,7 +11,9 @@ use datafusion::catalog::TableProvider;
 use datafusion::sql::sqlparser::dialect::SQLiteDialect;
 use datafusion_federation::sql::{SQLExecutor, SQLFederationProvider, SQLTableSource};
 use datafusion_federation::FederatedTableProviderAdaptor;
-use datafusion_table_providers::sql::db_connection_pool::sqlitepool::{SqliteConnectionPool, SqliteConnectionPoolFactory};
+use datafusion_table_providers::sql::db_connection_pool::sqlitepool::{
+    SqliteConnectionPool, SqliteConnectionPoolFactory,
+};
 use datafusion_table_providers::sql::db_connection_pool::Mode;
 use datafusion_table_providers::sqlite::sql_table::SQLiteTable;
 use datafusion_table_providers::sqlite::DynSqliteConnectionPool;
@@ -31,14 +33,21 @@ pub struct SqliteConnector {
 
 impl std::fmt::Debug for SqliteConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteConnector").field("origin", &self.origin).field("path", &self.path).finish()
+        f.debug_struct("SqliteConnector")
+            .field("origin", &self.origin)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 impl SqliteConnector {
     /// A connector for the file at `path`; opened on first use.
     pub fn new(origin: &str, path: &Path) -> Self {
-        SqliteConnector { origin: origin.to_string(), path: path.to_path_buf(), pool: OnceCell::new() }
+        SqliteConnector {
+            origin: origin.to_string(),
+            path: path.to_path_buf(),
+            pool: OnceCell::new(),
+        }
     }
 
     async fn pool(&self) -> Result<Arc<DynSqliteConnectionPool>> {
@@ -52,10 +61,14 @@ impl SqliteConnector {
                     });
                 }
                 let path = self.path.to_string_lossy();
-                let pool: SqliteConnectionPool = SqliteConnectionPoolFactory::new(&path, Mode::File, Duration::from_secs(5))
-                    .build()
-                    .await
-                    .map_err(|e| ConnectorError::Unreachable { origin: self.origin.clone(), message: e.to_string() })?;
+                let pool: SqliteConnectionPool =
+                    SqliteConnectionPoolFactory::new(&path, Mode::File, Duration::from_secs(5))
+                        .build()
+                        .await
+                        .map_err(|e| ConnectorError::Unreachable {
+                            origin: self.origin.clone(),
+                            message: e.to_string(),
+                        })?;
                 let pool: Arc<DynSqliteConnectionPool> = Arc::new(pool);
                 Ok(pool)
             })
@@ -69,21 +82,38 @@ impl SqliteConnector {
         let mut stmt = conn
             .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
             .map_err(|e| self.error(e))?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.error(e))?;
-        names.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| self.error(e))
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.error(e))?;
+        names
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.error(e))
     }
 
     fn open_readonly(&self) -> Result<rusqlite::Connection> {
-        rusqlite::Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| ConnectorError::Unreachable { origin: self.origin.clone(), message: e.to_string() })
+        rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .map_err(|e| ConnectorError::Unreachable {
+            origin: self.origin.clone(),
+            message: e.to_string(),
+        })
     }
 
     fn error(&self, e: rusqlite::Error) -> ConnectorError {
         let message = e.to_string();
         if message.contains("no such table") {
-            ConnectorError::NotFound { origin: self.origin.clone(), object: message.trim_start_matches("no such table: ").to_string() }
+            ConnectorError::NotFound {
+                origin: self.origin.clone(),
+                object: message.trim_start_matches("no such table: ").to_string(),
+            }
         } else {
-            ConnectorError::Origin { origin: self.origin.clone(), code: "42000".into(), message }
+            ConnectorError::Origin {
+                origin: self.origin.clone(),
+                code: "42000".into(),
+                message,
+            }
         }
     }
 
@@ -91,13 +121,20 @@ impl SqliteConnector {
     pub fn describe(&self, sql: &str) -> Result<SchemaRef> {
         let conn = self.open_readonly()?;
         let stmt = conn.prepare(sql).map_err(|e| self.error(e))?;
-        let fields: Vec<Field> =
-            stmt.columns().iter().map(|c| Field::new(c.name(), affinity_type(c.decl_type()), true)).collect();
+        let fields: Vec<Field> = stmt
+            .columns()
+            .iter()
+            .map(|c| Field::new(c.name(), affinity_type(c.decl_type()), true))
+            .collect();
         Ok(Arc::new(Schema::new(fields)))
     }
 
     /// A federated table for a dataset; `local_name` is `schema.table` as clients see it.
-    pub async fn table(&self, local_name: &str, source: &DatasetSource) -> Result<Arc<dyn TableProvider>> {
+    pub async fn table(
+        &self,
+        local_name: &str,
+        source: &DatasetSource,
+    ) -> Result<Arc<dyn TableProvider>> {
         let pool = self.pool().await?;
         match source {
             DatasetSource::Table { table, filters } if filters.is_empty() => {
@@ -114,11 +151,24 @@ impl SqliteConnector {
         }
     }
 
-    fn query_table(&self, pool: Arc<DynSqliteConnectionPool>, local_name: &str, sql: &str) -> Result<Arc<dyn TableProvider>> {
+    fn query_table(
+        &self,
+        pool: Arc<DynSqliteConnectionPool>,
+        local_name: &str,
+        sql: &str,
+    ) -> Result<Arc<dyn TableProvider>> {
         let schema = self.describe(&format!("SELECT * FROM ({sql}) AS q"))?;
-        let table = Arc::new(QueryTable::try_new(placeholder(local_name), sql, &SQLiteDialect {}, schema)?);
-        let executor: Arc<dyn SQLExecutor> =
-            Arc::new(SQLiteTable::new_with_schema(&pool, Arc::new(Schema::empty()), parse_table_name(local_name)));
+        let table = Arc::new(QueryTable::try_new(
+            placeholder(local_name),
+            sql,
+            &SQLiteDialect {},
+            schema,
+        )?);
+        let executor: Arc<dyn SQLExecutor> = Arc::new(SQLiteTable::new_with_schema(
+            &pool,
+            Arc::new(Schema::empty()),
+            parse_table_name(local_name),
+        ));
         let provider = Arc::new(SQLFederationProvider::new(executor));
         let source = Arc::new(SQLTableSource::new_with_table(provider, table));
         Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))

@@ -38,20 +38,28 @@ impl OptimizerRule for AbsorbIntoFederated {
         "absorb_into_federated"
     }
 
-    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
         plan.transform_up(absorb)
     }
 }
 
 fn federated(plan: &LogicalPlan) -> Option<&FederatedPlanNode> {
     match plan {
-        LogicalPlan::Extension(Extension { node }) => node.as_any().downcast_ref::<FederatedPlanNode>(),
+        LogicalPlan::Extension(Extension { node }) => {
+            node.as_any().downcast_ref::<FederatedPlanNode>()
+        }
         _ => None,
     }
 }
 
 fn rewrap(node: &FederatedPlanNode, inner: LogicalPlan) -> LogicalPlan {
-    LogicalPlan::Extension(Extension { node: Arc::new(FederatedPlanNode::new(inner, Arc::clone(&node.planner))) })
+    LogicalPlan::Extension(Extension {
+        node: Arc::new(FederatedPlanNode::new(inner, Arc::clone(&node.planner))),
+    })
 }
 
 fn absorb(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
@@ -66,7 +74,9 @@ fn absorb(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         }
     }
     // Any node: narrow each federated input to the columns this node uses.
-    if matches!(plan, LogicalPlan::Extension(_)) || plan.inputs().iter().all(|i| federated(i).is_none()) {
+    if matches!(plan, LogicalPlan::Extension(_))
+        || plan.inputs().iter().all(|i| federated(i).is_none())
+    {
         return Ok(Transformed::no(plan));
     }
     let needed = used_columns(&plan)?;
@@ -75,7 +85,9 @@ fn absorb(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         .inputs()
         .into_iter()
         .map(|input| {
-            let Some(node) = federated(input) else { return Ok(input.clone()) };
+            let Some(node) = federated(input) else {
+                return Ok(input.clone());
+            };
             match narrow(node, &needed)? {
                 Some(inner) => {
                     changed = true;
@@ -88,7 +100,9 @@ fn absorb(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     if !changed {
         return Ok(Transformed::no(plan));
     }
-    Ok(Transformed::yes(plan.with_new_exprs(plan.expressions(), new_inputs)?))
+    Ok(Transformed::yes(
+        plan.with_new_exprs(plan.expressions(), new_inputs)?,
+    ))
 }
 
 /// Columns referenced by `plan`'s own expressions (all of its inputs' columns when
@@ -116,7 +130,10 @@ fn used_columns(plan: &LogicalPlan) -> Result<Option<HashSet<Column>>> {
                         Expr::Column(c) => {
                             cols.insert(c.clone());
                         }
-                        Expr::OuterReferenceColumn(..) | Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                        Expr::OuterReferenceColumn(..)
+                        | Expr::ScalarSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::InSubquery(_) => {
                             outer = true;
                         }
                         _ => {}
@@ -135,13 +152,23 @@ fn used_columns(plan: &LogicalPlan) -> Result<Option<HashSet<Column>>> {
 }
 
 /// A column-only projection inside `node` keeping only `needed` columns, if that drops any.
-fn narrow(node: &FederatedPlanNode, needed: &Option<HashSet<Column>>) -> Result<Option<LogicalPlan>> {
-    let Some(needed) = needed else { return Ok(None) };
+fn narrow(
+    node: &FederatedPlanNode,
+    needed: &Option<HashSet<Column>>,
+) -> Result<Option<LogicalPlan>> {
+    let Some(needed) = needed else {
+        return Ok(None);
+    };
     let schema = node.plan.schema();
     let keep: Vec<Expr> = schema
         .columns()
         .into_iter()
-        .filter(|c| needed.contains(c) || needed.iter().any(|n| n.relation.is_none() && n.name == c.name))
+        .filter(|c| {
+            needed.contains(c)
+                || needed
+                    .iter()
+                    .any(|n| n.relation.is_none() && n.name == c.name)
+        })
         .map(Expr::Column)
         .collect();
     // Keep at least one column: some origins cannot answer `SELECT FROM t`; and do
@@ -149,16 +176,24 @@ fn narrow(node: &FederatedPlanNode, needed: &Option<HashSet<Column>>) -> Result<
     if keep.len() == schema.fields().len() || !accepts_on_top(&node.plan) {
         return Ok(None);
     }
-    let keep = if keep.is_empty() { vec![Expr::Column(schema.columns()[0].clone())] } else { keep };
+    let keep = if keep.is_empty() {
+        vec![Expr::Column(schema.columns()[0].clone())]
+    } else {
+        keep
+    };
     if keep.len() == schema.fields().len() {
         return Ok(None);
     }
     let input = match &node.plan {
         // Replace a column-only projection rather than stacking a second one.
-        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => Arc::clone(&p.input),
+        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+            Arc::clone(&p.input)
+        }
         other => Arc::new(other.clone()),
     };
-    Ok(Some(LogicalPlan::Projection(Projection::try_new(keep, input)?)))
+    Ok(Some(LogicalPlan::Projection(Projection::try_new(
+        keep, input,
+    )?)))
 }
 
 /// Whether a plain `WHERE` or column list on top of `plan` unparses to SQL that means
@@ -168,8 +203,12 @@ fn accepts_on_top(plan: &LogicalPlan) -> bool {
         LogicalPlan::TableScan(scan) => scan.fetch.is_none(),
         LogicalPlan::Filter(f) => accepts_on_top(&f.input),
         LogicalPlan::Join(_) => true,
-        LogicalPlan::SubqueryAlias(a) => matches!(a.input.as_ref(), LogicalPlan::TableScan(s) if s.fetch.is_none()),
-        LogicalPlan::Projection(p) => p.expr.iter().all(|e| matches!(e, Expr::Column(_))) && accepts_on_top(&p.input),
+        LogicalPlan::SubqueryAlias(a) => {
+            matches!(a.input.as_ref(), LogicalPlan::TableScan(s) if s.fetch.is_none())
+        }
+        LogicalPlan::Projection(p) => {
+            p.expr.iter().all(|e| matches!(e, Expr::Column(_))) && accepts_on_top(&p.input)
+        }
         _ => false,
     }
 }
@@ -183,7 +222,10 @@ fn filter_inside(plan: &LogicalPlan, predicate: &Expr) -> Result<Option<LogicalP
         // Under a column-only projection, so the WHERE sees the same columns.
         LogicalPlan::Projection(p) => LogicalPlan::Projection(Projection::try_new(
             p.expr.clone(),
-            Arc::new(LogicalPlan::Filter(Filter::try_new(predicate.clone(), Arc::clone(&p.input))?)),
+            Arc::new(LogicalPlan::Filter(Filter::try_new(
+                predicate.clone(),
+                Arc::clone(&p.input),
+            )?)),
         )?),
         other => LogicalPlan::Filter(Filter::try_new(predicate.clone(), Arc::new(other.clone()))?),
     };
@@ -192,15 +234,26 @@ fn filter_inside(plan: &LogicalPlan, predicate: &Expr) -> Result<Option<LogicalP
 
 /// Scalar functions whose result is the same in PostgreSQL and SQLite as in DataFusion
 /// for every input (no locale, time zone or rounding-mode dependence).
-const PORTABLE_FUNCTIONS: &[&str] = &["lower", "upper", "abs", "coalesce", "nullif", "btrim", "ltrim", "rtrim"];
+const PORTABLE_FUNCTIONS: &[&str] = &[
+    "lower", "upper", "abs", "coalesce", "nullif", "btrim", "ltrim", "rtrim",
+];
 
 /// Whether `expr` means exactly the same at the origin as in DataFusion.
 pub fn portable(expr: &Expr, schema: &DFSchema) -> bool {
     let mut ok = true;
     let _ = expr.apply(|e| {
         let fine = match e {
-            Expr::Column(_) | Expr::Literal(..) | Expr::Alias(_) | Expr::Not(_) | Expr::IsNull(_) | Expr::IsNotNull(_) => true,
-            Expr::IsTrue(_) | Expr::IsFalse(_) | Expr::IsNotTrue(_) | Expr::IsNotFalse(_) | Expr::Negative(_) => true,
+            Expr::Column(_)
+            | Expr::Literal(..)
+            | Expr::Alias(_)
+            | Expr::Not(_)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_) => true,
+            Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::Negative(_) => true,
             Expr::InList(list) => !list.list.is_empty(),
             Expr::Like(like) => !like.case_insensitive && like.escape_char.is_none(),
             Expr::Between(b) => !is_text(&b.expr, schema),
@@ -208,16 +261,24 @@ pub fn portable(expr: &Expr, schema: &DFSchema) -> bool {
                 Operator::Eq | Operator::NotEq | Operator::And | Operator::Or => true,
                 Operator::IsDistinctFrom | Operator::IsNotDistinctFrom => true,
                 // Text ordering depends on collation: PostgreSQL's may differ from byte order.
-                Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => !is_text(left, schema),
+                Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                    !is_text(left, schema)
+                }
                 Operator::Plus | Operator::Minus | Operator::Multiply => true,
                 _ => false,
             },
             Expr::Cast(c) => matches!(
                 c.field.data_type(),
-                DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Float64 | DataType::Boolean | DataType::Date32
+                DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::Float64
+                    | DataType::Boolean
+                    | DataType::Date32
             ),
             Expr::ScalarFunction(f) => {
-                f.func.signature().volatility != Volatility::Volatile && PORTABLE_FUNCTIONS.contains(&f.name())
+                f.func.signature().volatility != Volatility::Volatile
+                    && PORTABLE_FUNCTIONS.contains(&f.name())
             }
             // Subqueries, outer references, parameters, aggregates, windows, UDFs, CASE and the rest stay here.
             _ => false,
@@ -235,7 +296,10 @@ pub fn portable(expr: &Expr, schema: &DFSchema) -> bool {
 fn is_text(expr: &Expr, schema: &DFSchema) -> bool {
     use datafusion::logical_expr::ExprSchemable;
     match expr.get_type(schema) {
-        Ok(t) => matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)),
+        Ok(t) => matches!(
+            t,
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Dictionary(..)
+        ),
         Err(_) => true,
     }
 }

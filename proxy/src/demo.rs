@@ -67,7 +67,10 @@ const PLANS: &[&str] = &["starter", "team", "enterprise"];
 const STATUSES: &[&str] = &["open", "pending", "closed"];
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
-    move |source| DemoError::Io { path: path.to_path_buf(), source }
+    move |source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes the demo data and config into `dir` (replacing earlier demo files) and
@@ -166,7 +169,11 @@ fn write_page_views(path: &Path) -> Result<(), DemoError> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("customer_id", DataType::Int64, false),
         Field::new("page", DataType::Utf8, false),
-        Field::new("viewed_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "viewed_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("duration_ms", DataType::Int64, false),
     ]));
     let batch = RecordBatch::try_new(

@@ -47,7 +47,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| "switchyard=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| "switchyard=info,warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -67,7 +68,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&file)?;
             println!("{}: ok", file.display());
             println!("  listen {} (tls {:?})", config.listen, config.tls.mode);
-            println!("  {} users, {} roles, {} origins", config.users.len(), config.roles.len(), config.origins.len());
+            println!(
+                "  {} users, {} roles, {} origins",
+                config.users.len(),
+                config.roles.len(),
+                config.origins.len()
+            );
             for d in &config.datasets {
                 println!("  {} <- origin {}", d.qualified_name(), d.origin);
             }
@@ -90,7 +96,10 @@ fn serve(config: Config, demo: Option<()>) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = switchyard::start(config).await?;
         if demo.is_some() {
-            println!("{}", switchyard::demo::banner(&server.addr.ip().to_string(), server.addr.port()));
+            println!(
+                "{}",
+                switchyard::demo::banner(&server.addr.ip().to_string(), server.addr.port())
+            );
         } else {
             println!("switchyard: listening on {}", server.addr);
         }

@@ -82,10 +82,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             Some(tls::acceptor(cert, key)?)
         }
     };
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+    let listener =
+        TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
     let mut params = DefaultServerParameterProvider::default();
     params.scram_iterations = SCRAM_ITERATIONS;
     params.server_version = "15.0 (Switchyard)".into();
@@ -114,7 +121,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let acceptor = acceptor.clone();
             tokio::spawn(
                 async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await
+                    {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 }
@@ -122,5 +130,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             );
         }
     });
-    Ok(Server { addr, origins, task })
+    Ok(Server {
+        addr,
+        origins,
+        task,
+    })
 }

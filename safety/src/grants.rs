@@ -12,14 +12,21 @@ impl TablePattern {
     pub fn parse(text: &str) -> Self {
         let part = |s: &str| (s != "*").then(|| s.to_string());
         match text.split_once('.') {
-            Some((schema, table)) => TablePattern { schema: part(schema), table: part(table) },
-            None => TablePattern { schema: None, table: part(text) },
+            Some((schema, table)) => TablePattern {
+                schema: part(schema),
+                table: part(table),
+            },
+            None => TablePattern {
+                schema: None,
+                table: part(text),
+            },
         }
     }
 
     /// Whether the pattern covers `schema.table`.
     pub fn matches(&self, schema: &str, table: &str) -> bool {
-        self.schema.as_deref().is_none_or(|s| s == schema) && self.table.as_deref().is_none_or(|t| t == table)
+        self.schema.as_deref().is_none_or(|s| s == schema)
+            && self.table.as_deref().is_none_or(|t| t == table)
     }
 }
 

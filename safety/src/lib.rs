@@ -58,19 +58,28 @@ pub struct Principal {
 
 impl Principal {
     /// Collects the grants of `roles` (unknown role names grant nothing).
-    pub fn new(user: &str, roles: &[String], defined: &BTreeMap<String, switchyard_config::Role>) -> Self {
+    pub fn new(
+        user: &str,
+        roles: &[String],
+        defined: &BTreeMap<String, switchyard_config::Role>,
+    ) -> Self {
         let mut allow = Vec::new();
         let mut deny = Vec::new();
         for role in roles.iter().filter_map(|r| defined.get(r)) {
             allow.extend(role.allow.iter().map(|p| TablePattern::parse(p)));
             deny.extend(role.deny.iter().map(|p| TablePattern::parse(p)));
         }
-        Principal { user: user.to_string(), allow, deny }
+        Principal {
+            user: user.to_string(),
+            allow,
+            deny,
+        }
     }
 
     /// Whether the user may read `schema.table`; deny wins over allow.
     pub fn may_read(&self, schema: &str, table: &str) -> bool {
-        !self.deny.iter().any(|p| p.matches(schema, table)) && self.allow.iter().any(|p| p.matches(schema, table))
+        !self.deny.iter().any(|p| p.matches(schema, table))
+            && self.allow.iter().any(|p| p.matches(schema, table))
     }
 }
 
@@ -86,7 +95,9 @@ pub struct Gate {
 impl Gate {
     /// A gate resolving unqualified table names against `default_schema`.
     pub fn new(default_schema: impl Into<String>) -> Self {
-        Gate { default_schema: default_schema.into() }
+        Gate {
+            default_schema: default_schema.into(),
+        }
     }
 
     /// Checks a plan (before optimization, so every scan is still visible, also inside subqueries).
@@ -110,7 +121,10 @@ impl Gate {
         match denied {
             Some(table) => {
                 tracing::info!(user = %who.user, %table, "refused: table not granted");
-                Err(SafetyError::TableDenied { table, user: who.user.clone() })
+                Err(SafetyError::TableDenied {
+                    table,
+                    user: who.user.clone(),
+                })
             }
             None => Ok(()),
         }

@@ -15,11 +15,16 @@ async fn context() -> SessionContext {
     let ctx = SessionContext::new();
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]));
     let catalog = ctx.catalog("datafusion").unwrap();
-    for (s, tables) in [("sales", ["orders", "secrets"]), ("crm", ["accounts", "notes"])] {
+    for (s, tables) in [
+        ("sales", ["orders", "secrets"]),
+        ("crm", ["accounts", "notes"]),
+    ] {
         let provider = Arc::new(MemorySchemaProvider::new());
         for t in tables {
             let table = MemTable::try_new(schema.clone(), vec![vec![]]).unwrap();
-            provider.register_table(t.to_string(), Arc::new(table)).unwrap();
+            provider
+                .register_table(t.to_string(), Arc::new(table))
+                .unwrap();
         }
         catalog.register_schema(s, provider).unwrap();
     }
@@ -30,7 +35,10 @@ fn reader() -> Principal {
     let mut roles = BTreeMap::new();
     roles.insert(
         "reader".to_string(),
-        Role { allow: vec!["sales.*".into(), "crm.accounts".into()], deny: vec!["sales.secrets".into()] },
+        Role {
+            allow: vec!["sales.*".into(), "crm.accounts".into()],
+            deny: vec!["sales.secrets".into()],
+        },
     );
     Principal::new("ann", &["reader".to_string()], &roles)
 }
@@ -42,18 +50,30 @@ async fn check(sql: &str) -> Result<(), SafetyError> {
 }
 
 fn denied(table: &str) -> Result<(), SafetyError> {
-    Err(SafetyError::TableDenied { table: table.into(), user: "ann".into() })
+    Err(SafetyError::TableDenied {
+        table: table.into(),
+        user: "ann".into(),
+    })
 }
 
 #[tokio::test]
 async fn granted_tables_pass() {
-    assert_eq!(check("SELECT o.id FROM sales.orders o JOIN crm.accounts a ON a.id = o.id").await, Ok(()));
-    assert_eq!(check("SELECT count(*) FROM information_schema.tables").await, Ok(()));
+    assert_eq!(
+        check("SELECT o.id FROM sales.orders o JOIN crm.accounts a ON a.id = o.id").await,
+        Ok(())
+    );
+    assert_eq!(
+        check("SELECT count(*) FROM information_schema.tables").await,
+        Ok(())
+    );
 }
 
 #[tokio::test]
 async fn denied_tables_are_found_wherever_they_hide() {
-    assert_eq!(check("SELECT * FROM sales.secrets").await, denied("sales.secrets"));
+    assert_eq!(
+        check("SELECT * FROM sales.secrets").await,
+        denied("sales.secrets")
+    );
     assert_eq!(check("SELECT * FROM crm.notes").await, denied("crm.notes"));
     assert_eq!(
         check("SELECT id FROM sales.orders WHERE id IN (SELECT id FROM sales.secrets)").await,
@@ -68,7 +88,10 @@ async fn denied_tables_are_found_wherever_they_hide() {
             .await,
         denied("sales.secrets")
     );
-    assert_eq!(check("EXPLAIN SELECT * FROM /* hi */ sales.secrets").await, denied("sales.secrets"));
+    assert_eq!(
+        check("EXPLAIN SELECT * FROM /* hi */ sales.secrets").await,
+        denied("sales.secrets")
+    );
 }
 
 #[tokio::test]
@@ -81,7 +104,10 @@ async fn writes_are_refused() {
         "EXPLAIN INSERT INTO sales.orders VALUES (1)",
     ] {
         let r = check(sql).await;
-        assert!(matches!(r, Err(SafetyError::ReadOnly { .. })), "{sql}: {r:?}");
+        assert!(
+            matches!(r, Err(SafetyError::ReadOnly { .. })),
+            "{sql}: {r:?}"
+        );
         assert_eq!(r.unwrap_err().sqlstate(), "25006");
     }
 }
@@ -89,7 +115,11 @@ async fn writes_are_refused() {
 #[tokio::test]
 async fn user_without_roles_reads_nothing() {
     let ctx = context().await;
-    let plan = ctx.state().create_logical_plan("SELECT * FROM sales.orders").await.unwrap();
+    let plan = ctx
+        .state()
+        .create_logical_plan("SELECT * FROM sales.orders")
+        .await
+        .unwrap();
     let nobody = Principal::new("nobody", &[], &BTreeMap::new());
     assert!(Gate::new("public").check(&plan, &nobody).is_err());
 }

@@ -12,7 +12,8 @@ use tokio_postgres::NoTls;
 /// must grind through. (DataFusion's nested-loop join does not yield, so its work in
 /// flight finishes in the background after the cancel; the client, the session and
 /// the origin are released at once, which is what this test checks.)
-const LONG: &str = "SELECT count(*) FROM sales.orders a JOIN crm.accounts b ON a.customer_id <> b.customer_id \
+const LONG: &str =
+    "SELECT count(*) FROM sales.orders a JOIN crm.accounts b ON a.customer_id <> b.customer_id \
                     JOIN sales.orders c ON c.id <> a.id WHERE c.id <= 800";
 
 async fn active_origin_queries(h: &Harness) -> i64 {
@@ -38,8 +39,14 @@ async fn cancel_stops_a_long_cross_origin_query() {
         (c, r)
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    token.cancel_query(NoTls).await.expect("cancel request sent");
-    let (c, result) = tokio::time::timeout(Duration::from_secs(20), running).await.expect("cancel takes effect").unwrap();
+    token
+        .cancel_query(NoTls)
+        .await
+        .expect("cancel request sent");
+    let (c, result) = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("cancel takes effect")
+        .unwrap();
     let e = result.expect_err("the statement was cancelled");
     assert_eq!(sqlstate(&e), "57014", "{e:?}");
     eprintln!("cancelled after {:?}", started.elapsed());
@@ -48,12 +55,18 @@ async fn cancel_stops_a_long_cross_origin_query() {
     // No origin backend is left working for the cancelled statement.
     let deadline = Instant::now() + Duration::from_secs(10);
     while active_origin_queries(&h).await > 0 {
-        assert!(Instant::now() < deadline, "origin query still running after cancel");
+        assert!(
+            Instant::now() < deadline,
+            "origin query still running after cancel"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("origin idle after {:?}", started.elapsed());
     // The session goes on.
-    assert_eq!(rows(&c, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM crm.accounts").await,
+        vec![vec![Some("200".into())]]
+    );
     eprintln!("next statement done after {:?}", started.elapsed());
 }
 
@@ -65,5 +78,8 @@ async fn cancel_with_a_wrong_key_does_nothing() {
     // Cancelling `other` (idle) must not touch `victim`'s statement.
     let token = other.cancel_token();
     token.cancel_query(NoTls).await.unwrap();
-    assert_eq!(rows(&victim, "SELECT count(*) FROM sales.orders").await, vec![vec![Some("3000".into())]]);
+    assert_eq!(
+        rows(&victim, "SELECT count(*) FROM sales.orders").await,
+        vec![vec![Some("3000".into())]]
+    );
 }

@@ -9,15 +9,31 @@ use common::{message, rows, sqlstate, Harness, ANALYST, CRM_ONLY};
 async fn scram_login_and_wrong_or_unknown_credentials() {
     let h = Harness::start().await;
     let client = h.analyst().await;
-    assert_eq!(rows(&client, "SELECT 1 + 1").await, vec![vec![Some("2".into())]]);
+    assert_eq!(
+        rows(&client, "SELECT 1 + 1").await,
+        vec![vec![Some("2".into())]]
+    );
 
-    let wrong = h.connect(ANALYST.0, "not-the-password").await.expect_err("wrong password must fail");
+    let wrong = h
+        .connect(ANALYST.0, "not-the-password")
+        .await
+        .expect_err("wrong password must fail");
     assert_eq!(sqlstate(&wrong), "28P01");
-    let unknown = h.connect("mallory", "whatever").await.expect_err("unknown user must fail");
-    assert_eq!(sqlstate(&unknown), "28P01", "an unknown user looks like a wrong password");
+    let unknown = h
+        .connect("mallory", "whatever")
+        .await
+        .expect_err("unknown user must fail");
+    assert_eq!(
+        sqlstate(&unknown),
+        "28P01",
+        "an unknown user looks like a wrong password"
+    );
 
     // The failed logins did not disturb the open session.
-    assert_eq!(rows(&client, "SELECT 2").await, vec![vec![Some("2".into())]]);
+    assert_eq!(
+        rows(&client, "SELECT 2").await,
+        vec![vec![Some("2".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,9 +41,18 @@ async fn current_user_is_the_session_user() {
     let h = Harness::start().await;
     let analyst = h.analyst().await;
     let crm = h.connect(CRM_ONLY.0, CRM_ONLY.1).await.unwrap();
-    assert_eq!(rows(&analyst, "SELECT current_user").await, vec![vec![Some("analyst".into())]]);
-    assert_eq!(rows(&crm, "SELECT session_user").await, vec![vec![Some("crm_only".into())]]);
-    let row = analyst.query_one("SELECT current_user AS u", &[]).await.unwrap();
+    assert_eq!(
+        rows(&analyst, "SELECT current_user").await,
+        vec![vec![Some("analyst".into())]]
+    );
+    assert_eq!(
+        rows(&crm, "SELECT session_user").await,
+        vec![vec![Some("crm_only".into())]]
+    );
+    let row = analyst
+        .query_one("SELECT current_user AS u", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>("u"), "analyst");
 }
 
@@ -48,15 +73,27 @@ async fn session_statements_as_orms_send_them() {
         "START TRANSACTION",
         "COMMIT",
     ] {
-        c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
-    assert_eq!(rows(&c, "SHOW application_name").await, vec![vec![Some("orm".into())]]);
+    assert_eq!(
+        rows(&c, "SHOW application_name").await,
+        vec![vec![Some("orm".into())]]
+    );
     let tz = rows(&c, "SHOW TIME ZONE").await;
     assert_eq!(tz.len(), 1);
-    assert!(!rows(&c, "SHOW server_version").await[0][0].as_deref().unwrap_or("").is_empty());
+    assert!(!rows(&c, "SHOW server_version").await[0][0]
+        .as_deref()
+        .unwrap_or("")
+        .is_empty());
     // A transaction block around a cross-origin read, as drivers with autocommit off do it.
     let tx = c.transaction().await.unwrap();
-    let n: i64 = tx.query_one("SELECT count(*) FROM sales.orders", &[]).await.unwrap().get(0);
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM sales.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3000);
     tx.commit().await.unwrap();
 }
@@ -73,7 +110,10 @@ async fn mistakes_get_their_sqlstate_not_xx000() {
         ("SELECT * FROM sales.orders WHERE", "42601"),
         ("SELECT no_such_function(1)", "42883"),
         ("SELECT * FROM sales.secrets", "42501"),
-        ("SELECT o.id FROM sales.orders o WHERE o.id IN (SELECT id FROM sales.secrets)", "42501"),
+        (
+            "SELECT o.id FROM sales.orders o WHERE o.id IN (SELECT id FROM sales.secrets)",
+            "42501",
+        ),
         ("CREATE TABLE sales.x (id int)", "25006"),
         ("INSERT INTO sales.orders (id) VALUES (1)", "25006"),
         ("DROP TABLE sales.orders", "25006"),
@@ -86,17 +126,26 @@ async fn mistakes_get_their_sqlstate_not_xx000() {
         let e = c.query(sql, &[]).await.expect_err(sql);
         assert_eq!(sqlstate(&e), code, "{sql} (extended): {}", message(&e));
     }
-    let e = c.simple_query("SELECT * FROM sales.secrets").await.unwrap_err();
+    let e = c
+        .simple_query("SELECT * FROM sales.secrets")
+        .await
+        .unwrap_err();
     assert!(message(&e).contains("sales.secrets"), "{}", message(&e));
     // After all those errors the session still works.
-    assert_eq!(rows(&c, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM crm.accounts").await,
+        vec![vec![Some("200".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_grants_limit_tables() {
     let h = Harness::start().await;
     let crm = h.connect(CRM_ONLY.0, CRM_ONLY.1).await.unwrap();
-    assert_eq!(rows(&crm, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
+    assert_eq!(
+        rows(&crm, "SELECT count(*) FROM crm.accounts").await,
+        vec![vec![Some("200".into())]]
+    );
     for sql in [
         "SELECT * FROM sales.orders",
         "SELECT a.id FROM crm.accounts a JOIN sales.customers c ON c.id = a.customer_id",
@@ -113,9 +162,16 @@ async fn extended_protocol_parameters_reach_the_origin_quoted() {
     let h = Harness::start().await;
     let c = h.analyst().await;
     let hostile = "'; DROP TABLE sales.orders; --";
-    let statement = c.prepare("SELECT id, name FROM sales.customers WHERE name = $1 OR id = $2").await.unwrap();
+    let statement = c
+        .prepare("SELECT id, name FROM sales.customers WHERE name = $1 OR id = $2")
+        .await
+        .unwrap();
     let found = c.query(&statement, &[&hostile, &5i32]).await.unwrap();
-    assert_eq!(found.len(), 1, "only id 5 matches; the text matched nothing");
+    assert_eq!(
+        found.len(),
+        1,
+        "only id 5 matches; the text matched nothing"
+    );
     assert_eq!(found[0].get::<_, i32>(0), 5);
     // Reused with other values, as drivers do with named statements.
     for id in [7i32, 9, 11] {
@@ -124,10 +180,17 @@ async fn extended_protocol_parameters_reach_the_origin_quoted() {
     }
     // The table survived and the origin saw the value as one quoted literal.
     let direct = h.pg.direct("sales").await;
-    let n: i64 = direct.query_one("SELECT count(*) FROM sales.orders", &[]).await.unwrap().get(0);
+    let n: i64 = direct
+        .query_one("SELECT count(*) FROM sales.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3000);
     let log = h.pg.log_text();
-    assert!(log.contains("'''; DROP TABLE sales.orders; --'"), "the origin log shows the value as a quoted literal");
+    assert!(
+        log.contains("'''; DROP TABLE sales.orders; --'"),
+        "the origin log shows the value as a quoted literal"
+    );
 
     // Typed parameters across origins.
     let rows = c

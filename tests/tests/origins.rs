@@ -37,7 +37,9 @@ async fn join_across_two_postgres_databases_and_sqlite_matches_postgres() {
         .unwrap()
         .into_iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .collect();
@@ -55,24 +57,66 @@ async fn explain_shows_each_origin_sql_with_its_where_and_columns() {
         .map(|r| r.into_iter().flatten().collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n");
-    let sql_lines: Vec<&str> = plan.lines().filter(|l| l.contains("VirtualExecutionPlan")).collect();
+    let sql_lines: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("VirtualExecutionPlan"))
+        .collect();
     // sales (orders ⨝ customers pushed whole as one statement), inventory, crm.
-    assert_eq!(sql_lines.len(), 3, "one remote statement per origin:\n{plan}");
-    let sales = sql_lines.iter().find(|l| l.contains("orders")).expect("sales part");
-    assert!(sales.contains("JOIN"), "the same-database join runs at the origin: {sales}");
-    assert!(sales.contains("WHERE") && sales.contains("'paid'"), "sales filter pushed: {sales}");
-    assert!(!sales.contains("\"email\""), "unused columns are not fetched: {sales}");
-    let inventory = sql_lines.iter().find(|l| l.contains("products")).expect("inventory part");
-    assert!(inventory.contains("WHERE") && inventory.contains("'tools'"), "inventory filter pushed: {inventory}");
-    assert!(!inventory.contains("\"sku\""), "unused columns are not fetched: {inventory}");
-    let crm = sql_lines.iter().find(|l| l.contains("accounts")).expect("crm part");
-    assert!(crm.contains("WHERE") && crm.contains("'gold'"), "crm filter pushed: {crm}");
+    assert_eq!(
+        sql_lines.len(),
+        3,
+        "one remote statement per origin:\n{plan}"
+    );
+    let sales = sql_lines
+        .iter()
+        .find(|l| l.contains("orders"))
+        .expect("sales part");
+    assert!(
+        sales.contains("JOIN"),
+        "the same-database join runs at the origin: {sales}"
+    );
+    assert!(
+        sales.contains("WHERE") && sales.contains("'paid'"),
+        "sales filter pushed: {sales}"
+    );
+    assert!(
+        !sales.contains("\"email\""),
+        "unused columns are not fetched: {sales}"
+    );
+    let inventory = sql_lines
+        .iter()
+        .find(|l| l.contains("products"))
+        .expect("inventory part");
+    assert!(
+        inventory.contains("WHERE") && inventory.contains("'tools'"),
+        "inventory filter pushed: {inventory}"
+    );
+    assert!(
+        !inventory.contains("\"sku\""),
+        "unused columns are not fetched: {inventory}"
+    );
+    let crm = sql_lines
+        .iter()
+        .find(|l| l.contains("accounts"))
+        .expect("crm part");
+    assert!(
+        crm.contains("WHERE") && crm.contains("'gold'"),
+        "crm filter pushed: {crm}"
+    );
 
     // The origins really received those statements.
     rows(&c, THREE_ORIGIN_JOIN).await;
     let log = h.pg.log_text();
-    let sent: Vec<&str> = log.lines().filter(|l| (l.contains("statement: SELECT") || l.contains("execute")) && l.contains("\"products\"")).collect();
-    assert!(sent.iter().any(|l| l.contains("'tools'")), "inventory received its WHERE: {sent:?}");
+    let sent: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("statement: SELECT") || l.contains("execute")) && l.contains("\"products\"")
+        })
+        .collect();
+    assert!(
+        sent.iter().any(|l| l.contains("'tools'")),
+        "inventory received its WHERE: {sent:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,11 +126,26 @@ async fn single_origin_statement_runs_there_whole() {
     let sql = "SELECT o.status, count(*) FROM sales.orders o JOIN sales.customers c ON c.id = o.customer_id \
                WHERE c.region IN ('east', 'west') GROUP BY o.status ORDER BY o.status LIMIT 3";
     let plan = rows(&c, &format!("EXPLAIN {sql}")).await;
-    let text: String = plan.iter().flatten().flatten().cloned().collect::<Vec<_>>().join("\n");
-    let remote: Vec<&str> = text.lines().filter(|l| l.contains("VirtualExecutionPlan")).collect();
+    let text: String = plan
+        .iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let remote: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("VirtualExecutionPlan"))
+        .collect();
     assert_eq!(remote.len(), 1, "{text}");
-    for part in ["JOIN", "GROUP BY", "ORDER BY", "LIMIT 3", "'east'", "'west'"] {
-        assert!(remote[0].contains(part), "{part} missing from {}", remote[0]);
+    for part in [
+        "JOIN", "GROUP BY", "ORDER BY", "LIMIT 3", "'east'", "'west'",
+    ] {
+        assert!(
+            remote[0].contains(part),
+            "{part} missing from {}",
+            remote[0]
+        );
     }
     let reference = h.pg.direct("reference").await;
     let expected = reference.query(sql, &[]).await.unwrap().len();
@@ -100,32 +159,64 @@ async fn filtered_and_query_datasets() {
     let c = h.analyst().await;
     let reference = h.pg.direct("reference").await;
     let active: i64 = reference
-        .query_one("SELECT count(*) FROM inventory.products WHERE status = 1", &[])
+        .query_one(
+            "SELECT count(*) FROM inventory.products WHERE status = 1",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(rows(&c, "SELECT count(*) FROM inventory.active_products").await, vec![vec![Some(active.to_string())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM inventory.active_products").await,
+        vec![vec![Some(active.to_string())]]
+    );
     let recent: i64 = reference
         .query_one("SELECT count(*) FROM sales.orders WHERE ordered_at >= timestamptz '2024-02-20 00:00:00+00' AND amount > 500", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(
-        rows(&c, "SELECT count(*) FROM sales.recent_orders WHERE amount > 500").await,
+        rows(
+            &c,
+            "SELECT count(*) FROM sales.recent_orders WHERE amount > 500"
+        )
+        .await,
         vec![vec![Some(recent.to_string())]]
     );
-    let plan = rows(&c, "EXPLAIN SELECT id FROM sales.recent_orders WHERE amount > 500").await;
-    let text: String = plan.iter().flatten().flatten().cloned().collect::<Vec<_>>().join("\n");
-    assert!(text.contains("ordered_at >= "), "the dataset query is sent to the origin: {text}");
+    let plan = rows(
+        &c,
+        "EXPLAIN SELECT id FROM sales.recent_orders WHERE amount > 500",
+    )
+    .await;
+    let text: String = plan
+        .iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("ordered_at >= "),
+        "the dataset query is sent to the origin: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_origin_csv_ndjson_parquet_join_postgres() {
     let h = Harness::start().await;
     let c = h.analyst().await;
-    assert_eq!(rows(&c, "SELECT count(*) FROM lake.visits").await, vec![vec![Some("300".into())]]);
-    assert_eq!(rows(&c, "SELECT count(*) FROM lake.ratings").await, vec![vec![Some("50".into())]]);
-    assert_eq!(rows(&c, "SELECT count(*) FROM lake.clicks").await, vec![vec![Some("400".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM lake.visits").await,
+        vec![vec![Some("300".into())]]
+    );
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM lake.ratings").await,
+        vec![vec![Some("50".into())]]
+    );
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM lake.clicks").await,
+        vec![vec![Some("400".into())]]
+    );
     let joined = rows(
         &c,
         "SELECT p.category, avg(r.stars) FROM lake.ratings r JOIN inventory.products p ON p.id = r.product_id \
@@ -147,7 +238,13 @@ async fn local_store_tables_are_served() {
     .await;
     let c = h.analyst().await;
     let r = rows(&c, "SELECT n.body, c.name FROM local.notes n JOIN sales.customers c ON c.id = n.customer_id ORDER BY n.id").await;
-    assert_eq!(r, vec![vec![Some("called".into()), Some("customer 3".into())], vec![Some("emailed".into()), Some("customer 4".into())]]);
+    assert_eq!(
+        r,
+        vec![
+            vec![Some("called".into()), Some("customer 3".into())],
+            vec![Some("emailed".into()), Some("customer 4".into())]
+        ]
+    );
 }
 
 /// A TCP relay in front of the test cluster that can be cut and restored, so an
@@ -160,13 +257,17 @@ struct Relay {
 
 impl Relay {
     async fn start(target: SocketAddr, addr: Option<SocketAddr>) -> Relay {
-        let listener = TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let listener = TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let tasks = Arc::new(Mutex::new(Vec::new()));
         let inner = Arc::clone(&tasks);
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
                 let conn = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -176,7 +277,11 @@ impl Relay {
             }
         });
         tasks.lock().await.push(accept);
-        Relay { addr, target, tasks }
+        Relay {
+            addr,
+            target,
+            tasks,
+        }
     }
 
     /// Drops the listener and every relayed connection.
@@ -199,37 +304,70 @@ async fn dead_origin_fails_only_its_statements_and_reconnects() {
         pg.password,
         relay.addr.port()
     );
-    let h = Harness::start_with(&origin, "  flaky: { origin: flaky, tables: [inventory.products] }", |_| {}).await;
+    let h = Harness::start_with(
+        &origin,
+        "  flaky: { origin: flaky, tables: [inventory.products] }",
+        |_| {},
+    )
+    .await;
     let c = h.analyst().await;
-    assert_eq!(rows(&c, "SELECT count(*) FROM flaky.products").await, vec![vec![Some("50".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM flaky.products").await,
+        vec![vec![Some("50".into())]]
+    );
 
     relay.cut().await;
     let started = std::time::Instant::now();
-    let e = c.simple_query("SELECT count(*) FROM flaky.products").await.expect_err("origin is down");
+    let e = c
+        .simple_query("SELECT count(*) FROM flaky.products")
+        .await
+        .expect_err("origin is down");
     assert!(["08001", "08006"].contains(&sqlstate(&e).as_str()), "{e:?}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "fails fast, not after a pool timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "fails fast, not after a pool timeout"
+    );
     // Cross-origin statements that need it fail too; the same session and others keep working.
     let e = c
         .simple_query("SELECT count(*) FROM flaky.products p JOIN crm.accounts a ON a.id = p.id")
         .await
         .expect_err("needs the dead origin");
     assert!(["08001", "08006"].contains(&sqlstate(&e).as_str()), "{e:?}");
-    assert_eq!(rows(&c, "SELECT count(*) FROM sales.orders").await, vec![vec![Some("3000".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM sales.orders").await,
+        vec![vec![Some("3000".into())]]
+    );
     let other = h.analyst().await;
-    assert_eq!(rows(&other, "SELECT count(*) FROM inventory.products").await, vec![vec![Some("50".into())]]);
+    assert_eq!(
+        rows(&other, "SELECT count(*) FROM inventory.products").await,
+        vec![vec![Some("50".into())]]
+    );
 
     // The origin comes back on the same address: the next statement reconnects.
     let _back = Relay::start(relay.target, Some(relay.addr)).await;
-    assert_eq!(rows(&c, "SELECT count(*) FROM flaky.products").await, vec![vec![Some("50".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM flaky.products").await,
+        vec![vec![Some("50".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_origin_at_start_does_not_stop_the_server() {
-    let origin = "  gone: { kind: postgres, url: \"postgres://x:y@127.0.0.1:1/nothing?sslmode=disable\" }";
+    let origin =
+        "  gone: { kind: postgres, url: \"postgres://x:y@127.0.0.1:1/nothing?sslmode=disable\" }";
     let h = Harness::start_with(origin, "  gone: { origin: gone, tables: [t] }", |_| {}).await;
     let c = h.analyst().await;
-    let e = c.simple_query("SELECT * FROM gone.t").await.expect_err("origin is down");
+    let e = c
+        .simple_query("SELECT * FROM gone.t")
+        .await
+        .expect_err("origin is down");
     assert_eq!(sqlstate(&e), "08001", "{e:?}");
-    assert!(common::message(&e).contains("gone"), "names the origin: {e:?}");
-    assert_eq!(rows(&c, "SELECT count(*) FROM crm.accounts").await, vec![vec![Some("200".into())]]);
+    assert!(
+        common::message(&e).contains("gone"),
+        "names the origin: {e:?}"
+    );
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM crm.accounts").await,
+        vec![vec![Some("200".into())]]
+    );
 }

@@ -14,7 +14,17 @@ async fn meta_commands_list_and_describe_datasets() {
         let port = h.port();
         move || {
             let h = PortOnly(port);
-            psql_port(&h, &["-c", "\\dt sales.*", "-c", "\\d inventory.products", "-c", "\\dn"])
+            psql_port(
+                &h,
+                &[
+                    "-c",
+                    "\\dt sales.*",
+                    "-c",
+                    "\\d inventory.products",
+                    "-c",
+                    "\\dn",
+                ],
+            )
         }
     })
     .await
@@ -26,7 +36,10 @@ async fn meta_commands_list_and_describe_datasets() {
     for column in ["sku", "price", "numeric", "category"] {
         assert!(out.contains(column), "\\d shows {column}:\n{out}");
     }
-    assert!(out.contains("inventory") && out.contains("crm"), "\\dn lists schemas:\n{out}");
+    assert!(
+        out.contains("inventory") && out.contains("crm"),
+        "\\dn lists schemas:\n{out}"
+    );
 }
 
 struct PortOnly(u16);
@@ -34,11 +47,24 @@ struct PortOnly(u16);
 fn psql_port(h: &PortOnly, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("psql")
         .env("PGPASSWORD", common::ANALYST.1)
-        .args(["-X", "-h", "127.0.0.1", "-p", &h.0.to_string(), "-U", common::ANALYST.0, "switchyard"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &h.0.to_string(),
+            "-U",
+            common::ANALYST.0,
+            "switchyard",
+        ])
         .args(args)
         .output()
         .expect("psql is installed");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,16 +77,35 @@ async fn cross_origin_join_and_its_explain() {
                 JOIN crm.accounts a ON a.customer_id = c.id \
                 WHERE o.id = 42 AND p.price > 1";
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        psql_port(&PortOnly(port), &["-A", "-t", "-c", join, "-c", &format!("EXPLAIN {join}")])
+        psql_port(
+            &PortOnly(port),
+            &["-A", "-t", "-c", join, "-c", &format!("EXPLAIN {join}")],
+        )
     })
     .await
     .unwrap();
     assert!(ok, "{err}");
-    assert!(out.lines().next().unwrap_or("").starts_with("customer "), "{out}");
-    let remote: Vec<&str> = out.lines().filter(|l| l.contains("VirtualExecutionPlan")).collect();
+    assert!(
+        out.lines().next().unwrap_or("").starts_with("customer "),
+        "{out}"
+    );
+    let remote: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("VirtualExecutionPlan"))
+        .collect();
     assert!(remote.len() >= 3, "{out}");
-    assert!(remote.iter().any(|l| l.contains("\"orders\"") && l.contains("WHERE") && l.contains("42")), "{out}");
-    assert!(remote.iter().any(|l| l.contains("\"products\"") && l.contains("WHERE")), "{out}");
+    assert!(
+        remote
+            .iter()
+            .any(|l| l.contains("\"orders\"") && l.contains("WHERE") && l.contains("42")),
+        "{out}"
+    );
+    assert!(
+        remote
+            .iter()
+            .any(|l| l.contains("\"products\"") && l.contains("WHERE")),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +113,17 @@ async fn errors_reach_psql_with_their_sqlstate() {
     let h = Harness::start().await;
     let port = h.port();
     let (ok, _out, err) = tokio::task::spawn_blocking(move || {
-        psql_port(&PortOnly(port), &["-v", "VERBOSITY=verbose", "-c", "\\set VERBOSITY verbose", "-c", "SELECT * FROM sales.nope"])
+        psql_port(
+            &PortOnly(port),
+            &[
+                "-v",
+                "VERBOSITY=verbose",
+                "-c",
+                "\\set VERBOSITY verbose",
+                "-c",
+                "SELECT * FROM sales.nope",
+            ],
+        )
     })
     .await
     .unwrap();

@@ -33,9 +33,10 @@ impl sqllogictest::AsyncDB for Db {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let messages = self.client.simple_query(sql).await.map_err(|e| {
-            DbError(format!("{}: {}", common::sqlstate(&e), common::message(&e)))
-        })?;
+        let messages =
+            self.client.simple_query(sql).await.map_err(|e| {
+                DbError(format!("{}: {}", common::sqlstate(&e), common::message(&e)))
+            })?;
         let mut rows = Vec::new();
         let mut columns = 0;
         let mut is_query = false;
@@ -48,13 +49,24 @@ impl sqllogictest::AsyncDB for Db {
                 SimpleQueryMessage::Row(r) => {
                     is_query = true;
                     columns = r.len();
-                    rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string).unwrap_or_else(|| "NULL".into())).collect());
+                    rows.push(
+                        (0..r.len())
+                            .map(|i| {
+                                r.get(i)
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| "NULL".into())
+                            })
+                            .collect(),
+                    );
                 }
                 _ => {}
             }
         }
         if is_query {
-            Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; columns], rows })
+            Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; columns],
+                rows,
+            })
         } else {
             Ok(DBOutput::StatementComplete(0))
         }
@@ -80,7 +92,11 @@ fn slt_files() -> Vec<PathBuf> {
 }
 
 fn is_differential(path: &Path) -> bool {
-    std::fs::read_to_string(path).unwrap().lines().next().is_some_and(|l| l.trim() == "# differential")
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .next()
+        .is_some_and(|l| l.trim() == "# differential")
 }
 
 async fn run_file(path: &Path, client: Client, label: &str) -> Result<(), String> {
@@ -91,7 +107,10 @@ async fn run_file(path: &Path, client: Client, label: &str) -> Result<(), String
     });
     runner.add_label(label);
     runner.with_column_validator(|_, _| true);
-    runner.run_file_async(path).await.map_err(|e| format!("{label}: {}: {e}", path.display()))
+    runner
+        .run_file_async(path)
+        .await
+        .map_err(|e| format!("{label}: {}: {e}", path.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,5 +131,10 @@ async fn slt_files_through_switchyard_and_differential_against_postgres() {
             ran += 1;
         }
     }
-    assert!(failures.is_empty(), "{} of {ran} runs failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

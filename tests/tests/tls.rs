@@ -9,14 +9,28 @@ use common::{sqlstate, Harness};
 
 fn make_cert(dir: &std::path::Path) {
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(dir.join("server.key"))
         .arg("-out")
         .arg(dir.join("server.pem"))
         .output()
         .expect("openssl is installed");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 async fn start(mode: &str) -> Harness {
@@ -24,25 +38,38 @@ async fn start(mode: &str) -> Harness {
     // Restart with TLS: write the config again with a tls section.
     let file = h.dir.path().join("switchyard-tls.yaml");
     let text = std::fs::read_to_string(h.dir.path().join("switchyard.yaml")).unwrap();
-    std::fs::write(&file, format!("tls: {{ mode: {mode}, cert: server.pem, key: server.key }}\n{text}")).unwrap();
+    std::fs::write(
+        &file,
+        format!("tls: {{ mode: {mode}, cert: server.pem, key: server.key }}\n{text}"),
+    )
+    .unwrap();
     let config = switchyard_config::Config::load(&file).unwrap();
     h.server.stop();
     let server = switchyard::start(config).await.unwrap();
-    Harness { server, dir: h.dir, pg: h.pg }
+    Harness {
+        server,
+        dir: h.dir,
+        pg: h.pg,
+    }
 }
 
 /// Runs psql off the runtime's threads (the server runs in this process).
 async fn psql(h: &Harness, sslmode: &str, sql: &str) -> std::process::Output {
     let port = h.port();
     let (sslmode, sql) = (sslmode.to_string(), sql.to_string());
-    tokio::task::spawn_blocking(move || psql_blocking(port, &sslmode, &sql)).await.unwrap()
+    tokio::task::spawn_blocking(move || psql_blocking(port, &sslmode, &sql))
+        .await
+        .unwrap()
 }
 
 fn psql_blocking(port: u16, sslmode: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
         .env("PGPASSWORD", "analyst-pw")
         .env("PGCONNECT_TIMEOUT", "10")
-        .arg(format!("host=127.0.0.1 port={} user=analyst dbname=switchyard sslmode={sslmode}", port))
+        .arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=switchyard sslmode={sslmode}",
+            port
+        ))
         .args(["-X", "-A", "-t", "-c", sql])
         .output()
         .expect("psql is installed")
@@ -51,16 +78,27 @@ fn psql_blocking(port: u16, sslmode: &str, sql: &str) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_refuses_plaintext_and_serves_tls() {
     let h = start("require").await;
-    let e = h.analyst_plain().await.expect_err("plaintext must be refused");
+    let e = h
+        .analyst_plain()
+        .await
+        .expect_err("plaintext must be refused");
     assert_eq!(sqlstate(&e), "28000", "{e:?}");
     assert!(common::message(&e).contains("requires TLS"), "{e:?}");
 
     let out = psql(&h, "disable", "SELECT 1").await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("requires TLS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = psql(&h, "require", "SELECT count(*) FROM crm.accounts").await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
 }
 
@@ -69,7 +107,11 @@ async fn allow_serves_both() {
     let h = start("allow").await;
     assert!(h.analyst_plain().await.is_ok());
     let out = psql(&h, "require", "SELECT 1").await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 trait PlainConnect {

@@ -20,7 +20,9 @@ pub struct Users {
 
 impl std::fmt::Debug for Users {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Users").field("names", &self.secrets.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Users")
+            .field("names", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -59,7 +61,10 @@ impl AuthSource for Users {
             Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
             // An unknown user runs the same exchange against a secret nobody knows, so the
             // answer (28P01) does not reveal which user names exist.
-            None => Ok(Password::new(Some(random_bytes(&self.rng, 16)), random_bytes(&self.rng, 32))),
+            None => Ok(Password::new(
+                Some(random_bytes(&self.rng, 16)),
+                random_bytes(&self.rng, 32),
+            )),
         }
     }
 }

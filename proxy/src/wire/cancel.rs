@@ -56,7 +56,11 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.sessions.lock().expect("cancel lock").remove(&self.key);
+        self.registry
+            .sessions
+            .lock()
+            .expect("cancel lock")
+            .remove(&self.key);
     }
 }
 
@@ -65,8 +69,15 @@ impl CancelRegistry {
     pub fn register(self: &Arc<Self>, pid: i32, secret: Vec<u8>) -> Registration {
         let session = Arc::new(SessionCancel::default());
         let key = (pid, secret);
-        self.sessions.lock().expect("cancel lock").insert(key.clone(), Arc::clone(&session));
-        Registration { registry: Arc::clone(self), key, session }
+        self.sessions
+            .lock()
+            .expect("cancel lock")
+            .insert(key.clone(), Arc::clone(&session));
+        Registration {
+            registry: Arc::clone(self),
+            key,
+            session,
+        }
     }
 }
 
@@ -74,7 +85,12 @@ impl CancelRegistry {
 impl CancelHandler for CancelRegistry {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let key = (request.pid, request.secret_key.to_bytes().to_vec());
-        let session = self.sessions.lock().expect("cancel lock").get(&key).cloned();
+        let session = self
+            .sessions
+            .lock()
+            .expect("cancel lock")
+            .get(&key)
+            .cloned();
         match session {
             Some(session) => {
                 tracing::info!(pid = request.pid, "cancel request");
@@ -97,23 +113,24 @@ pub fn cancellable(mut response: QueryResponse, token: CancellationToken) -> Que
     let stream = futures::stream::unfold((Some(rows), token), move |(rows, token)| {
         let timestamps = timestamps.clone();
         async move {
-        let mut rows = rows?;
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => {
-                // Dropping the row stream stops DataFusion and the origin reads.
-                drop(rows);
-                Some((Err(PgWireError::QueryCanceled), (None, token)))
+            let mut rows = rows?;
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {
+                    // Dropping the row stream stops DataFusion and the origin reads.
+                    drop(rows);
+                    Some((Err(PgWireError::QueryCanceled), (None, token)))
+                }
+                row = rows.next() => row.map(|r| {
+                    let r = match (&timestamps, r) {
+                        (Some(marks), Ok(row)) => Ok(super::pgtext::rewrite_row(row, marks)),
+                        (_, r) => r,
+                    };
+                    (r, (Some(rows), token))
+                }),
             }
-            row = rows.next() => row.map(|r| {
-                let r = match (&timestamps, r) {
-                    (Some(marks), Ok(row)) => Ok(super::pgtext::rewrite_row(row, marks)),
-                    (_, r) => r,
-                };
-                (r, (Some(rows), token))
-            }),
         }
-    }});
+    });
     let mut out = QueryResponse::new(fields, stream);
     out.set_command_tag(&tag);
     out

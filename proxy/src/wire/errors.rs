@@ -21,10 +21,18 @@ impl ErrorHandler for SqlStateErrors {
     {
         if let PgWireError::ApiError(inner) = error {
             let (code, message) = classify(inner.as_ref());
-            *error = PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)));
+            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                code,
+                message,
+            )));
         }
         if let PgWireError::UserError(info) = error {
-            let user = client.metadata().get(pgwire::api::METADATA_USER).map(String::as_str).unwrap_or("");
+            let user = client
+                .metadata()
+                .get(pgwire::api::METADATA_USER)
+                .map(String::as_str)
+                .unwrap_or("");
             tracing::info!(%user, code = %info.code, message = %info.message, "statement failed");
         }
     }
@@ -129,11 +137,17 @@ fn classify_leaf(error: &DataFusionError) -> (String, String) {
 fn plan_code(text: &str) -> &'static str {
     if text.contains("table '") && text.contains("not found") || text.contains("No table named") {
         "42P01"
-    } else if text.contains("Invalid function") || text.contains("No function matches") || text.contains("Function") && text.contains("not found") {
+    } else if text.contains("Invalid function")
+        || text.contains("No function matches")
+        || text.contains("Function") && text.contains("not found")
+    {
         "42883"
     } else if text.contains("No field named") || text.contains("Schema error") {
         "42703"
-    } else if text.contains("Cannot infer common argument type") || text.contains("Cannot coerce") || text.contains("type") && text.contains("mismatch") {
+    } else if text.contains("Cannot infer common argument type")
+        || text.contains("Cannot coerce")
+        || text.contains("type") && text.contains("mismatch")
+    {
         "42804"
     } else if text.contains("Unsupported") || text.contains("unsupported") {
         "0A000"
@@ -181,10 +195,12 @@ mod tests {
     fn connector_errors_keep_their_codes_through_wrappers() {
         let e = DataFusionError::Context(
             "scan".into(),
-            Box::new(DataFusionError::External(Box::new(ConnectorError::Unreachable {
-                origin: "sales".into(),
-                message: "refused".into(),
-            }))),
+            Box::new(DataFusionError::External(Box::new(
+                ConnectorError::Unreachable {
+                    origin: "sales".into(),
+                    message: "refused".into(),
+                },
+            ))),
         );
         assert_eq!(classify(&e).0, "08001");
     }
@@ -192,7 +208,13 @@ mod tests {
     #[test]
     fn planning_mistakes_are_not_internal_errors() {
         let e = DataFusionError::Plan("table 'switchyard.public.nope' not found".into());
-        assert_eq!(classify(&e), ("42P01".into(), "table 'switchyard.public.nope' not found".into()));
+        assert_eq!(
+            classify(&e),
+            (
+                "42P01".into(),
+                "table 'switchyard.public.nope' not found".into()
+            )
+        );
         let e = DataFusionError::Diagnostic(
             Box::new(datafusion::common::Diagnostic::new_error("x", None)),
             Box::new(DataFusionError::Plan("table 'a.b.c' not found".into())),

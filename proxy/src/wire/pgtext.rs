@@ -15,7 +15,10 @@ pub fn timestamp_columns(fields: &[FieldInfo]) -> Option<Vec<bool>> {
         .iter()
         .map(|f| {
             f.format() == FieldFormat::Text
-                && matches!(*f.datatype(), Type::TIMESTAMP | Type::TIMESTAMPTZ | Type::TIME | Type::TIMETZ)
+                && matches!(
+                    *f.datatype(),
+                    Type::TIMESTAMP | Type::TIMESTAMPTZ | Type::TIME | Type::TIMETZ
+                )
         })
         .collect();
     marks.iter().any(|m| *m).then_some(marks)
@@ -27,14 +30,18 @@ pub fn rewrite_row(mut row: DataRow, marks: &[bool]) -> DataRow {
     let data = &row.data[..];
     let mut pos = 0;
     for mark in marks.iter().take(row.field_count as usize) {
-        let Some(len_bytes) = data.get(pos..pos + 4) else { return row };
+        let Some(len_bytes) = data.get(pos..pos + 4) else {
+            return row;
+        };
         let len = i32::from_be_bytes(len_bytes.try_into().expect("4 bytes"));
         pos += 4;
         if len < 0 {
             out.put_i32(len);
             continue;
         }
-        let Some(value) = data.get(pos..pos + len as usize) else { return row };
+        let Some(value) = data.get(pos..pos + len as usize) else {
+            return row;
+        };
         pos += len as usize;
         match (mark, std::str::from_utf8(value)) {
             (true, Ok(text)) => {
@@ -53,8 +60,12 @@ pub fn rewrite_row(mut row: DataRow, marks: &[bool]) -> DataRow {
 }
 
 fn trim_fraction(text: &str) -> String {
-    let Some(dot) = text.find('.') else { return text.to_string() };
-    let digits_end = text[dot + 1..].find(|c: char| !c.is_ascii_digit()).map_or(text.len(), |i| dot + 1 + i);
+    let Some(dot) = text.find('.') else {
+        return text.to_string();
+    };
+    let digits_end = text[dot + 1..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(text.len(), |i| dot + 1 + i);
     let fraction = text[dot + 1..digits_end].trim_end_matches('0');
     let mut out = String::with_capacity(text.len());
     out.push_str(&text[..dot]);
@@ -72,9 +83,18 @@ mod tests {
 
     #[test]
     fn fractions_are_trimmed_like_postgres() {
-        assert_eq!(trim_fraction("2024-02-28 00:16:00.000000+00"), "2024-02-28 00:16:00+00");
-        assert_eq!(trim_fraction("2024-02-28 00:16:00.500000+00"), "2024-02-28 00:16:00.5+00");
-        assert_eq!(trim_fraction("2024-02-28 00:16:00.123456"), "2024-02-28 00:16:00.123456");
+        assert_eq!(
+            trim_fraction("2024-02-28 00:16:00.000000+00"),
+            "2024-02-28 00:16:00+00"
+        );
+        assert_eq!(
+            trim_fraction("2024-02-28 00:16:00.500000+00"),
+            "2024-02-28 00:16:00.5+00"
+        );
+        assert_eq!(
+            trim_fraction("2024-02-28 00:16:00.123456"),
+            "2024-02-28 00:16:00.123456"
+        );
         assert_eq!(trim_fraction("2024-02-28 00:16:00"), "2024-02-28 00:16:00");
     }
 }

@@ -23,7 +23,9 @@ use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, METADATA_USER};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, METADATA_USER,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use switchyard_config::Config;
@@ -70,7 +72,10 @@ impl Connection {
         // current_user / session_user: rewritten by datafusion-postgres to session_user().
         ctx.register_udf(session_user_udf(Arc::clone(&user)));
         let ctx = Arc::new(ctx);
-        let safety = Arc::new(SafetyHook { shared: Arc::clone(&shared), user: Arc::clone(&user) });
+        let safety = Arc::new(SafetyHook {
+            shared: Arc::clone(&shared),
+            user: Arc::clone(&user),
+        });
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             safety,
             Arc::new(CursorStatementHook),
@@ -78,7 +83,10 @@ impl Connection {
             Arc::new(TransactionStatementHook),
         ];
         let inner = DfSessionService::new_with_hooks(ctx, hooks);
-        let service = Arc::new(QueryService { inner, cancels: Arc::clone(&shared.cancels) });
+        let service = Arc::new(QueryService {
+            inner,
+            cancels: Arc::clone(&shared.cancels),
+        });
         Connection { shared, service }
     }
 }
@@ -176,7 +184,12 @@ impl ExtendedQueryHandler for QueryService {
         self.inner.query_parser()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -184,7 +197,12 @@ impl ExtendedQueryHandler for QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let token = self.begin(client);
-        let run = <DfSessionService as ExtendedQueryHandler>::do_query(&self.inner, client, portal, max_rows);
+        let run = <DfSessionService as ExtendedQueryHandler>::do_query(
+            &self.inner,
+            client,
+            portal,
+            max_rows,
+        );
         let response = tokio::select! {
             r = run => r?,
             _ = token.cancelled() => return Err(PgWireError::QueryCanceled),
@@ -201,9 +219,18 @@ struct SafetyHook {
 
 impl SafetyHook {
     fn principal(&self, client: &(dyn ClientInfo + Send + Sync)) -> Principal {
-        let name = client.metadata().get(METADATA_USER).cloned().unwrap_or_default();
+        let name = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
         let _ = self.user.set(name.clone());
-        let roles = self.shared.config.user(&name).map(|u| u.roles.clone()).unwrap_or_default();
+        let roles = self
+            .shared
+            .config
+            .user(&name)
+            .map(|u| u.roles.clone())
+            .unwrap_or_default();
         Principal::new(&name, &roles, &self.shared.config.roles)
     }
 
@@ -236,7 +263,9 @@ impl SafetyHook {
         };
         let plan = ctx
             .state()
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement,
+            )))
             .await;
         let plan = match plan {
             Ok(plan) => plan,
@@ -253,7 +282,11 @@ impl SafetyHook {
 }
 
 fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message,
+    )))
 }
 
 #[async_trait]

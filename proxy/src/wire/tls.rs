@@ -32,7 +32,10 @@ pub enum TlsError {
 
 /// An acceptor for the certificate chain and key in PEM files.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let pem_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::Pem { path: path.display().to_string(), message: e.to_string() };
+    let pem_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::Pem {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| pem_err(cert, &e))?
         .collect::<Result<_, _>>()
@@ -41,10 +44,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         return Err(pem_err(cert, &"no certificate in the file"));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, &e))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
     // PostgreSQL 17 clients negotiating TLS directly require this ALPN name.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
@@ -66,13 +71,20 @@ impl<H> RequireTls<H> {
 
 #[async_trait]
 impl<H: StartupHandler> StartupHandler for RequireTls<H> {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if self.required && matches!(message, PgWireFrontendMessage::Startup(_)) && !client.is_secure() {
+        if self.required
+            && matches!(message, PgWireFrontendMessage::Startup(_))
+            && !client.is_secure()
+        {
             tracing::info!(peer = %client.socket_addr(), "refused plaintext client: TLS is required");
             let mut info = ErrorInfo::new(
                 "FATAL".into(),

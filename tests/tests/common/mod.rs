@@ -55,7 +55,10 @@ impl Pg {
     }
 
     pub fn url(&self, database: &str, port: u16) -> String {
-        format!("postgres://{}:{}@{}:{}/{}?sslmode=disable", self.user, self.password, self.host, port, database)
+        format!(
+            "postgres://{}:{}@{}:{}/{}?sslmode=disable",
+            self.user, self.password, self.host, port, database
+        )
     }
 
     /// The origin's statement log so far (log_statement = all).
@@ -112,19 +115,29 @@ local: {{ path: data/local.db }}
 pub fn write_origin_files(dir: &Path) {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let crm = rusqlite::Connection::open(dir.join("crm.db")).unwrap();
-    crm.execute_batch(&std::fs::read_to_string(fixtures.join("crm.sql")).unwrap()).unwrap();
+    crm.execute_batch(&std::fs::read_to_string(fixtures.join("crm.sql")).unwrap())
+        .unwrap();
     drop(crm);
 
     let lake = dir.join("lake");
     std::fs::create_dir_all(&lake).unwrap();
     let mut csv = String::from("customer_id,page,seconds\n");
     for i in 1..=300 {
-        csv.push_str(&format!("{},/page/{},{}\n", 1 + i % 200, i % 7, (i * 13) % 90));
+        csv.push_str(&format!(
+            "{},/page/{},{}\n",
+            1 + i % 200,
+            i % 7,
+            (i * 13) % 90
+        ));
     }
     std::fs::write(lake.join("visits.csv"), csv).unwrap();
     let mut ndjson = String::new();
     for i in 1..=50 {
-        ndjson.push_str(&format!("{{\"product_id\": {}, \"stars\": {}}}\n", i, 1 + i % 5));
+        ndjson.push_str(&format!(
+            "{{\"product_id\": {}, \"stars\": {}}}\n",
+            i,
+            1 + i % 5
+        ));
     }
     std::fs::write(lake.join("ratings.ndjson"), ndjson).unwrap();
     let schema = Arc::new(Schema::new(vec![
@@ -135,7 +148,10 @@ pub fn write_origin_files(dir: &Path) {
     let targets: Vec<String> = (1..=400).map(|i| format!("button-{}", i % 3)).collect();
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
-        vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(targets))],
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(targets)),
+        ],
     )
     .unwrap();
     let file = std::fs::File::create(lake.join("clicks.parquet")).unwrap();
@@ -150,7 +166,11 @@ impl Harness {
     }
 
     /// Starts Switchyard with extra config lines; `prepare` may add files to the dir first.
-    pub async fn start_with(extra_origins: &str, extra_datasets: &str, prepare: impl FnOnce(&Path)) -> Harness {
+    pub async fn start_with(
+        extra_origins: &str,
+        extra_datasets: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Harness {
         let pg = pg();
         let dir = tempfile::tempdir().unwrap();
         write_origin_files(dir.path());
@@ -168,34 +188,51 @@ impl Harness {
 
     pub fn config(&self, user: &str, password: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
-        c.host("127.0.0.1").port(self.port()).user(user).password(password).dbname("switchyard");
+        c.host("127.0.0.1")
+            .port(self.port())
+            .user(user)
+            .password(password)
+            .dbname("switchyard");
         c
     }
 
-    pub async fn connect(&self, user: &str, password: &str) -> Result<Client, tokio_postgres::Error> {
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let (client, conn) = self.config(user, password).connect(NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
     }
 
     pub async fn analyst(&self) -> Client {
-        self.connect(ANALYST.0, ANALYST.1).await.expect("analyst connects")
+        self.connect(ANALYST.0, ANALYST.1)
+            .await
+            .expect("analyst connects")
     }
 }
 
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 /// The message of a failed statement.
 pub fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
 }
 
 /// All rows of a simple query as text.
 pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()));
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e} {:?}", e.as_db_error()));
     messages
         .into_iter()
         .filter_map(|m| match m {
