@@ -21,11 +21,8 @@ impl ErrorHandler for SqlStateErrors {
     {
         if let PgWireError::ApiError(inner) = error {
             let (code, message) = classify(inner.as_ref());
-            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                code,
-                message,
-            )));
+            *error =
+                PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code, message)));
         }
         if let PgWireError::UserError(info) = error {
             let user = client
