@@ -84,21 +84,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve(config, None)
         }
         Command::Demo { dir, listen } => {
-            let file = switchyard::demo::create(&dir, &listen).context("writing the demo data")?;
+            let postgres =
+                switchyard::demo::DemoPostgres::start().context("starting the demo PostgreSQL")?;
+            let file = switchyard::demo::create(&dir, &listen, postgres.as_ref())
+                .context("writing the demo data")?;
             let config = Config::load(&file)?;
-            serve(config, Some(()))
+            let result = serve(config, Some(postgres.is_some()));
+            drop(postgres);
+            result
         }
     }
 }
 
-fn serve(config: Config, demo: Option<()>) -> anyhow::Result<()> {
+/// Serves until Ctrl-C; `demo` is `Some(with_postgres)` for `switchyard demo`.
+fn serve(config: Config, demo: Option<bool>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let server = switchyard::start(config).await?;
-        if demo.is_some() {
+        if let Some(with_postgres) = demo {
+            let host = server.addr.ip().to_string();
             println!(
                 "{}",
-                switchyard::demo::banner(&server.addr.ip().to_string(), server.addr.port())
+                switchyard::demo::banner(&host, server.addr.port(), with_postgres)
             );
         } else {
             println!("switchyard: listening on {}", server.addr);

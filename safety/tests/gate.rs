@@ -12,7 +12,9 @@ use switchyard_config::Role;
 use switchyard_safety::{Gate, Principal, SafetyError};
 
 async fn context() -> SessionContext {
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_information_schema(true),
+    );
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int32, true)]));
     let catalog = ctx.catalog("datafusion").unwrap();
     for (s, tables) in [

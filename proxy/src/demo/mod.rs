@@ -12,6 +12,10 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMi
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 
+mod postgres;
+
+pub use postgres::DemoPostgres;
+
 /// Demo customers.
 pub const CUSTOMERS: i64 = 2000;
 /// Demo page views.
@@ -37,6 +41,9 @@ pub enum DemoError {
     /// Arrow trouble.
     #[error("demo events: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// The private PostgreSQL cluster could not be set up.
+    #[error("demo PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 /// A small deterministic generator (SplitMix64).
@@ -74,18 +81,23 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
 }
 
 /// Writes the demo data and config into `dir` (replacing earlier demo files) and
-/// returns the config file's path.
-pub fn create(dir: &Path, listen: &str) -> Result<PathBuf, DemoError> {
+/// returns the config file's path; `postgres` adds the private cluster's origins.
+pub fn create(
+    dir: &Path,
+    listen: &str,
+    postgres: Option<&DemoPostgres>,
+) -> Result<PathBuf, DemoError> {
     fs::create_dir_all(dir.join("events")).map_err(io(dir))?;
     write_crm(&dir.join("crm.db"))?;
     write_page_views(&dir.join("events/page_views.parquet"))?;
     write_signups(&dir.join("events/signups.csv"))?;
     let config = dir.join("switchyard.yaml");
-    fs::write(&config, config_text(listen)).map_err(io(&config))?;
+    let (origins, datasets) = postgres.map(DemoPostgres::config_lines).unwrap_or_default();
+    fs::write(&config, config_text(listen, &origins, &datasets)).map_err(io(&config))?;
     Ok(config)
 }
 
-fn config_text(listen: &str) -> String {
+fn config_text(listen: &str, extra_origins: &str, extra_datasets: &str) -> String {
     format!(
         r#"# Written by `switchyard demo`; edit freely and run `switchyard serve --config` on it.
 listen: {listen}
@@ -96,11 +108,11 @@ roles:
 origins:
   crm:    {{ kind: sqlite, path: crm.db }}
   events: {{ kind: files, path: events }}
-datasets:
+{extra_origins}datasets:
   crm:    {{ origin: crm, tables: [customers, tickets] }}
   events: {{ origin: events, tables: [page_views, signups] }}
   crm.gold_customers: {{ origin: crm, table: customers, filters: {{ tier: gold }} }}
-local: {{ path: data/local.db }}
+{extra_datasets}local: {{ path: data/local.db }}
 "#
     )
 }
@@ -206,9 +218,18 @@ fn write_signups(path: &Path) -> Result<(), DemoError> {
 }
 
 /// What `switchyard demo` prints once it listens.
-pub fn banner(host: &str, port: u16) -> String {
+pub fn banner(host: &str, port: u16, with_postgres: bool) -> String {
+    let postgres = if with_postgres {
+        "\n  -- two PostgreSQL databases (sales, inventory) and the SQLite crm in one statement:\n  \
+         SELECT c.country, p.category, sum(o.quantity * p.price) AS revenue\n    \
+         FROM sales.orders o JOIN inventory.products p ON p.id = o.product_id\n    \
+         JOIN crm.customers c ON c.id = o.customer_id\n   \
+         WHERE c.tier = 'gold' AND p.category = 'tools' GROUP BY 1, 2 ORDER BY revenue DESC;\n"
+    } else {
+        "\n(PostgreSQL server binaries not found: the demo runs without its sales and inventory databases.)\n"
+    };
     format!(
-        r#"Switchyard demo is up: origins crm (SQLite) and events (Parquet + CSV), user demo / password demo.
+        r#"Switchyard demo is up: origins crm (SQLite), events (Parquet + CSV){pg_origins}; user demo / password demo.
 
 Connect:
   PGPASSWORD=demo psql -h {host} -p {port} -U demo switchyard
@@ -221,7 +242,12 @@ Try (cross-origin: crm is SQLite, events are files):
   SELECT s.plan, count(DISTINCT t.customer_id) AS customers_with_open_tickets
     FROM events.signups s JOIN crm.tickets t ON t.customer_id = s.customer_id
    WHERE t.status = 'open' GROUP BY s.plan ORDER BY s.plan;
-
-Prefix a query with EXPLAIN to see the SQL each origin is sent. Ctrl-C stops."#
+{postgres}
+Prefix a query with EXPLAIN to see the SQL each origin is sent. Ctrl-C stops."#,
+        pg_origins = if with_postgres {
+            ", sales and inventory (PostgreSQL)"
+        } else {
+            ""
+        },
     )
 }

@@ -1,0 +1,100 @@
+//! `switchyard demo`: the data it writes serves, and every query its banner prints
+//! works when pasted (including the two-PostgreSQL-databases + SQLite join when the
+//! machine has PostgreSQL's server binaries, as CI does).
+
+use switchyard::demo::{self, DemoPostgres};
+use tokio_postgres::NoTls;
+
+/// The SQL statements in the banner: everything between "Try" and "Prefix", split at `;`.
+fn banner_queries(banner: &str) -> Vec<String> {
+    let start = banner.find("Try").expect("banner has examples");
+    let end = banner
+        .find("Prefix")
+        .expect("banner ends with the EXPLAIN hint");
+    let body: String = banner[start..end]
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim_start().starts_with("--") && !l.trim_start().starts_with('('))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(';')
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_and_its_example_queries_work() {
+    let postgres = tokio::task::spawn_blocking(DemoPostgres::start)
+        .await
+        .unwrap()
+        .expect("demo PostgreSQL starts");
+    assert!(
+        postgres.is_some(),
+        "the test machine has PostgreSQL server binaries"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = demo::create(dir.path(), "127.0.0.1:0", postgres.as_ref()).unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap();
+    let server = switchyard::start(config).await.unwrap();
+
+    let mut pg = tokio_postgres::Config::new();
+    pg.host("127.0.0.1")
+        .port(server.addr.port())
+        .user("demo")
+        .password("demo")
+        .dbname("switchyard");
+    let (client, conn) = pg.connect(NoTls).await.expect("demo / demo logs in");
+    tokio::spawn(conn);
+
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM crm.customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, demo::CUSTOMERS);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM events.page_views", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, demo::PAGE_VIEWS);
+
+    let queries = banner_queries(&demo::banner(
+        "127.0.0.1",
+        server.addr.port(),
+        postgres.is_some(),
+    ));
+    assert_eq!(queries.len(), 3, "{queries:?}");
+    for q in &queries {
+        let rows = client
+            .simple_query(q)
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        let data = rows
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        assert!(data > 0, "{q} returned no rows");
+        let explain = client.simple_query(&format!("EXPLAIN {q}")).await.unwrap();
+        assert!(!explain.is_empty());
+    }
+    // Deterministic data: the same answer on every machine.
+    let gold: i64 = client
+        .query_one("SELECT count(*) FROM crm.gold_customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let direct: i64 = client
+        .query_one(
+            "SELECT count(*) FROM crm.customers WHERE tier = 'gold'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(gold, direct);
+    server.stop();
+    drop(postgres);
+}
