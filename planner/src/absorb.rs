@@ -79,16 +79,16 @@ fn absorb(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     {
         return Ok(Transformed::no(plan));
     }
-    let needed = used_columns(&plan)?;
     let mut changed = false;
     let new_inputs = plan
         .inputs()
         .into_iter()
-        .map(|input| {
+        .enumerate()
+        .map(|(index, input)| {
             let Some(node) = federated(input) else {
                 return Ok(input.clone());
             };
-            match narrow(node, &needed)? {
+            match narrow(node, &needed_from_input(&plan, index)?)? {
                 Some(inner) => {
                     changed = true;
                     Ok(rewrap(node, inner))
@@ -103,6 +103,34 @@ fn absorb(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     Ok(Transformed::yes(
         plan.with_new_exprs(plan.expressions(), new_inputs)?,
     ))
+}
+
+/// Columns `plan` needs from its input number `index`.
+fn needed_from_input(plan: &LogicalPlan, index: usize) -> Result<Option<HashSet<Column>>> {
+    if let LogicalPlan::Join(join) = plan {
+        use datafusion::logical_expr::JoinType;
+        // The filtering side of a semi/anti join contributes no output columns: it
+        // needs only what the join condition reads (e.g. `EXISTS (SELECT 1 ...)`).
+        let filtering_side = match join.join_type {
+            JoinType::LeftSemi | JoinType::LeftAnti => Some(1),
+            JoinType::RightSemi | JoinType::RightAnti => Some(0),
+            _ => None,
+        };
+        if filtering_side == Some(index) {
+            let mut cols = HashSet::new();
+            let exprs = join
+                .on
+                .iter()
+                .flat_map(|(l, r)| [l, r])
+                .chain(join.filter.as_ref());
+            for e in exprs {
+                cols.extend(e.column_refs().into_iter().cloned());
+            }
+            return Ok(Some(cols));
+        }
+        return Ok(None);
+    }
+    used_columns(plan)
 }
 
 /// Columns referenced by `plan`'s own expressions (all of its inputs' columns when
@@ -173,7 +201,7 @@ fn narrow(
         .collect();
     // Keep at least one column: some origins cannot answer `SELECT FROM t`; and do
     // nothing when no column would be dropped.
-    if keep.len() == schema.fields().len() || !accepts_on_top(&node.plan) {
+    if keep.len() == schema.fields().len() || !accepts_projection_on_top(&node.plan) {
         return Ok(None);
     }
     let keep = if keep.is_empty() {
@@ -210,6 +238,18 @@ fn accepts_on_top(plan: &LogicalPlan) -> bool {
             p.expr.iter().all(|e| matches!(e, Expr::Column(_))) && accepts_on_top(&p.input)
         }
         _ => false,
+    }
+}
+
+/// Whether a column list on top of `plan` unparses to SQL that selects those columns
+/// of `plan`'s rows (a derived table where needed).
+fn accepts_projection_on_top(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(_) => true,
+        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+            accepts_projection_on_top(&p.input)
+        }
+        other => accepts_on_top(other),
     }
 }
 
