@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod errors;
+pub mod guard;
 pub mod pgtext;
 pub mod session;
 pub mod tls;

@@ -19,10 +19,13 @@ use futures::Sink;
 use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
+use pgwire::api::portal::Format;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::Response;
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
+use pgwire::api::Type;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, METADATA_USER,
 };
@@ -165,6 +168,7 @@ impl SimpleQueryHandler for QueryService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        super::guard::check(query)?;
         let token = self.begin(client);
         let run = <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, query);
         let responses = tokio::select! {
@@ -178,10 +182,10 @@ impl SimpleQueryHandler for QueryService {
 #[async_trait]
 impl ExtendedQueryHandler for QueryService {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = GuardedParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        Arc::new(GuardedParser(self.inner.query_parser()))
     }
 
     async fn do_query<C>(
@@ -208,6 +212,41 @@ impl ExtendedQueryHandler for QueryService {
             _ = token.cancelled() => return Err(PgWireError::QueryCanceled),
         };
         Ok(wrap(response, &token))
+    }
+}
+
+/// datafusion-postgres's parser behind [`super::guard::check`].
+pub struct GuardedParser(Arc<<DfSessionService as ExtendedQueryHandler>::QueryParser>);
+
+type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+#[async_trait]
+impl QueryParser for GuardedParser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<DfStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        super::guard::check(sql)?;
+        self.0.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {
+        self.0.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &DfStatement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.0.get_result_schema(stmt, column_format)
     }
 }
 

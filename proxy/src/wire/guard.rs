@@ -1,0 +1,101 @@
+//! Refuses SQL that datafusion-postgres would silently rewrite into a different question.
+//!
+//! Its PostgreSQL-compatibility parser (made for psql's catalog queries) replaces a
+//! correlated scalar subquery in a SELECT list by NULL and gives an uncorrelated one a
+//! `LIMIT 1`. For catalog queries that is harmless; for user data it is a wrong
+//! answer. Until we plan such subqueries ourselves, statements over user tables that
+//! contain one are refused with 0A000 and a hint, never answered wrongly.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, ObjectName, Query, SelectItem, SetExpr, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use pgwire::error::{ErrorInfo, PgWireError};
+
+#[derive(Default)]
+struct Scan {
+    user_table: bool,
+    projected_subquery: bool,
+}
+
+impl Visitor for Scan {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        let parts: Vec<String> = relation
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase())
+            .collect();
+        let catalog = parts
+            .first()
+            .is_some_and(|s| s == "pg_catalog" || s == "information_schema")
+            || (parts.len() == 1 && parts[0].starts_with("pg_"));
+        if !catalog {
+            self.user_table = true;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            let subquery_item = select.projection.iter().any(|item| {
+                matches!(
+                    item,
+                    SelectItem::UnnamedExpr(Expr::Subquery(_))
+                        | SelectItem::ExprWithAlias {
+                            expr: Expr::Subquery(_),
+                            ..
+                        }
+                )
+            });
+            self.projected_subquery |= subquery_item;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The error for `sql`, if it would be rewritten into a different question.
+pub fn check(sql: &str) -> Result<(), PgWireError> {
+    // Unparsable text is reported by the normal path with its own error.
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Ok(());
+    };
+    let mut scan = Scan::default();
+    for statement in &statements {
+        let _ = statement.visit(&mut scan);
+    }
+    if scan.user_table && scan.projected_subquery {
+        let mut info = ErrorInfo::new(
+            "ERROR".into(),
+            "0A000".into(),
+            "a subquery as a SELECT-list item is not supported yet".into(),
+        );
+        info.hint = Some("join the subquery's table instead, e.g. LEFT JOIN (SELECT key, count(*) ... GROUP BY key)".into());
+        return Err(PgWireError::UserError(Box::new(info)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+
+    #[test]
+    fn user_queries_with_select_list_subqueries_are_refused() {
+        assert!(check("SELECT a.id, (SELECT count(*) FROM sales.orders o WHERE o.customer_id = a.id) FROM crm.accounts a").is_err());
+        assert!(check("SELECT (SELECT max(id) FROM t) AS m").is_err());
+    }
+
+    #[test]
+    fn catalog_queries_and_other_subqueries_pass() {
+        assert!(check("SELECT c.relname, (SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = c.relnamespace) FROM pg_catalog.pg_class c").is_ok());
+        assert!(check("SELECT id FROM t WHERE id IN (SELECT id FROM u)").is_ok());
+        assert!(check("SELECT (SELECT max(id) FROM t) + 1").is_ok());
+        assert!(check("SELEC 1").is_ok());
+    }
+}
