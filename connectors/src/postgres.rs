@@ -315,7 +315,23 @@ impl PgPool {
 /// Converts rows to a batch of exactly `schema` (types cast by position where the
 /// origin's result differs, e.g. an unconstrained numeric).
 fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let batch = rows_to_arrow(rows, &Some(Arc::clone(schema)))
+    // PostgreSQL chooses a numeric result's scale per value (e.g. 16 digits for a
+    // division) where DataFusion's plan fixed one; decode wide, then round to the
+    // plan's type by the cast below instead of failing on the extra digits.
+    let decode_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Decimal128(_, s) if *s < 20 => f
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Decimal128(38, 20)),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let batch = rows_to_arrow(rows, &Some(decode_schema))
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     if batch.num_columns() != schema.fields().len() {
         return Err(DataFusionError::Internal(format!(
