@@ -157,27 +157,10 @@ impl PgPool {
         if let Some(pw) = &s.password {
             config.password(pw);
         }
-        let unreachable = |e: &dyn std::fmt::Display| ConnectorError::Unreachable {
-            origin: self.origin.clone(),
-            message: format!("{}:{}: {e}", s.host, s.port),
-        };
-        let spawn = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
-            tokio::spawn(fut);
-        };
         let client = if s.sslmode == "disable" || s.sslmode == "prefer" {
             // `prefer` without a TLS connector means plaintext, as libpq does when the server has no TLS.
             config.ssl_mode(tokio_postgres::config::SslMode::Disable);
-            let (client, conn) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| self.map_connect_error(e, &unreachable))?;
-            let origin = self.origin.clone();
-            spawn(Box::pin(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%origin, error = %e, "origin connection ended");
-                }
-            }));
-            client
+            self.open(&config, NoTls).await?
         } else {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
             let verify = s.sslmode == "verify-full" || s.sslmode == "verify-ca";
@@ -185,29 +168,42 @@ impl PgPool {
                 .danger_accept_invalid_certs(!verify)
                 .danger_accept_invalid_hostnames(s.sslmode != "verify-full")
                 .build()
-                .map_err(|e| unreachable(&e))?;
-            let tls = postgres_native_tls::MakeTlsConnector::new(tls);
-            let (client, conn) = config
-                .connect(tls)
-                .await
-                .map_err(|e| self.map_connect_error(e, &unreachable))?;
-            let origin = self.origin.clone();
-            spawn(Box::pin(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%origin, error = %e, "origin connection ended");
-                }
-            }));
-            client
+                .map_err(|e| self.unreachable(&e))?;
+            self.open(&config, postgres_native_tls::MakeTlsConnector::new(tls))
+                .await?
         };
         tracing::debug!(origin = %self.origin, "opened origin connection");
         Ok(client)
     }
 
-    fn map_connect_error(
-        &self,
-        e: tokio_postgres::Error,
-        unreachable: &dyn Fn(&dyn std::fmt::Display) -> ConnectorError,
-    ) -> ConnectorError {
+    /// Connects with `tls` and drives the connection in its own task.
+    async fn open<T>(&self, config: &tokio_postgres::Config, tls: T) -> Result<Client>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+        T::Stream: Send + 'static,
+    {
+        let (client, conn) = config
+            .connect(tls)
+            .await
+            .map_err(|e| self.map_connect_error(e))?;
+        let origin = self.origin.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%origin, error = %e, "origin connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    fn unreachable(&self, e: &dyn std::fmt::Display) -> ConnectorError {
+        let s = &self.settings;
+        ConnectorError::Unreachable {
+            origin: self.origin.clone(),
+            message: format!("{}:{}: {e}", s.host, s.port),
+        }
+    }
+
+    fn map_connect_error(&self, e: tokio_postgres::Error) -> ConnectorError {
         match e.as_db_error() {
             // The server answered but refused us (bad password, no such database): pass its code on.
             Some(db) => ConnectorError::Origin {
@@ -215,7 +211,7 @@ impl PgPool {
                 code: db.code().code().to_string(),
                 message: db.message().to_string(),
             },
-            None => unreachable(&e),
+            None => self.unreachable(&e),
         }
     }
 

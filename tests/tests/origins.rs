@@ -51,12 +51,7 @@ async fn join_across_two_postgres_databases_and_sqlite_matches_postgres() {
 async fn explain_shows_each_origin_sql_with_its_where_and_columns() {
     let h = Harness::start().await;
     let c = h.analyst().await;
-    let plan: String = rows(&c, &format!("EXPLAIN {THREE_ORIGIN_JOIN}"))
-        .await
-        .into_iter()
-        .map(|r| r.into_iter().flatten().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan = common::explain(&c, THREE_ORIGIN_JOIN).await;
     let sql_lines: Vec<&str> = plan
         .lines()
         .filter(|l| l.contains("VirtualExecutionPlan"))
@@ -125,14 +120,7 @@ async fn single_origin_statement_runs_there_whole() {
     let c = h.analyst().await;
     let sql = "SELECT o.status, count(*) FROM sales.orders o JOIN sales.customers c ON c.id = o.customer_id \
                WHERE c.region IN ('east', 'west') GROUP BY o.status ORDER BY o.status LIMIT 3";
-    let plan = rows(&c, &format!("EXPLAIN {sql}")).await;
-    let text: String = plan
-        .iter()
-        .flatten()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = common::explain(&c, sql).await;
     let remote: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("VirtualExecutionPlan"))
@@ -183,18 +171,7 @@ async fn filtered_and_query_datasets() {
         .await,
         vec![vec![Some(recent.to_string())]]
     );
-    let plan = rows(
-        &c,
-        "EXPLAIN SELECT id FROM sales.recent_orders WHERE amount > 500",
-    )
-    .await;
-    let text: String = plan
-        .iter()
-        .flatten()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let text = common::explain(&c, "SELECT id FROM sales.recent_orders WHERE amount > 500").await;
     assert!(
         text.contains("ordered_at >= "),
         "the dataset query is sent to the origin: {text}"

@@ -243,3 +243,13 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         })
         .collect()
 }
+
+/// The text of `EXPLAIN <sql>`, one plan line per line.
+pub async fn explain(client: &Client, sql: &str) -> String {
+    rows(client, &format!("EXPLAIN {sql}"))
+        .await
+        .into_iter()
+        .map(|r| r.into_iter().flatten().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
