@@ -19,6 +19,11 @@ async fn scram_login_and_wrong_or_unknown_credentials() {
         .await
         .expect_err("wrong password must fail");
     assert_eq!(sqlstate(&wrong), "28P01");
+    assert!(
+        message(&wrong).contains("\"analyst\""),
+        "names the user: {}",
+        message(&wrong)
+    );
     let unknown = h
         .connect("mallory", "whatever")
         .await

@@ -19,6 +19,15 @@ impl ErrorHandler for SqlStateErrors {
     where
         C: ClientInfo,
     {
+        // pgwire reports a failed SCRAM exchange without the user name; PostgreSQL names it.
+        if let PgWireError::InvalidPassword(user) = error {
+            if user.is_empty() {
+                if let Some(name) = client.metadata().get(pgwire::api::METADATA_USER) {
+                    user.clone_from(name);
+                }
+            }
+            tracing::info!(user = %user, peer = %client.socket_addr(), "authentication failed");
+        }
         if let PgWireError::ApiError(inner) = error {
             let (code, message) = classify(inner.as_ref());
             *error =
