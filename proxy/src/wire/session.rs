@@ -169,6 +169,8 @@ impl SimpleQueryHandler for QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         super::guard::check(query)?;
+        let rewritten = super::guard::rewrite(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let token = self.begin(client);
         let run = <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, query);
         let responses = tokio::select! {
@@ -234,7 +236,10 @@ impl QueryParser for GuardedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         super::guard::check(sql)?;
-        self.0.parse_sql(client, sql, types).await
+        let rewritten = super::guard::rewrite(sql);
+        self.0
+            .parse_sql(client, rewritten.as_deref().unwrap_or(sql), types)
+            .await
     }
 
     fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {
