@@ -22,27 +22,14 @@ SELECT c.region, a.tier, count(*) AS orders, sum(o.amount) AS total, max(p.price
  GROUP BY c.region, a.tier
  ORDER BY c.region";
 
-/// The reference database holds every origin's tables under the same names.
-const REFERENCE_JOIN: &str = THREE_ORIGIN_JOIN;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_across_two_postgres_databases_and_sqlite_matches_postgres() {
     let h = Harness::start().await;
     let c = h.analyst().await;
     let through = rows(&c, THREE_ORIGIN_JOIN).await;
     let reference = h.pg.direct("reference").await;
-    let direct: Vec<Vec<Option<String>>> = reference
-        .simple_query(REFERENCE_JOIN)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect();
+    // The reference database holds every origin's tables under the same names.
+    let direct = rows(&reference, THREE_ORIGIN_JOIN).await;
     assert!(!direct.is_empty());
     assert_eq!(through, direct);
 }

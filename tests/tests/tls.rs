@@ -34,23 +34,8 @@ fn make_cert(dir: &std::path::Path) {
 }
 
 async fn start(mode: &str) -> Harness {
-    let h = Harness::start_with("", "", make_cert).await;
-    // Restart with TLS: write the config again with a tls section.
-    let file = h.dir.path().join("switchyard-tls.yaml");
-    let text = std::fs::read_to_string(h.dir.path().join("switchyard.yaml")).unwrap();
-    std::fs::write(
-        &file,
-        format!("tls: {{ mode: {mode}, cert: server.pem, key: server.key }}\n{text}"),
-    )
-    .unwrap();
-    let config = switchyard_config::Config::load(&file).unwrap();
-    h.server.stop();
-    let server = switchyard::start(config).await.unwrap();
-    Harness {
-        server,
-        dir: h.dir,
-        pg: h.pg,
-    }
+    let tls = format!("tls: {{ mode: {mode}, cert: server.pem, key: server.key }}\n");
+    Harness::start_full(&tls, "", "", make_cert).await
 }
 
 /// Runs psql off the runtime's threads (the server runs in this process).

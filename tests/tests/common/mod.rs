@@ -171,12 +171,23 @@ impl Harness {
         extra_datasets: &str,
         prepare: impl FnOnce(&Path),
     ) -> Harness {
+        Self::start_full("", extra_origins, extra_datasets, prepare).await
+    }
+
+    /// As [`Harness::start_with`], with `top` (e.g. a `tls:` line) before the generated config.
+    pub async fn start_full(
+        top: &str,
+        extra_origins: &str,
+        extra_datasets: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Harness {
         let pg = pg();
         let dir = tempfile::tempdir().unwrap();
         write_origin_files(dir.path());
         prepare(dir.path());
         let file = dir.path().join("switchyard.yaml");
-        std::fs::write(&file, config_text(&pg, extra_origins, extra_datasets)).unwrap();
+        let text = format!("{top}{}", config_text(&pg, extra_origins, extra_datasets));
+        std::fs::write(&file, text).unwrap();
         let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         let server = switchyard::start(config).await.expect("server starts");
         Harness { server, dir, pg }
