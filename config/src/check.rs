@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::env::{expand, ExpandError};
+use crate::policy::{parse_bytes, parse_duration};
 use crate::raw::{self, OriginKindName, RawConfig, Str, TlsModeName};
 use crate::{
-    Config, ConfigError, Dataset, DatasetSource, LocalStore, Origin, OriginKind, PostgresOrigin,
-    Result, Role, Tls, TlsMode, User,
+    Audit, ColumnRule, Config, ConfigError, Dataset, DatasetSource, Fsync, Grant, Guardrails,
+    Injection, LocalStore, Origin, OriginKind, PostgresOrigin, Result, Role, RowFilter, Safety,
+    Tls, TlsMode, User,
 };
 
 /// Schemas Switchyard itself owns; datasets may not use them.
@@ -129,6 +131,23 @@ impl Checker<'_> {
                 path: data_dir.join("local.db"),
             },
         };
+        let guardrails = match &raw.guardrails {
+            Some(g) => self.guardrails(g, "guardrails")?,
+            None => Guardrails::default(),
+        };
+        let audit = Audit {
+            path: match raw.audit.as_ref().and_then(|a| a.path.as_ref()) {
+                Some(p) => self.path(p, "audit.path")?,
+                None => data_dir.join("audit.jsonl"),
+            },
+            fsync: raw
+                .audit
+                .as_ref()
+                .and_then(|a| a.fsync.as_ref())
+                .map(|f| f.value.into())
+                .unwrap_or(Fsync::Interval),
+        };
+        let safety = self.safety(raw.safety.as_ref())?;
         Ok(Config {
             file: self.file.to_path_buf(),
             listen,
@@ -139,6 +158,9 @@ impl Checker<'_> {
             datasets,
             local,
             data_dir,
+            guardrails,
+            audit,
+            safety,
         })
     }
 
@@ -186,6 +208,37 @@ impl Checker<'_> {
         Ok(Tls { mode, cert, key })
     }
 
+    fn table_pattern(&self, role: &str, pattern: &str, at: Option<u64>) -> Result<String> {
+        let p = pattern.trim();
+        let parts: Vec<&str> = p.split('.').collect();
+        let valid = (p == "*" || parts.len() == 2)
+            && parts.iter().all(|s| *s == "*" || is_identifier(s));
+        if !valid {
+            return Err(self.err(
+                at,
+                format!("role {role}: {p:?} is not a table pattern"),
+                "write schema.table, schema.*, or *",
+            ));
+        }
+        Ok(p.to_string())
+    }
+
+    fn column_names(&self, role: &str, list: &[Str]) -> Result<Vec<String>> {
+        list.iter()
+            .map(|c| {
+                if is_identifier(&c.value) {
+                    Ok(c.value.clone())
+                } else {
+                    Err(self.err(
+                        line(c),
+                        format!("role {role}: {:?} is not a column name", c.value),
+                        "write the column's lower-case name",
+                    ))
+                }
+            })
+            .collect()
+    }
+
     fn roles(
         &self,
         raw: &indexmap::IndexMap<String, raw::RawRole>,
@@ -193,25 +246,131 @@ impl Checker<'_> {
         let mut roles = BTreeMap::new();
         for (name, role) in raw {
             let mut out = Role::default();
-            for (list, target) in [(&role.allow, &mut out.allow), (&role.deny, &mut out.deny)] {
-                for pattern in list {
-                    let p = pattern.value.trim();
-                    let parts: Vec<&str> = p.split('.').collect();
-                    let valid = (p == "*" || parts.len() == 2)
-                        && parts.iter().all(|s| *s == "*" || is_identifier(s));
-                    if !valid {
+            for pattern in &role.allow {
+                out.allow
+                    .push(self.table_pattern(name, &pattern.value, line(pattern))?);
+            }
+            for pattern in &role.deny {
+                out.deny
+                    .push(self.table_pattern(name, &pattern.value, line(pattern))?);
+            }
+            for grant in &role.grants {
+                let privileges: Vec<_> = grant.privileges.iter().map(|p| p.value.into()).collect();
+                for pattern in &grant.tables {
+                    out.grants.push(Grant {
+                        table: self.table_pattern(name, &pattern.value, line(pattern))?,
+                        privileges: privileges.clone(),
+                    });
+                }
+            }
+            for (pattern, rule) in &role.columns {
+                let table = self.table_pattern(name, pattern, None)?;
+                let allow = match &rule.allow {
+                    Some(list) => Some(self.column_names(name, list)?),
+                    None => None,
+                };
+                let deny = self.column_names(name, &rule.deny)?;
+                let mut masks = Vec::new();
+                for (column, mask) in &rule.mask {
+                    if !is_identifier(column) {
                         return Err(self.err(
-                            line(pattern),
-                            format!("role {name}: {p:?} is not a table pattern"),
-                            "write schema.table, schema.*, or *",
+                            line(mask),
+                            format!("role {name}: {column:?} is not a column name"),
+                            "write the column's lower-case name",
                         ));
                     }
-                    target.push(p.to_string());
+                    masks.push((column.clone(), mask.value.into()));
                 }
+                out.columns.push(ColumnRule {
+                    table,
+                    allow,
+                    deny,
+                    masks,
+                });
+            }
+            for (pattern, predicate) in &role.row_filters {
+                let text = self.expand(predicate, &format!("role {name}'s row filter"))?;
+                if text.trim().is_empty() {
+                    return Err(self.err(
+                        line(predicate),
+                        format!("role {name}: the row filter for {pattern} is empty"),
+                        "write a SQL predicate, e.g. tenant_id = user.tenant",
+                    ));
+                }
+                out.row_filters.push(RowFilter {
+                    table: self.table_pattern(name, pattern, line(predicate))?,
+                    predicate: text,
+                    line: line(predicate),
+                });
+            }
+            if let Some(g) = &role.guardrails {
+                out.guardrails = self.guardrails(g, &format!("roles.{name}.guardrails"))?;
             }
             roles.insert(name.clone(), out);
         }
         Ok(roles)
+    }
+
+    fn guardrails(&self, raw: &raw::RawGuardrails, what: &str) -> Result<Guardrails> {
+        let statement_timeout = match &raw.statement_timeout {
+            Some(t) => Some(parse_duration(&t.value).ok_or_else(|| {
+                self.err(
+                    line(t),
+                    format!("{what}.statement_timeout: {:?} is not a duration", t.value),
+                    "write e.g. 30s, 500ms, 2m",
+                )
+            })?),
+            None => None,
+        };
+        let max_result_bytes = match &raw.max_result_bytes {
+            Some(b) => Some(parse_bytes(&b.value).ok_or_else(|| {
+                self.err(
+                    line(b),
+                    format!("{what}.max_result_bytes is not a size"),
+                    "write a number of bytes or e.g. 512kB, 10MB, 1GB",
+                )
+            })?),
+            None => None,
+        };
+        Ok(Guardrails {
+            max_rows: raw.max_rows,
+            on_max_rows: raw.on_max_rows.as_ref().map(|r| r.value.into()),
+            statement_timeout,
+            max_result_bytes,
+            max_concurrent_statements: raw.max_concurrent_statements,
+            max_cartesian_rows: raw.max_cartesian_rows,
+        })
+    }
+
+    fn safety(&self, raw: Option<&raw::RawSafety>) -> Result<Safety> {
+        let mut injection = Injection::default();
+        let mut deny_functions = Vec::new();
+        if let Some(raw) = raw {
+            for (finding, action) in &raw.injection {
+                let slot = match finding.as_str() {
+                    "tautology" => &mut injection.tautology,
+                    "union_catalog" => &mut injection.union_catalog,
+                    "stacked" => &mut injection.stacked,
+                    "comment" => &mut injection.comment,
+                    "timing" => &mut injection.timing,
+                    other => {
+                        return Err(self.err(
+                            line(action),
+                            format!("safety.injection: unknown finding {other:?}"),
+                            "use tautology, union_catalog, stacked, comment or timing",
+                        ))
+                    }
+                };
+                *slot = action.value.into();
+            }
+            for f in &raw.deny_functions {
+                deny_functions.push(f.value.trim().to_lowercase());
+            }
+        }
+        Ok(Safety {
+            injection,
+            deny_functions,
+        })
     }
 
     fn users(&self, raw: &[raw::RawUser], roles: &BTreeMap<String, Role>) -> Result<Vec<User>> {
@@ -239,10 +398,50 @@ impl Checker<'_> {
                 }
                 user_roles.push(r.value.clone());
             }
+            let mut attributes = BTreeMap::new();
+            for (key, value) in &u.attributes {
+                if !is_identifier(key) {
+                    return Err(self.err(
+                        line(value),
+                        format!("user {}: attribute {key:?} is not a name", u.name.value),
+                        "use lower-case letters, digits and _",
+                    ));
+                }
+                let value = match &value.value {
+                    raw::FilterValue::Text(t) => raw::FilterValue::Text(self.expand(
+                        &serde_saphyr::Spanned {
+                            value: t.clone(),
+                            referenced: value.referenced,
+                            defined: value.defined,
+                        },
+                        &format!("attribute {key} of user {}", u.name.value),
+                    )?),
+                    other => other.clone(),
+                };
+                attributes.insert(key.clone(), value);
+            }
+            // A row filter naming user.<attr> must find it on every user of the role.
+            for r in &user_roles {
+                for filter in &roles[r].row_filters {
+                    for attr in attribute_refs(&filter.predicate) {
+                        if !attributes.contains_key(&attr) {
+                            return Err(self.err(
+                                line(&u.name),
+                                format!(
+                                    "user {} has role {r}, whose row filter for {} uses user.{attr}, but no attribute {attr}",
+                                    u.name.value, filter.table
+                                ),
+                                format!("add attributes: {{ {attr}: ... }} to the user"),
+                            ));
+                        }
+                    }
+                }
+            }
             users.push(User {
                 name: u.name.value.clone(),
                 password,
                 roles: user_roles,
+                attributes,
             });
         }
         Ok(users)
@@ -529,6 +728,35 @@ impl Checker<'_> {
         }
         Ok(out)
     }
+}
+
+/// The `user.<name>` references in a row filter (outside string literals).
+pub(crate) fn attribute_refs(predicate: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_string = false;
+    let bytes = predicate.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'\'' {
+            in_string = !in_string;
+        } else if !in_string
+            && predicate[i..].starts_with("user.")
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+        {
+            let rest = &predicate[i + 5..];
+            let end = rest
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .unwrap_or(rest.len());
+            if end > 0 {
+                out.push(rest[..end].to_string());
+            }
+            i += 5 + end;
+            continue;
+        }
+        i += 1;
+    }
+    out
 }
 
 fn line<T>(s: &serde_saphyr::Spanned<T>) -> Option<u64> {

@@ -5,6 +5,7 @@
 
 mod check;
 mod env;
+mod policy;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use check::parse_str;
+pub use policy::{
+    Action, Audit, ColumnRule, Fsync, Grant, Guardrails, Injection, Mask, Privilege, Role,
+    RowCapAction, RowFilter, Safety,
+};
 pub use raw::FilterValue;
 
 /// Result alias for config loading.
@@ -65,6 +70,12 @@ pub struct Config {
     pub local: LocalStore,
     /// Folder for Switchyard's own files.
     pub data_dir: PathBuf,
+    /// Limits for every statement (roles may override them).
+    pub guardrails: Guardrails,
+    /// The audit log.
+    pub audit: Audit,
+    /// Injection analysis and function policy.
+    pub safety: Safety,
 }
 
 /// Front-door TLS settings.
@@ -90,7 +101,7 @@ pub enum TlsMode {
 }
 
 /// A login.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct User {
     /// Login name.
     pub name: String,
@@ -98,15 +109,8 @@ pub struct User {
     pub password: String,
     /// Role names, each defined under `roles:`.
     pub roles: Vec<String>,
-}
-
-/// Table-level grants: `schema.table` patterns where `*` matches any name part.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Role {
-    /// Patterns the role may read.
-    pub allow: Vec<String>,
-    /// Patterns the role may not read, overriding `allow`.
-    pub deny: Vec<String>,
+    /// Values row filters read as `user.<name>`.
+    pub attributes: BTreeMap<String, FilterValue>,
 }
 
 /// A named origin.

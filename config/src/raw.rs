@@ -24,6 +24,9 @@ pub struct RawConfig {
     pub datasets: IndexMap<String, RawDataset>,
     pub local: Option<RawLocal>,
     pub data_dir: Option<Str>,
+    pub guardrails: Option<RawGuardrails>,
+    pub audit: Option<RawAudit>,
+    pub safety: Option<RawSafety>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +53,9 @@ pub struct RawUser {
     pub password: Str,
     #[serde(default)]
     pub roles: Vec<Str>,
+    /// Per-user values row filters may use as `user.<name>`.
+    #[serde(default)]
+    pub attributes: IndexMap<String, Spanned<FilterValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +65,103 @@ pub struct RawRole {
     pub allow: Vec<Str>,
     #[serde(default)]
     pub deny: Vec<Str>,
+    #[serde(default)]
+    pub grants: Vec<RawGrant>,
+    /// Table pattern → column rules.
+    #[serde(default)]
+    pub columns: IndexMap<String, RawColumns>,
+    /// Table pattern → SQL predicate.
+    #[serde(default)]
+    pub row_filters: IndexMap<String, Str>,
+    pub guardrails: Option<RawGuardrails>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    pub tables: Vec<Str>,
+    pub privileges: Vec<Spanned<PrivilegeName>>,
+}
+
+/// `privileges:` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivilegeName {
+    Select,
+    Insert,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumns {
+    pub allow: Option<Vec<Str>>,
+    #[serde(default)]
+    pub deny: Vec<Str>,
+    #[serde(default)]
+    pub mask: IndexMap<String, Spanned<MaskName>>,
+}
+
+/// Column mask kinds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskName {
+    Redact,
+    Hash,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardrails {
+    pub max_rows: Option<u64>,
+    pub on_max_rows: Option<Spanned<RowCapName>>,
+    pub statement_timeout: Option<Str>,
+    pub max_result_bytes: Option<Spanned<FilterValue>>,
+    pub max_concurrent_statements: Option<u32>,
+    pub max_cartesian_rows: Option<u64>,
+}
+
+/// `on_max_rows` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RowCapName {
+    Truncate,
+    Error,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub path: Option<Str>,
+    pub fsync: Option<Spanned<FsyncName>>,
+}
+
+/// `audit.fsync` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncName {
+    Always,
+    Interval,
+    Never,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSafety {
+    #[serde(default)]
+    pub injection: IndexMap<String, Spanned<ActionName>>,
+    #[serde(default)]
+    pub deny_functions: Vec<Str>,
+}
+
+/// What a finding of the injection analyser leads to.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionName {
+    Warn,
+    Deny,
+    Allow,
 }
 
 /// One origin; which fields apply depends on `kind`, checked after parsing so

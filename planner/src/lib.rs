@@ -5,6 +5,7 @@
 //! [`AbsorbIntoFederated`] rule, which gives each origin its filters and columns.
 
 mod absorb;
+mod unfederated;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_federation::FederatedQueryPlanner;
 
 pub use absorb::{portable, AbsorbIntoFederated};
+pub use unfederated::Unfederated;
 
 /// The catalog clients see as their database.
 pub const CATALOG: &str = "switchyard";
