@@ -42,6 +42,21 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit log: exits non-zero at the first edited,
+    /// dropped, reordered or cut record, naming its line.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +94,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => {
+            let n = switchyard_safety::verify(&file)?;
+            println!("{}: ok, {n} records, chain intact", file.display());
+            Ok(())
+        }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             serve(config, None)
@@ -110,9 +132,11 @@ fn serve(config: Config, demo: Option<bool>) -> anyhow::Result<()> {
         } else {
             println!("switchyard: listening on {}", server.addr);
         }
+        let audit = std::sync::Arc::clone(&server.audit);
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
                 println!("switchyard: stopping");
+                audit.sync().context("syncing the audit log")?;
                 Ok(())
             }
             _ = server.wait() => Err(anyhow::anyhow!("the listener stopped")),

@@ -10,12 +10,13 @@ use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::RandomPidSecretKeyGenerator;
 use switchyard_config::{Config, TlsMode};
 use switchyard_connectors::Origins;
-use switchyard_safety::Gate;
+use switchyard_safety::{AuditLog, Pipeline, Policy};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::wire::auth::{Users, SCRAM_ITERATIONS};
 use crate::wire::cancel::CancelRegistry;
+use crate::wire::running::Slots;
 use crate::wire::session::{Connection, Shared};
 use crate::wire::tls;
 
@@ -36,6 +37,17 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A role rule does not compile.
+    #[error(transparent)]
+    Policy(#[from] switchyard_safety::PolicyError),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// pg_catalog emulation failed to install.
     #[error("cannot set up pg_catalog: {0}")]
     Catalog(String),
@@ -47,6 +59,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The origins, for inspection.
     pub origins: Origins,
+    /// The audit log (synced to disk by [`Server::stop`]).
+    pub audit: Arc<AuditLog>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,6 +68,9 @@ impl Server {
     /// Stops accepting connections (open sessions end with the process).
     pub fn stop(&self) {
         self.task.abort();
+        if let Err(e) = self.audit.sync() {
+            tracing::error!(error = %e, "cannot sync the audit log");
+        }
     }
 
     /// Waits until the accept loop ends.
@@ -73,6 +90,13 @@ pub fn base_context(config: &Config) -> Result<(SessionContext, Origins), StartE
 
 /// Binds the listener and serves connections in the background.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA)?;
+    let audit = AuditLog::open(&config.audit.path, config.audit.fsync).map_err(|source| {
+        StartError::Audit {
+            path: config.audit.path.display().to_string(),
+            source,
+        }
+    })?;
     let (base, origins) = base_context(&config)?;
     let acceptor = match config.tls.mode {
         TlsMode::Disable => None,
@@ -99,14 +123,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let shared = Arc::new(Shared {
         base,
         users: Arc::new(Users::new(&config.users)),
-        gate: Gate::new(switchyard_planner::DEFAULT_SCHEMA),
+        pipeline: Arc::new(Pipeline::new(policy)),
+        audit: Arc::new(audit),
+        slots: Arc::new(Slots::default()),
         cancels: Arc::new(CancelRegistry::default()),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),
         tls_required: config.tls.mode == TlsMode::Require,
         params: Arc::new(params),
         config: Arc::new(config),
     });
-    tracing::info!(%addr, tls = ?shared.config.tls.mode, "listening");
+    tracing::info!(%addr, tls = ?shared.config.tls.mode, audit = %shared.config.audit.path.display(), "listening");
+    let audit = Arc::clone(&shared.audit);
     let task = tokio::spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -133,6 +160,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     Ok(Server {
         addr,
         origins,
+        audit,
         task,
     })
 }

@@ -6,5 +6,6 @@ pub mod cancel;
 pub mod errors;
 pub mod guard;
 pub mod pgtext;
+pub mod running;
 pub mod session;
 pub mod tls;

@@ -1,8 +1,10 @@
 //! One client connection: its handlers, its own DataFusion session, the safety hook
 //! every statement passes, and cancellation of running statements.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -15,14 +17,15 @@ use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::Sink;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::portal::Format;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::Type;
@@ -30,15 +33,21 @@ use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireServerHandlers, PidSecretKeyGenerator, METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
-use switchyard_config::Config;
-use switchyard_safety::{Gate, Principal};
+use pgwire::types::format::FormatOptions;
+use switchyard_config::{Config, RowCapAction};
+use switchyard_safety::{
+    fingerprint, statement_hash, AuditLog, AuditRecord, Decision, Denied, Limits, Pipeline,
+    Principal, StatementInput,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::auth::{Users, SCRAM_ITERATIONS};
 use super::cancel::{cancellable, CancelRegistry, Registration};
 use super::errors::SqlStateErrors;
+use super::running::{self, error_record, user_error, Audit, Slots};
 use super::tls::RequireTls;
 
 /// What every connection shares.
@@ -49,8 +58,12 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// SCRAM secrets.
     pub users: Arc<Users>,
-    /// The safety gate.
-    pub gate: Gate,
+    /// The safety pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// Running statements per user.
+    pub slots: Arc<Slots>,
     /// Running statements, for CancelRequest.
     pub cancels: Arc<CancelRegistry>,
     /// Unique backend pids and secret keys.
@@ -75,9 +88,13 @@ impl Connection {
         // current_user / session_user: rewritten by datafusion-postgres to session_user().
         ctx.register_udf(session_user_udf(Arc::clone(&user)));
         let ctx = Arc::new(ctx);
+        let texts = Arc::new(Mutex::new(QueryTexts::default()));
+        let prepared = Arc::new(Mutex::new(HashMap::new()));
         let safety = Arc::new(SafetyHook {
             shared: Arc::clone(&shared),
             user: Arc::clone(&user),
+            texts: Arc::clone(&texts),
+            prepared: Arc::clone(&prepared),
         });
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             safety,
@@ -89,6 +106,9 @@ impl Connection {
         let service = Arc::new(QueryService {
             inner,
             cancels: Arc::clone(&shared.cancels),
+            shared: Arc::clone(&shared),
+            texts,
+            prepared,
         });
         Connection { shared, service }
     }
@@ -138,6 +158,68 @@ impl PgWireServerHandlers for Connection {
 pub struct QueryService {
     inner: DfSessionService,
     cancels: Arc<CancelRegistry>,
+    shared: Arc<Shared>,
+    texts: Arc<Mutex<QueryTexts>>,
+    prepared: Arc<Mutex<HashMap<String, Prepared>>>,
+}
+
+/// What the text of the query being run says about its statements: how many there
+/// are and which end with a line comment (the analyser's `stacked` and `comment`).
+#[derive(Debug, Default)]
+struct QueryTexts {
+    stacked: usize,
+    trailing_comment: Vec<bool>,
+    next: usize,
+}
+
+impl QueryTexts {
+    fn from_sql(sql: &str) -> Self {
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+        let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+            return QueryTexts {
+                stacked: 1,
+                ..Default::default()
+            };
+        };
+        let mut trailing = Vec::new();
+        for segment in tokens.split(|t| *t == Token::SemiColon) {
+            let mut meaningful = segment
+                .iter()
+                .filter(|t| !matches!(t, Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)));
+            let last = meaningful.clone().last();
+            let has_code = meaningful.any(|t| !matches!(t, Token::Whitespace(_)));
+            if has_code {
+                trailing.push(matches!(
+                    last,
+                    Some(Token::Whitespace(Whitespace::SingleLineComment { .. }))
+                ));
+            }
+        }
+        QueryTexts {
+            stacked: trailing.len().max(1),
+            trailing_comment: trailing,
+            next: 0,
+        }
+    }
+
+    /// The next statement's facts (statements reach the hook in order).
+    fn take(&mut self) -> (usize, bool) {
+        let i = self.next;
+        self.next += 1;
+        (
+            self.stacked.max(1),
+            self.trailing_comment.get(i).copied().unwrap_or(false),
+        )
+    }
+}
+
+/// A statement checked at Parse (extended protocol), run at each Execute.
+#[derive(Debug, Clone)]
+struct Prepared {
+    record: AuditRecord,
+    limits: Limits,
+    warnings: Vec<String>,
 }
 
 impl QueryService {
@@ -171,6 +253,7 @@ impl SimpleQueryHandler for QueryService {
         super::guard::check(query)?;
         let rewritten = super::guard::rewrite(query);
         let query = rewritten.as_deref().unwrap_or(query);
+        *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryTexts::from_sql(query);
         let token = self.begin(client);
         let run = <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, query);
         let responses = tokio::select! {
@@ -187,7 +270,10 @@ impl ExtendedQueryHandler for QueryService {
     type QueryParser = GuardedParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        Arc::new(GuardedParser(self.inner.query_parser()))
+        Arc::new(GuardedParser {
+            inner: self.inner.query_parser(),
+            texts: Arc::clone(&self.texts),
+        })
     }
 
     async fn do_query<C>(
@@ -202,7 +288,52 @@ impl ExtendedQueryHandler for QueryService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let started = Instant::now();
+        let key = portal
+            .statement
+            .statement
+            .1
+            .as_ref()
+            .map(|(statement, _)| statement.to_string());
+        let prepared = key.and_then(|k| {
+            self.prepared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&k)
+                .cloned()
+        });
         let token = self.begin(client);
+        let Some(prepared) = prepared else {
+            // SET, SHOW, transaction control: nothing to guard.
+            let run = <DfSessionService as ExtendedQueryHandler>::do_query(
+                &self.inner,
+                client,
+                portal,
+                max_rows,
+            );
+            let response = tokio::select! {
+                r = run => r?,
+                _ = token.cancelled() => return Err(PgWireError::QueryCanceled),
+            };
+            return Ok(wrap(response, &token));
+        };
+        let mut record = prepared.record.clone();
+        record.time = now();
+        let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
+        let slot = match self
+            .shared
+            .slots
+            .acquire(&audit_user(&prepared.record), prepared.limits.max_concurrent_statements)
+        {
+            Ok(slot) => slot,
+            Err(e) => {
+                audit.finish(Some(error_record(&e)));
+                return Err(e);
+            }
+        };
+        for warning in &prepared.warnings {
+            client.send(notice(warning)).await?;
+        }
         let run = <DfSessionService as ExtendedQueryHandler>::do_query(
             &self.inner,
             client,
@@ -210,15 +341,53 @@ impl ExtendedQueryHandler for QueryService {
             max_rows,
         );
         let response = tokio::select! {
-            r = run => r?,
-            _ = token.cancelled() => return Err(PgWireError::QueryCanceled),
+            r = run => r,
+            _ = token.cancelled() => Err(PgWireError::QueryCanceled),
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                audit.finish(Some(error_record(&e)));
+                return Err(e);
+            }
+        };
+        let response = match response {
+            Response::Query(q) => {
+                let (q, cut) = match truncation(&prepared.limits) {
+                    Some(max) => match running::read_ahead(q, max).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            audit.finish(Some(error_record(&e)));
+                            return Err(e);
+                        }
+                    },
+                    None => (q, false),
+                };
+                if cut {
+                    client.send(notice(&cut_message(&prepared.limits))).await?;
+                }
+                Response::Query(running::guard(
+                    q,
+                    prepared.limits.clone(),
+                    started,
+                    Some(audit),
+                    slot,
+                ))
+            }
+            other => {
+                audit.finish(None);
+                other
+            }
         };
         Ok(wrap(response, &token))
     }
 }
 
-/// datafusion-postgres's parser behind [`super::guard::check`].
-pub struct GuardedParser(Arc<<DfSessionService as ExtendedQueryHandler>::QueryParser>);
+/// datafusion-postgres's parser behind [`super::guard::check`]; one statement per Parse.
+pub struct GuardedParser {
+    inner: Arc<<DfSessionService as ExtendedQueryHandler>::QueryParser>,
+    texts: Arc<Mutex<QueryTexts>>,
+}
 
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
 
@@ -236,14 +405,22 @@ impl QueryParser for GuardedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         super::guard::check(sql)?;
+        let texts = QueryTexts::from_sql(sql);
+        if texts.stacked > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = texts;
         let rewritten = super::guard::rewrite(sql);
-        self.0
+        self.inner
             .parse_sql(client, rewritten.as_deref().unwrap_or(sql), types)
             .await
     }
 
     fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {
-        self.0.get_parameter_types(stmt)
+        self.inner.get_parameter_types(stmt)
     }
 
     fn get_result_schema(
@@ -251,14 +428,81 @@ impl QueryParser for GuardedParser {
         stmt: &DfStatement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.0.get_result_schema(stmt, column_format)
+        self.inner.get_result_schema(stmt, column_format)
     }
 }
 
-/// Runs the safety gate on every statement's logical plan before anything executes.
+/// Runs the safety pipeline on every statement's logical plan before anything
+/// executes, and in the simple protocol runs the checked plan itself: the plan
+/// that executes is the checked one (with its row filters, masks and row cap),
+/// never a re-reading of the client's text.
 struct SafetyHook {
     shared: Arc<Shared>,
     user: Arc<OnceLock<String>>,
+    texts: Arc<Mutex<QueryTexts>>,
+    prepared: Arc<Mutex<HashMap<String, Prepared>>>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn audit_user(record: &AuditRecord) -> String {
+    record.user.clone()
+}
+
+fn notice(message: &str) -> PgWireBackendMessage {
+    PgWireBackendMessage::NoticeResponse(NoticeResponse::from(ErrorInfo::new(
+        "WARNING".into(),
+        "01000".into(),
+        message.to_string(),
+    )))
+}
+
+/// The cap to read ahead for, when cut rows are announced by a NOTICE.
+fn truncation(limits: &Limits) -> Option<u64> {
+    match (limits.max_rows, limits.on_max_rows) {
+        (Some(max), Some(RowCapAction::Truncate)) => Some(max),
+        _ => None,
+    }
+}
+
+fn cut_message(limits: &Limits) -> String {
+    format!(
+        "result cut to max_rows ({} rows); more rows matched",
+        limits.max_rows.unwrap_or_default()
+    )
+}
+
+/// Statements later hooks handle and that touch no data.
+fn passes_through(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Discard { .. }
+    )
+}
+
+/// The outcome of checking one statement.
+enum Verdict {
+    /// Not ours to judge.
+    PassThrough,
+    /// Refused (already audited).
+    Refused(PgWireError),
+    /// Allowed: the plan to run and what to enforce.
+    Allowed {
+        plan: LogicalPlan,
+        decision: Decision,
+        limits: Limits,
+        record: AuditRecord,
+    },
 }
 
 impl SafetyHook {
@@ -269,68 +513,160 @@ impl SafetyHook {
             .cloned()
             .unwrap_or_default();
         let _ = self.user.set(name.clone());
-        let roles = self
-            .shared
-            .config
-            .user(&name)
-            .map(|u| u.roles.clone())
-            .unwrap_or_default();
-        Principal::new(&name, &roles, &self.shared.config.roles)
+        self.shared.pipeline.principal(&name)
     }
 
-    /// Plans `statement` and checks it; `None` when the statement is not ours to judge
-    /// (SET/SHOW/transaction control, handled by later hooks) or does not plan (the
-    /// default path reports that error).
+    fn record(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        who: &Principal,
+        statement: &Statement,
+        protocol: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            time: now(),
+            session: client.pid_and_secret_key().0,
+            user: who.user.clone(),
+            roles: who.roles.clone(),
+            client: client.socket_addr().to_string(),
+            protocol: protocol.into(),
+            fingerprint: fingerprint(statement),
+            statement_hash: statement_hash(&statement.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn refuse(&self, mut record: AuditRecord, denied: Denied, started: Instant) -> PgWireError {
+        let e = user_error(denied.error.sqlstate(), denied.error.to_string());
+        record.stages = denied.decision.stages;
+        record.tables = denied.decision.tables;
+        record.origins = denied.decision.origins;
+        record.warnings = denied.decision.warnings;
+        record.outcome = "denied".into();
+        tracing::info!(user = %record.user, error = %denied.error, "statement refused");
+        Audit::new(Arc::clone(&self.shared.audit), record, started).finish(Some(error_record(&e)));
+        e
+    }
+
+    /// Plans `statement` and runs the pipeline on it.
     async fn check(
         &self,
         statement: &Statement,
         ctx: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        let principal = self.principal(client);
-        let statement = match statement {
-            Statement::Declare { stmts } => {
-                // A cursor's query is checked like any other query.
-                let query = stmts.first().and_then(|d| d.for_query.clone())?;
-                Statement::Query(query)
-            }
-            Statement::Set(_)
-            | Statement::ShowVariable { .. }
-            | Statement::ShowVariables { .. }
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Fetch { .. }
-            | Statement::Close { .. }
-            | Statement::Discard { .. } => return None,
+        protocol: &str,
+    ) -> Verdict {
+        let started = Instant::now();
+        let (stacked, trailing_comment) = self
+            .texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let who = self.principal(client);
+        let mut record = self.record(client, &who, statement, protocol);
+        if passes_through(statement) {
+            record.outcome = "utility".into();
+            Audit::new(Arc::clone(&self.shared.audit), record, started).finish(None);
+            return Verdict::PassThrough;
+        }
+        let query = match statement {
+            // A cursor's query is checked like any other query.
+            Statement::Declare { stmts } => match stmts.first().and_then(|d| d.for_query.clone()) {
+                Some(q) => Statement::Query(q),
+                None => return Verdict::PassThrough,
+            },
             other => other.clone(),
         };
-        let plan = ctx
-            .state()
+        let input = StatementInput {
+            ast: &query,
+            stacked,
+            trailing_comment,
+        };
+        let state = ctx.state();
+        let plan = state
             .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-                statement,
+                query.clone(),
             )))
             .await;
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {
+                if let Some(denied) = self.shared.pipeline.check_unplanned(&input) {
+                    return Verdict::Refused(self.refuse(record, denied, started));
+                }
                 let (code, message) = super::errors::classify(&e);
-                return Some(Err(user_error(&code, message)));
+                let err = user_error(&code, message);
+                record.outcome = "error".into();
+                Audit::new(Arc::clone(&self.shared.audit), record, started)
+                    .finish(Some(error_record(&err)));
+                return Verdict::Refused(err);
             }
         };
-        match self.shared.gate.check(&plan, &principal) {
-            Ok(()) => Some(Ok(plan)),
-            Err(e) => Some(Err(user_error(e.sqlstate(), e.to_string()))),
+        match self.shared.pipeline.check(&input, plan, &who, &state) {
+            Err(denied) => Verdict::Refused(self.refuse(record, *denied, started)),
+            Ok(checked) => {
+                record.stages = checked.decision.stages.clone();
+                record.tables = checked.decision.tables.clone();
+                record.origins = checked.decision.origins.clone();
+                record.warnings = checked.decision.warnings.clone();
+                Verdict::Allowed {
+                    plan: checked.plan,
+                    decision: checked.decision,
+                    limits: checked.limits,
+                    record,
+                }
+            }
         }
     }
 }
 
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        code.into(),
-        message,
-    )))
+/// Whether the pipeline changed what the statement reads (row filters, masks, cap).
+fn governed(decision: &Decision, limits: &Limits) -> bool {
+    limits.max_rows.is_some()
+        || decision
+            .stages
+            .iter()
+            .any(|s| s.stage == switchyard_safety::Stage::RbacGate && !s.notes.is_empty())
+}
+
+/// Runs a checked plan the way datafusion-postgres's default path would run its text.
+async fn execute(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<Response> {
+    let dml = match &plan {
+        LogicalPlan::Dml(d) => Some(d.op.name().to_uppercase()),
+        _ => None,
+    };
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    if let Some(op) = dml {
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let rows = batches
+            .first()
+            .and_then(|b| b.column_by_name("count"))
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|a| a.value(0) as usize)
+            })
+            .unwrap_or(0);
+        let tag = if op == "INSERT" {
+            Tag::new(&op).with_oid(0).with_rows(rows)
+        } else {
+            Tag::new(&op).with_rows(rows)
+        };
+        return Ok(Response::Execution(tag));
+    }
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let response = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
+    Ok(Response::Query(response))
 }
 
 #[async_trait]
@@ -341,14 +677,95 @@ impl QueryHook for SafetyHook {
         session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let checked = self
-            .check(statement, session_context, &*client)
+        let started = Instant::now();
+        let verdict = self
+            .check(statement, session_context, &*client, "simple")
             .instrument(tracing::info_span!("statement", protocol = "simple"))
-            .await?;
-        match checked {
-            // Allowed: the default path plans and runs it.
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
+            .await;
+        let (plan, decision, limits, record) = match verdict {
+            Verdict::PassThrough => return None,
+            Verdict::Refused(e) => return Some(Err(e)),
+            Verdict::Allowed {
+                plan,
+                decision,
+                limits,
+                record,
+            } => (plan, decision, limits, record),
+        };
+        let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
+        if let Statement::Declare { .. } = statement {
+            // The cursor hook plans the query again from its text; only ungoverned
+            // queries may take that path.
+            if governed(&decision, &limits) {
+                let e = user_error(
+                    "0A000",
+                    "cursors over tables with row filters, masks or a row cap are not supported yet".into(),
+                );
+                audit.finish(Some(error_record(&e)));
+                return Some(Err(e));
+            }
+            audit.finish(None);
+            return None;
+        }
+        let slot = match self
+            .shared
+            .slots
+            .acquire(&audit_user(&audit_record(&audit)), limits.max_concurrent_statements)
+        {
+            Ok(slot) => slot,
+            Err(e) => {
+                audit.finish(Some(error_record(&e)));
+                return Some(Err(e));
+            }
+        };
+        for warning in &decision.warnings {
+            if let Err(e) = client.send_message(notice(warning)).await {
+                return Some(Err(e));
+            }
+        }
+        let run = async {
+            let response = execute(session_context, plan, &*client).await?;
+            match (response, truncation(&limits)) {
+                (Response::Query(q), Some(max)) => {
+                    let (q, cut) = running::read_ahead(q, max).await?;
+                    Ok((Response::Query(q), cut))
+                }
+                (r, _) => Ok((r, false)),
+            }
+        };
+        let outcome = match limits.statement_timeout {
+            Some(t) => match tokio::time::timeout_at((started + t).into(), run).await {
+                Ok(r) => r,
+                Err(_) => Err(user_error(
+                    "57014",
+                    "canceling statement due to statement timeout".into(),
+                )),
+            },
+            None => run.await,
+        };
+        match outcome {
+            Err(e) => {
+                audit.finish(Some(error_record(&e)));
+                Some(Err(e))
+            }
+            Ok((Response::Query(q), cut)) => {
+                if cut {
+                    if let Err(e) = client.send_message(notice(&cut_message(&limits))).await {
+                        return Some(Err(e));
+                    }
+                }
+                Some(Ok(Response::Query(running::guard(
+                    q,
+                    limits,
+                    started,
+                    Some(audit),
+                    slot,
+                ))))
+            }
+            Ok((other, _)) => {
+                audit.finish(None);
+                Some(Ok(other))
+            }
         }
     }
 
@@ -358,11 +775,42 @@ impl QueryHook for SafetyHook {
         session_context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        let checked = self.check(statement, session_context, client).await?;
-        match (statement, checked) {
-            // A cursor's plan is made by the cursor hook; we only vetted its query.
-            (Statement::Declare { .. }, Ok(_)) => None,
-            (_, checked) => Some(checked),
+        let verdict = self
+            .check(statement, session_context, client, "extended")
+            .instrument(tracing::info_span!("statement", protocol = "extended"))
+            .await;
+        match verdict {
+            Verdict::PassThrough => None,
+            Verdict::Refused(e) => Some(Err(e)),
+            Verdict::Allowed {
+                plan,
+                decision,
+                limits,
+                record,
+            } => {
+                if let Statement::Declare { .. } = statement {
+                    if governed(&decision, &limits) {
+                        return Some(Err(user_error(
+                            "0A000",
+                            "cursors over tables with row filters, masks or a row cap are not supported yet".into(),
+                        )));
+                    }
+                    return None;
+                }
+                // Executions are audited one by one, with what this Parse decided.
+                self.prepared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        statement.to_string(),
+                        Prepared {
+                            record,
+                            limits,
+                            warnings: decision.warnings,
+                        },
+                    );
+                Some(Ok(plan))
+            }
         }
     }
 
@@ -378,4 +826,8 @@ impl QueryHook for SafetyHook {
         // so they can change no table or statement kind.
         None
     }
+}
+
+fn audit_record(audit: &Audit) -> AuditRecord {
+    audit.record().clone()
 }
