@@ -211,8 +211,8 @@ impl Checker<'_> {
     fn table_pattern(&self, role: &str, pattern: &str, at: Option<u64>) -> Result<String> {
         let p = pattern.trim();
         let parts: Vec<&str> = p.split('.').collect();
-        let valid = (p == "*" || parts.len() == 2)
-            && parts.iter().all(|s| *s == "*" || is_identifier(s));
+        let valid =
+            (p == "*" || parts.len() == 2) && parts.iter().all(|s| *s == "*" || is_identifier(s));
         if !valid {
             return Err(self.err(
                 at,

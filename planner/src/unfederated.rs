@@ -71,13 +71,19 @@ impl TableProvider for Unfederated {
         let state = state
             .as_any()
             .downcast_ref::<SessionState>()
-            .ok_or_else(|| DataFusionError::Internal("unfederated scan without a SessionState".into()))?;
+            .ok_or_else(|| {
+                DataFusionError::Internal("unfederated scan without a SessionState".into())
+            })?;
         let source = provider_as_source(Arc::clone(&self.table));
         // Filters may use columns the projection leaves out: filter first, then narrow.
         let mut plan = LogicalPlanBuilder::scan(self.name.clone(), source, None)?;
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             plan = plan.filter(predicate)?;
         }
+        // count(*) asks for no columns; fetch the first and drop it after the scan.
+        let no_columns = projection.is_some_and(|p| p.is_empty());
+        let first = vec![0];
+        let projection = if no_columns { Some(&first) } else { projection };
         if let Some(indices) = projection {
             let schema = self.table.schema();
             let columns = indices.iter().map(|&i| {
@@ -92,6 +98,13 @@ impl TableProvider for Unfederated {
             plan = plan.limit(0, limit)?;
         }
         // The whole plan reads one origin table, so federation sends all of it as one query.
-        state.create_physical_plan(&plan.build()?).await
+        let exec = state.create_physical_plan(&plan.build()?).await?;
+        if no_columns {
+            let empty: Vec<datafusion::physical_plan::projection::ProjectionExpr> = vec![];
+            return Ok(Arc::new(
+                datafusion::physical_plan::projection::ProjectionExec::try_new(empty, exec)?,
+            ));
+        }
+        Ok(exec)
     }
 }

@@ -68,8 +68,9 @@ pub struct AuditRecord {
     pub rows: u64,
     /// Bytes of row data sent.
     pub bytes: u64,
-    /// Milliseconds from arrival to the last row (or the error).
-    pub duration_ms: f64,
+    /// Microseconds from arrival to the last row (or the error). An integer: JSON
+    /// floats do not always read back bit-for-bit, and the hash covers this field.
+    pub duration_us: u64,
     /// The error, if any.
     pub error: Option<ErrorRecord>,
 }
@@ -91,7 +92,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).finish()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -114,7 +117,10 @@ fn canonical(v: &Value) -> String {
             format!("{{{}}}", parts.join(","))
         }
         Value::Array(items) => {
-            format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(","))
+            format!(
+                "[{}]",
+                items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            )
         }
         other => other.to_string(),
     }

@@ -4,7 +4,9 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, ValueWithSpan, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
+};
 use sha2::{Digest, Sha256};
 
 struct StripLiterals;

@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::{
-    Expr, JoinType, Limit, LogicalPlan, WriteOp,
-};
+use datafusion::logical_expr::{Expr, JoinType, Limit, LogicalPlan, WriteOp};
 use switchyard_config::{Guardrails, RowCapAction};
 
 use crate::policy::Policy;
-use crate::rbac::{is_catalog, resolve};
+use crate::rbac::{is_catalog, is_table_function, resolve};
 use crate::SafetyError;
 
 /// What the front door enforces while a statement runs and streams.
@@ -38,7 +36,9 @@ impl Limits {
     pub(crate) fn from(g: &Guardrails) -> Limits {
         Limits {
             max_rows: g.max_rows,
-            on_max_rows: g.max_rows.map(|_| g.on_max_rows.unwrap_or(RowCapAction::Truncate)),
+            on_max_rows: g
+                .max_rows
+                .map(|_| g.on_max_rows.unwrap_or(RowCapAction::Truncate)),
             statement_timeout: g.statement_timeout,
             max_result_bytes: g.max_result_bytes,
             max_concurrent_statements: g.max_concurrent_statements,
@@ -47,10 +47,15 @@ impl Limits {
 }
 
 /// Refuses unfiltered UPDATE/DELETE and oversized cartesian products.
-pub(crate) fn check(policy: &Policy, g: &Guardrails, plan: &LogicalPlan) -> Result<(), SafetyError> {
+pub(crate) fn check(
+    policy: &Policy,
+    g: &Guardrails,
+    plan: &LogicalPlan,
+) -> Result<(), SafetyError> {
     let inner = match plan {
         LogicalPlan::Explain(e) => e.plan.as_ref(),
         LogicalPlan::Analyze(a) => a.input.as_ref(),
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(p)) => p.input.as_ref(),
         other => other,
     };
     if let LogicalPlan::Dml(dml) = inner {
@@ -105,7 +110,9 @@ fn reads_user_table(policy: &Policy, plan: &LogicalPlan) -> bool {
     let mut user = false;
     plan.apply_with_subqueries(|n| {
         if let LogicalPlan::TableScan(scan) = n {
-            if !is_catalog(&resolve(policy, &scan.table_name).0) {
+            if !is_catalog(&resolve(policy, &scan.table_name).0)
+                && !is_table_function(&scan.table_name)
+            {
                 user = true;
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -151,7 +158,9 @@ fn cartesian(policy: &Policy, plan: &LogicalPlan, limit: u64) -> Result<(), Safe
             _ => true,
         };
         if too_big {
-            let size = |b: Option<u64>| b.map_or("an unbounded input".to_string(), |n| format!("{n} rows"));
+            let size = |b: Option<u64>| {
+                b.map_or("an unbounded input".to_string(), |n| format!("{n} rows"))
+            };
             err = Some(SafetyError::Cartesian {
                 detail: format!("{} × {}", size(l), size(r)),
                 limit,
@@ -174,7 +183,8 @@ fn links(
         .into_iter()
         .any(|c| {
             let cols = c.column_refs();
-            cols.iter().any(|col| left.has_column(col)) && cols.iter().any(|col| right.has_column(col))
+            cols.iter().any(|col| left.has_column(col))
+                && cols.iter().any(|col| right.has_column(col))
         })
 }
 
@@ -184,6 +194,12 @@ pub(crate) fn cap_rows(plan: LogicalPlan, limits: &Limits) -> LogicalPlan {
         return plan;
     };
     match plan {
+        // PREPARE: cap the prepared query, which EXECUTE runs unchecked.
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(mut p)) => {
+            let input = Arc::unwrap_or_clone(p.input);
+            p.input = Arc::new(cap_rows(input, limits));
+            LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(p))
+        }
         LogicalPlan::Explain(_)
         | LogicalPlan::Analyze(_)
         | LogicalPlan::Dml(_)

@@ -11,7 +11,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use switchyard_config::Action;
 
 use crate::policy::{Policy, TIMING_FUNCTIONS};
-use crate::rbac::{is_catalog, resolve};
+use crate::rbac::{is_catalog, is_table_function, resolve};
 
 /// One finding: its name (as in the config) and what was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,11 @@ pub(crate) fn analyse(policy: &Policy, plan: Option<&LogicalPlan>, cx: &Context)
             action: p.comment,
         });
     }
-    if let Some(f) = cx.functions.iter().find(|f| TIMING_FUNCTIONS.contains(&f.as_str())) {
+    if let Some(f) = cx
+        .functions
+        .iter()
+        .find(|f| TIMING_FUNCTIONS.contains(&f.as_str()))
+    {
         out.push(Finding {
             name: "timing",
             detail: format!("{f}() is a timing probe"),
@@ -119,10 +123,10 @@ fn strip(e: &Expr) -> &Expr {
 
 fn always_true(e: &Expr) -> bool {
     match strip(e) {
-        Expr::Literal(v, _) => matches!(
-            v,
-            datafusion::common::ScalarValue::Boolean(Some(true))
-        ) || v.to_string() == "1",
+        Expr::Literal(v, _) => {
+            matches!(v, datafusion::common::ScalarValue::Boolean(Some(true)))
+                || v.to_string() == "1"
+        }
         Expr::Not(inner) => matches!(
             strip(inner),
             Expr::Literal(datafusion::common::ScalarValue::Boolean(Some(false)), _)
@@ -187,7 +191,7 @@ fn union_reads_catalog(policy: &Policy, plan: &LogicalPlan) -> bool {
                             let (s, _) = resolve(policy, &scan.table_name);
                             if is_catalog(&s) {
                                 catalog = true;
-                            } else {
+                            } else if !is_table_function(&scan.table_name) {
                                 user = true;
                             }
                         }

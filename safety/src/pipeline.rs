@@ -78,7 +78,11 @@ impl Pipeline {
         let mut decision = Decision::default();
         let functions = statement::ast_functions(input.ast);
         if let Some(name) = statement::denied_function(&self.policy, &functions) {
-            decision.record(Stage::AstChecker, Outcome::Denied, vec![format!("function {name}")]);
+            decision.record(
+                Stage::AstChecker,
+                Outcome::Denied,
+                vec![format!("function {name}")],
+            );
             return Some(Denied {
                 decision,
                 error: SafetyError::FunctionDenied { name },
@@ -90,7 +94,7 @@ impl Pipeline {
             functions: &functions,
         };
         let findings = injection::analyse(&self.policy, None, &cx);
-        deny_on(&findings, &mut decision).err()
+        deny_on(&findings, &mut decision).err().map(|d| *d)
     }
 
     /// Runs every stage; on success the plan to execute.
@@ -157,7 +161,11 @@ impl Pipeline {
         let mut functions = statement::ast_functions(input.ast);
         functions.extend(statement::plan_functions(&plan));
         if let Some(name) = statement::denied_function(p, &functions) {
-            return Err(deny(decision, Stage::AstChecker, SafetyError::FunctionDenied { name }));
+            return Err(deny(
+                decision,
+                Stage::AstChecker,
+                SafetyError::FunctionDenied { name },
+            ));
         }
         decision.record(Stage::AstChecker, Outcome::Passed, notes);
 
@@ -168,9 +176,7 @@ impl Pipeline {
             functions: &functions,
         };
         let findings = injection::analyse(p, Some(&plan), &cx);
-        if let Err(denied) = deny_on(&findings, &mut decision) {
-            return Err(Box::new(denied));
-        }
+        deny_on(&findings, &mut decision)?;
 
         // GUARDRAILS
         let guardrails = p.guardrails(who);
@@ -193,21 +199,28 @@ impl Pipeline {
 
     fn may_write_somewhere(&self, who: &Principal) -> bool {
         // Any write privilege on any dataset the config names.
-        self.policy.any_privilege(who, &[Privilege::Insert, Privilege::Update, Privilege::Delete])
+        self.policy.any_privilege(
+            who,
+            &[Privilege::Insert, Privilege::Update, Privilege::Delete],
+        )
     }
 }
 
 /// Records the analyser's findings; the first denying one refuses the statement.
-fn deny_on(findings: &[injection::Finding], decision: &mut Decision) -> Result<(), Denied> {
+fn deny_on(findings: &[injection::Finding], decision: &mut Decision) -> Result<(), Box<Denied>> {
     if let Some(f) = findings.iter().find(|f| f.action == Action::Deny) {
-        decision.record(Stage::InjectionAnalyser, Outcome::Denied, vec![f.detail.clone()]);
-        return Err(Denied {
+        decision.record(
+            Stage::InjectionAnalyser,
+            Outcome::Denied,
+            vec![f.detail.clone()],
+        );
+        return Err(Box::new(Denied {
             decision: decision.clone(),
             error: SafetyError::Injection {
                 finding: f.name.to_string(),
                 detail: f.detail.clone(),
             },
-        });
+        }));
     }
     if findings.is_empty() {
         decision.record(Stage::InjectionAnalyser, Outcome::Passed, vec![]);

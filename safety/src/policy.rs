@@ -323,19 +323,19 @@ impl Principal {
                     SqlExpr::CompoundIdentifier(parts)
                         if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("user") =>
                     {
-                        // Checked at config load: every user of the role has it.
-                        Some(match who.attributes.get(&parts[1].value) {
-                            Some(FilterValue::Text(t)) => {
-                                literal(ast::Value::SingleQuotedString(t.clone()))
+                        Some(who.attribute(&parts[1].value))
+                    }
+                    // `user` is a keyword (PostgreSQL's current_user), so `user.region`
+                    // parses as a field access on it.
+                    SqlExpr::CompoundFieldAccess { root, access_chain }
+                        if is_user_keyword(root) && access_chain.len() == 1 =>
+                    {
+                        match &access_chain[0] {
+                            ast::AccessExpr::Dot(SqlExpr::Identifier(attr)) => {
+                                Some(who.attribute(&attr.value))
                             }
-                            Some(FilterValue::Int(n)) => literal(ast::Value::Number(n.to_string(), false)),
-                            Some(FilterValue::Float(f)) => {
-                                literal(ast::Value::Number(f.to_string(), false))
-                            }
-                            Some(FilterValue::Bool(b)) => literal(ast::Value::Boolean(*b)),
-                            // No attribute: the filter admits nothing.
-                            None => literal(ast::Value::Null),
-                        })
+                            _ => None,
+                        }
                     }
                     _ => None,
                 };
@@ -348,6 +348,28 @@ impl Principal {
         let mut e = expr.clone();
         let _ = e.visit(&mut Bind(self));
         e
+    }
+}
+
+fn is_user_keyword(e: &SqlExpr) -> bool {
+    match e {
+        SqlExpr::Identifier(i) => i.quote_style.is_none() && i.value.eq_ignore_ascii_case("user"),
+        SqlExpr::Function(f) => f.name.to_string().eq_ignore_ascii_case("user"),
+        _ => false,
+    }
+}
+
+impl Principal {
+    /// `user.<name>` as a SQL literal; NULL (the filter admits nothing) when unset.
+    fn attribute(&self, name: &str) -> SqlExpr {
+        let v = match self.attributes.get(name) {
+            Some(FilterValue::Text(t)) => ast::Value::SingleQuotedString(t.clone()),
+            Some(FilterValue::Int(n)) => ast::Value::Number(n.to_string(), false),
+            Some(FilterValue::Float(f)) => ast::Value::Number(f.to_string(), false),
+            Some(FilterValue::Bool(b)) => ast::Value::Boolean(*b),
+            None => ast::Value::Null,
+        };
+        SqlExpr::value(v)
     }
 }
 
@@ -385,7 +407,11 @@ impl TableAccess {
         for rules in &self.column_rules {
             let mut mine = ColumnAccess::Plain;
             for rule in rules {
-                let masked = rule.masks.iter().find(|(c, _)| c == column).map(|(_, m)| *m);
+                let masked = rule
+                    .masks
+                    .iter()
+                    .find(|(c, _)| c == column)
+                    .map(|(_, m)| *m);
                 if rule.deny.iter().any(|c| c == column) {
                     mine = ColumnAccess::Denied;
                 } else if let Some(m) = masked {
@@ -402,7 +428,9 @@ impl TableAccess {
             }
             best = match (best, mine) {
                 (_, ColumnAccess::Plain) | (ColumnAccess::Plain, _) => ColumnAccess::Plain,
-                (ColumnAccess::Masked(m), _) | (_, ColumnAccess::Masked(m)) => ColumnAccess::Masked(m),
+                (ColumnAccess::Masked(m), _) | (_, ColumnAccess::Masked(m)) => {
+                    ColumnAccess::Masked(m)
+                }
                 _ => ColumnAccess::Denied,
             };
         }

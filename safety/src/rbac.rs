@@ -35,13 +35,21 @@ pub(crate) fn is_catalog(schema: &str) -> bool {
     CATALOG_SCHEMAS.contains(&schema)
 }
 
+/// Table functions (`generate_series(...)`) scan as `name()`: no stored data, no grant.
+pub(crate) fn is_table_function(name: &TableReference) -> bool {
+    name.table().ends_with("()")
+}
+
 /// Every user-table scan in the plan (subqueries included), in plan order.
 pub(crate) fn user_scans(policy: &Policy, plan: &LogicalPlan) -> Vec<(String, String)> {
     let mut out = Vec::new();
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             let (s, t) = resolve(policy, &scan.table_name);
-            if !is_catalog(&s) && !out.contains(&(s.clone(), t.clone())) {
+            if !is_catalog(&s)
+                && !is_table_function(&scan.table_name)
+                && !out.contains(&(s.clone(), t.clone()))
+            {
                 out.push((s, t));
             }
         }
@@ -66,6 +74,10 @@ pub(crate) fn write_target(plan: &LogicalPlan) -> Option<(TableReference, Privil
         }
         LogicalPlan::Explain(e) => write_target(&e.plan),
         LogicalPlan::Analyze(a) => write_target(&a.input),
+        // PREPARE p AS DELETE ...: judged now, since EXECUTE shows no tables.
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(p)) => {
+            write_target(&p.input)
+        }
         _ => None,
     }
 }
@@ -85,7 +97,9 @@ pub(crate) fn gate(
     let mut governed = false;
     for (s, t) in &scans {
         let access = policy.access(who, s, t);
-        let is_target = target.as_ref().is_some_and(|((ts, tt), _)| ts == s && tt == t);
+        let is_target = target
+            .as_ref()
+            .is_some_and(|((ts, tt), _)| ts == s && tt == t);
         if !access.privileges.contains(&Privilege::Select) && !is_target {
             return Err(SafetyError::TableDenied {
                 table: format!("{s}.{t}"),
@@ -143,6 +157,9 @@ fn check_columns(
     let inner = match plan {
         LogicalPlan::Explain(e) => e.plan.as_ref().clone(),
         LogicalPlan::Analyze(a) => a.input.as_ref().clone(),
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(p)) => {
+            p.input.as_ref().clone()
+        }
         other => other.clone(),
     };
     let internal = |e: datafusion::error::DataFusionError| SafetyError::RowFilter {
@@ -161,7 +178,7 @@ fn check_columns(
         .apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
                 let (s, t) = resolve(policy, &scan.table_name);
-                if is_catalog(&s) {
+                if is_catalog(&s) || is_table_function(&scan.table_name) {
                     return Ok(TreeNodeRecursion::Continue);
                 }
                 let access = policy.access(who, &s, &t);
@@ -200,7 +217,7 @@ fn guard_scan(
     notes: &mut Vec<String>,
 ) -> DfResult<Transformed<LogicalPlan>> {
     let (s, t) = resolve(policy, &scan.table_name);
-    if is_catalog(&s) {
+    if is_catalog(&s) || is_table_function(&scan.table_name) {
         return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
     }
     let access = policy.access(who, &s, &t);
@@ -271,7 +288,10 @@ fn mask_expr(mask: Mask, column: Expr, ty: &DataType, state: &SessionState) -> D
                 // NULL stays NULL: whether a value exists is not secret, the value is.
                 Expr::Case(datafusion::logical_expr::Case::new(
                     None,
-                    vec![(Box::new(column.is_null()), Box::new(lit(ScalarValue::Utf8(None))))],
+                    vec![(
+                        Box::new(column.is_null()),
+                        Box::new(lit(ScalarValue::Utf8(None))),
+                    )],
                     Some(Box::new(lit("***"))),
                 ))
             }
@@ -287,4 +307,3 @@ fn mask_expr(mask: Mask, column: Expr, ty: &DataType, state: &SessionState) -> D
         }
     })
 }
-

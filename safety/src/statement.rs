@@ -23,6 +23,9 @@ fn ddl_kind(plan: &LogicalPlan) -> Option<String> {
         LogicalPlan::Copy(_) => Some("COPY".to_string()),
         LogicalPlan::Explain(e) => ddl_kind(&e.plan),
         LogicalPlan::Analyze(a) => ddl_kind(&a.input),
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(p)) => {
+            ddl_kind(&p.input)
+        }
         _ => None,
     }
 }
@@ -96,5 +99,8 @@ pub(crate) fn denied_function<'a>(
     policy: &Policy,
     names: impl IntoIterator<Item = &'a String>,
 ) -> Option<String> {
-    names.into_iter().find(|n| policy.function_denied(n)).cloned()
+    names
+        .into_iter()
+        .find(|n| policy.function_denied(n))
+        .cloned()
 }

@@ -12,12 +12,12 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility};
 use datafusion::prelude::{create_udf, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -184,10 +184,13 @@ impl QueryTexts {
         };
         let mut trailing = Vec::new();
         for segment in tokens.split(|t| *t == Token::SemiColon) {
-            let mut meaningful = segment
-                .iter()
-                .filter(|t| !matches!(t, Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)));
-            let last = meaningful.clone().last();
+            let mut meaningful = segment.iter().filter(|t| {
+                !matches!(
+                    t,
+                    Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)
+                )
+            });
+            let last = meaningful.clone().next_back();
             let has_code = meaningful.any(|t| !matches!(t, Token::Whitespace(_)));
             if has_code {
                 trailing.push(matches!(
@@ -255,10 +258,21 @@ impl SimpleQueryHandler for QueryService {
         let query = rewritten.as_deref().unwrap_or(query);
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryTexts::from_sql(query);
         let token = self.begin(client);
+        let started = Instant::now();
         let run = <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, query);
         let responses = tokio::select! {
-            r = run => r?,
+            r = run => r,
             _ = token.cancelled() => return Err(PgWireError::QueryCanceled),
+        };
+        let responses = match responses {
+            Ok(r) => r,
+            Err(e) => {
+                let reached_hook = self.texts.lock().unwrap_or_else(|p| p.into_inner()).next > 0;
+                if !reached_hook {
+                    audit_unparsed(&self.shared, &*client, query, "simple", &e, started);
+                }
+                return Err(e);
+            }
         };
         Ok(responses.into_iter().map(|r| wrap(r, &token)).collect())
     }
@@ -273,6 +287,7 @@ impl ExtendedQueryHandler for QueryService {
         Arc::new(GuardedParser {
             inner: self.inner.query_parser(),
             texts: Arc::clone(&self.texts),
+            shared: Arc::clone(&self.shared),
         })
     }
 
@@ -320,11 +335,10 @@ impl ExtendedQueryHandler for QueryService {
         let mut record = prepared.record.clone();
         record.time = now();
         let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
-        let slot = match self
-            .shared
-            .slots
-            .acquire(&audit_user(&prepared.record), prepared.limits.max_concurrent_statements)
-        {
+        let slot = match self.shared.slots.acquire(
+            &audit_user(&prepared.record),
+            prepared.limits.max_concurrent_statements,
+        ) {
             Ok(slot) => slot,
             Err(e) => {
                 audit.finish(Some(error_record(&e)));
@@ -387,6 +401,7 @@ impl ExtendedQueryHandler for QueryService {
 pub struct GuardedParser {
     inner: Arc<<DfSessionService as ExtendedQueryHandler>::QueryParser>,
     texts: Arc<Mutex<QueryTexts>>,
+    shared: Arc<Shared>,
 }
 
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
@@ -404,19 +419,29 @@ impl QueryParser for GuardedParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let started = Instant::now();
         super::guard::check(sql)?;
         let texts = QueryTexts::from_sql(sql);
         if texts.stacked > 1 {
-            return Err(user_error(
+            let e = user_error(
                 "42601",
                 "cannot insert multiple commands into a prepared statement".into(),
-            ));
+            );
+            audit_unparsed(&self.shared, client, sql, "extended", &e, started);
+            return Err(e);
         }
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = texts;
         let rewritten = super::guard::rewrite(sql);
-        self.inner
+        let parsed = self
+            .inner
             .parse_sql(client, rewritten.as_deref().unwrap_or(sql), types)
-            .await
+            .await;
+        if let Err(e) = &parsed {
+            if self.texts.lock().unwrap_or_else(|p| p.into_inner()).next == 0 {
+                audit_unparsed(&self.shared, client, sql, "extended", e, started);
+            }
+        }
+        parsed
     }
 
     fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {
@@ -441,6 +466,36 @@ struct SafetyHook {
     user: Arc<OnceLock<String>>,
     texts: Arc<Mutex<QueryTexts>>,
     prepared: Arc<Mutex<HashMap<String, Prepared>>>,
+}
+
+/// Audits a query string that never became a statement (it did not parse).
+fn audit_unparsed<C: ClientInfo + ?Sized>(
+    shared: &Shared,
+    client: &C,
+    sql: &str,
+    protocol: &str,
+    error: &PgWireError,
+    started: Instant,
+) {
+    let user = client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_default();
+    let who = shared.pipeline.principal(&user);
+    let record = AuditRecord {
+        time: now(),
+        session: client.pid_and_secret_key().0,
+        user: who.user,
+        roles: who.roles,
+        client: client.socket_addr().to_string(),
+        protocol: protocol.into(),
+        // Literals cannot be told apart in text that does not parse: keep only its hash.
+        fingerprint: "(did not parse)".into(),
+        statement_hash: statement_hash(sql),
+        ..Default::default()
+    };
+    Audit::new(Arc::clone(&shared.audit), record, started).finish(Some(error_record(error)));
 }
 
 fn now() -> String {
@@ -497,12 +552,14 @@ enum Verdict {
     /// Refused (already audited).
     Refused(PgWireError),
     /// Allowed: the plan to run and what to enforce.
-    Allowed {
-        plan: LogicalPlan,
-        decision: Decision,
-        limits: Limits,
-        record: AuditRecord,
-    },
+    Allowed(Box<Allowed>),
+}
+
+struct Allowed {
+    plan: LogicalPlan,
+    decision: Decision,
+    limits: Limits,
+    record: AuditRecord,
 }
 
 impl SafetyHook {
@@ -557,11 +614,8 @@ impl SafetyHook {
         protocol: &str,
     ) -> Verdict {
         let started = Instant::now();
-        let (stacked, trailing_comment) = self
-            .texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let (stacked, trailing_comment) =
+            self.texts.lock().unwrap_or_else(|p| p.into_inner()).take();
         let who = self.principal(client);
         let mut record = self.record(client, &who, statement, protocol);
         if passes_through(statement) {
@@ -609,12 +663,12 @@ impl SafetyHook {
                 record.tables = checked.decision.tables.clone();
                 record.origins = checked.decision.origins.clone();
                 record.warnings = checked.decision.warnings.clone();
-                Verdict::Allowed {
+                Verdict::Allowed(Box::new(Allowed {
                     plan: checked.plan,
                     decision: checked.decision,
                     limits: checked.limits,
                     record,
-                }
+                }))
             }
         }
     }
@@ -685,12 +739,7 @@ impl QueryHook for SafetyHook {
         let (plan, decision, limits, record) = match verdict {
             Verdict::PassThrough => return None,
             Verdict::Refused(e) => return Some(Err(e)),
-            Verdict::Allowed {
-                plan,
-                decision,
-                limits,
-                record,
-            } => (plan, decision, limits, record),
+            Verdict::Allowed(a) => (a.plan, a.decision, a.limits, a.record),
         };
         let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
         if let Statement::Declare { .. } = statement {
@@ -707,11 +756,10 @@ impl QueryHook for SafetyHook {
             audit.finish(None);
             return None;
         }
-        let slot = match self
-            .shared
-            .slots
-            .acquire(&audit_user(&audit_record(&audit)), limits.max_concurrent_statements)
-        {
+        let slot = match self.shared.slots.acquire(
+            &audit_user(&audit_record(&audit)),
+            limits.max_concurrent_statements,
+        ) {
             Ok(slot) => slot,
             Err(e) => {
                 audit.finish(Some(error_record(&e)));
@@ -782,12 +830,13 @@ impl QueryHook for SafetyHook {
         match verdict {
             Verdict::PassThrough => None,
             Verdict::Refused(e) => Some(Err(e)),
-            Verdict::Allowed {
-                plan,
-                decision,
-                limits,
-                record,
-            } => {
+            Verdict::Allowed(a) => {
+                let Allowed {
+                    plan,
+                    decision,
+                    limits,
+                    record,
+                } = *a;
                 if let Statement::Declare { .. } = statement {
                     if governed(&decision, &limits) {
                         return Some(Err(user_error(

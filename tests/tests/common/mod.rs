@@ -76,6 +76,9 @@ pub struct Harness {
 
 pub const ANALYST: (&str, &str) = ("analyst", "analyst-pw");
 pub const CRM_ONLY: (&str, &str) = ("crm_only", "crm-pw");
+pub const NORTH_REP: (&str, &str) = ("north_rep", "north-pw");
+pub const CAPPED: (&str, &str) = ("capped", "capped-pw");
+pub const STRICT: (&str, &str) = ("strict", "strict-pw");
 
 /// The config the tests run with; `extra_origins` and `extra_datasets` are YAML lines
 /// appended to those sections.
@@ -85,9 +88,32 @@ pub fn config_text(pg: &Pg, extra_origins: &str, extra_datasets: &str) -> String
 users:
   - {{ name: analyst, password: analyst-pw, roles: [reader] }}
   - {{ name: crm_only, password: crm-pw, roles: [crm] }}
+  - {{ name: north_rep, password: north-pw, roles: [regional], attributes: {{ region: north }} }}
+  - {{ name: capped, password: capped-pw, roles: [limited] }}
+  - {{ name: strict, password: strict-pw, roles: [strict] }}
 roles:
   reader: {{ allow: ["*"], deny: ["sales.secrets"] }}
   crm: {{ allow: ["crm.*"] }}
+  # A regional sales rep: their region's customers only, no sign-up times, e-mails hashed.
+  regional:
+    allow: [sales.customers, sales.orders, crm.accounts, "inventory.*"]
+    columns:
+      sales.customers: {{ deny: [created_at], mask: {{ email: hash }} }}
+      crm.accounts: {{ mask: {{ manager: redact }} }}
+    row_filters:
+      sales.customers: "region = user.region"
+  limited:
+    allow: ["sales.*", "inventory.*"]
+    deny: [sales.secrets]
+    guardrails:
+      max_rows: 5
+      max_result_bytes: 10kB
+      statement_timeout: 1s
+      max_cartesian_rows: 1000
+      max_concurrent_statements: 1
+  strict:
+    allow: ["sales.orders"]
+    guardrails: {{ max_rows: 5, on_max_rows: error }}
 origins:
   sales:     {{ kind: postgres, url: "{sales}" }}
   inventory: {{ kind: postgres, url: "{inventory}" }}
