@@ -126,6 +126,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         pipeline: Arc::new(Pipeline::new(policy)),
         audit: Arc::new(audit),
         slots: Arc::new(Slots::default()),
+        pg_static: Arc::new(
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
+                .map_err(|e| StartError::Catalog(e.to_string()))?,
+        ),
         cancels: Arc::new(CancelRegistry::default()),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),
         tls_required: config.tls.mode == TlsMode::Require,

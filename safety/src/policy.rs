@@ -235,6 +235,47 @@ impl Policy {
         access
     }
 
+    /// Whether `who` sees `schema.table` in catalog listings (psql `\dt`,
+    /// information_schema, pg_catalog): when they may read it.
+    pub fn visible(&self, who: &Principal, schema: &str, table: &str) -> bool {
+        crate::rbac::is_catalog(schema)
+            || self
+                .access(who, schema, table)
+                .privileges
+                .contains(&Privilege::Select)
+    }
+
+    /// The columns of `schema.table` as `who` reads them: denied columns left out,
+    /// hash-masked columns as text (what a query returns for them).
+    pub fn visible_columns(
+        &self,
+        who: &Principal,
+        schema: &str,
+        table: &str,
+        columns: &datafusion::arrow::datatypes::SchemaRef,
+    ) -> datafusion::arrow::datatypes::SchemaRef {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        if crate::rbac::is_catalog(schema) {
+            return std::sync::Arc::clone(columns);
+        }
+        let access = self.access(who, schema, table);
+        if !access.has_column_rules() {
+            return std::sync::Arc::clone(columns);
+        }
+        let fields: Vec<Field> = columns
+            .fields()
+            .iter()
+            .filter_map(|f| match access.column(f.name()) {
+                ColumnAccess::Plain | ColumnAccess::Masked(Mask::Redact) => Some(f.as_ref().clone()),
+                ColumnAccess::Masked(Mask::Hash) => {
+                    Some(Field::new(f.name(), DataType::Utf8, f.is_nullable()))
+                }
+                ColumnAccess::Denied => None,
+            })
+            .collect();
+        std::sync::Arc::new(Schema::new_with_metadata(fields, columns.metadata().clone()))
+    }
+
     /// Whether any role of `who` grants one of `privileges` on anything.
     pub fn any_privilege(&self, who: &Principal, privileges: &[Privilege]) -> bool {
         self.roles_of(who).any(|r| {

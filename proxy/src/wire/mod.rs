@@ -2,6 +2,7 @@
 //! module per sub-protocol: startup/auth, TLS, queries, cancel, errors.
 
 pub mod auth;
+pub mod catalog;
 pub mod cancel;
 pub mod errors;
 pub mod guard;

@@ -64,6 +64,8 @@ pub struct Shared {
     pub audit: Arc<AuditLog>,
     /// Running statements per user.
     pub slots: Arc<Slots>,
+    /// pg_catalog's built-in tables, shared by every session's own pg_catalog.
+    pub pg_static: Arc<datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
     /// Running statements, for CancelRequest.
     pub cancels: Arc<CancelRegistry>,
     /// Unique backend pids and secret keys.
@@ -84,7 +86,14 @@ impl Connection {
     /// Handlers for a new connection, with its own DataFusion session.
     pub fn new(shared: Arc<Shared>) -> Self {
         let user = Arc::new(OnceLock::new());
-        let ctx = SessionContext::new_with_state(shared.base.state());
+        let state = super::catalog::session_state(
+            &shared.base.state(),
+            switchyard_planner::CATALOG,
+            Arc::clone(&shared.pipeline),
+            Arc::clone(&user),
+            Arc::clone(&shared.pg_static),
+        );
+        let ctx = SessionContext::new_with_state(state);
         // current_user / session_user: rewritten by datafusion-postgres to session_user().
         ctx.register_udf(session_user_udf(Arc::clone(&user)));
         let ctx = Arc::new(ctx);

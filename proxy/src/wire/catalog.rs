@@ -1,0 +1,228 @@
+//! The catalog one session sees: the shared catalog, with listings cut to what the
+//! logged-in user may read.
+//!
+//! Planning still resolves every table (a denied one must fail with 42501 naming
+//! it, not "does not exist"), but `\dt`, `SHOW TABLES`, information_schema and
+//! pg_catalog list only the user's tables; pg_catalog (psql's `\d`, pgjdbc's and
+//! SQLAlchemy's metadata) shows their columns as the user reads them: denied
+//! columns left out, hashed ones as text.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::SessionState;
+use datafusion::execution::SessionStateBuilder;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::{
+    PgCatalogSchemaProvider, PgCatalogStaticTables,
+};
+use switchyard_safety::{Pipeline, Principal};
+
+/// Who the session is, once logged in.
+#[derive(Debug, Clone)]
+struct Viewer {
+    pipeline: Arc<Pipeline>,
+    user: Arc<OnceLock<String>>,
+}
+
+impl Viewer {
+    fn principal(&self) -> Principal {
+        self.pipeline
+            .principal(self.user.get().map(String::as_str).unwrap_or_default())
+    }
+
+    fn visible(&self, schema: &str, table: &str) -> bool {
+        self.pipeline
+            .policy()
+            .visible(&self.principal(), schema, table)
+    }
+}
+
+/// A session state whose catalog listings follow `user`'s grants.
+pub fn session_state(
+    base: &SessionState,
+    catalog: &str,
+    pipeline: Arc<Pipeline>,
+    user: Arc<OnceLock<String>>,
+    static_tables: Arc<PgCatalogStaticTables>,
+) -> SessionState {
+    let viewer = Viewer { pipeline, user };
+    let shared = Arc::clone(base.catalog_list());
+    let info = UserCatalogInfo {
+        list: Arc::clone(&shared),
+        viewer: viewer.clone(),
+    };
+    let pg_catalog: Arc<dyn SchemaProvider> = Arc::new(
+        PgCatalogSchemaProvider::try_new(info, static_tables, EmptyContextProvider)
+            .expect("pg_catalog over a catalog list"),
+    );
+    let list = SessionCatalogList {
+        name: catalog.to_string(),
+        catalog: shared.catalog(catalog).map(|base| {
+            Arc::new(SessionCatalog {
+                base,
+                pg_catalog,
+                viewer,
+            }) as Arc<dyn CatalogProvider>
+        }),
+        shared,
+    };
+    SessionStateBuilder::new_from_existing(base.clone())
+        .with_catalog_list(Arc::new(list))
+        .build()
+}
+
+#[derive(Debug)]
+struct SessionCatalogList {
+    name: String,
+    catalog: Option<Arc<dyn CatalogProvider>>,
+    shared: Arc<dyn CatalogProviderList>,
+}
+
+impl CatalogProviderList for SessionCatalogList {
+    fn register_catalog(
+        &self,
+        name: String,
+        catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        self.shared.register_catalog(name, catalog)
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        CatalogProviderList::catalog_names(self.shared.as_ref())
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        if name == self.name {
+            self.catalog.clone()
+        } else {
+            self.shared.catalog(name)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SessionCatalog {
+    base: Arc<dyn CatalogProvider>,
+    pg_catalog: Arc<dyn SchemaProvider>,
+    viewer: Viewer,
+}
+
+impl CatalogProvider for SessionCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.base.schema_names()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == "pg_catalog" {
+            return Some(Arc::clone(&self.pg_catalog));
+        }
+        let inner = self.base.schema(name)?;
+        Some(Arc::new(ListedSchema {
+            inner,
+            name: name.to_string(),
+            viewer: self.viewer.clone(),
+        }))
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        self.base.register_schema(name, schema)
+    }
+}
+
+/// A schema whose listing holds only the viewer's tables; lookups are unchanged.
+#[derive(Debug)]
+struct ListedSchema {
+    inner: Arc<dyn SchemaProvider>,
+    name: String,
+    viewer: Viewer,
+}
+
+#[async_trait]
+impl SchemaProvider for ListedSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.inner
+            .table_names()
+            .into_iter()
+            .filter(|t| self.viewer.visible(&self.name, t))
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        self.inner.table(name).await
+    }
+
+    async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
+        self.inner.table_type(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// What pg_catalog reads: the viewer's tables, with their columns as the viewer reads them.
+#[derive(Debug, Clone)]
+struct UserCatalogInfo {
+    list: Arc<dyn CatalogProviderList>,
+    viewer: Viewer,
+}
+
+#[async_trait]
+impl CatalogInfo for UserCatalogInfo {
+    async fn catalog_names(&self) -> Result<Vec<String>> {
+        CatalogInfo::catalog_names(&self.list).await
+    }
+
+    async fn schema_names(&self, catalog: &str) -> Result<Option<Vec<String>>> {
+        CatalogInfo::schema_names(&self.list, catalog).await
+    }
+
+    async fn table_names(&self, catalog: &str, schema: &str) -> Result<Option<Vec<String>>> {
+        Ok(CatalogInfo::table_names(&self.list, catalog, schema).await?.map(|names| {
+            names
+                .into_iter()
+                .filter(|t| self.viewer.visible(schema, t))
+                .collect()
+        }))
+    }
+
+    async fn table_schema(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<SchemaRef>> {
+        if !self.viewer.visible(schema, table) {
+            return Ok(None);
+        }
+        Ok(CatalogInfo::table_schema(&self.list, catalog, schema, table)
+            .await?
+            .map(|columns| {
+                self.viewer.pipeline.policy().visible_columns(
+                    &self.viewer.principal(),
+                    schema,
+                    table,
+                    &columns,
+                )
+            }))
+    }
+
+    async fn table_type(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<TableType>> {
+        CatalogInfo::table_type(&self.list, catalog, schema, table).await
+    }
+}
