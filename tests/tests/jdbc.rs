@@ -1,0 +1,73 @@
+//! pgjdbc (Debian's libpostgresql-jdbc-java, compiled with javac) against a governed
+//! role: DatabaseMetaData lists only its tables and its columns as it reads them,
+//! and rows come back filtered and masked.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Harness, NORTH_REP};
+
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+fn run_java(port: u16, work: &Path) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/jdbc/GovernedMetadata.java");
+    let javac = Command::new("javac")
+        .args(["-cp", JDBC_JAR, "-d"])
+        .arg(work)
+        .arg(&src)
+        .output()
+        .expect("javac is installed (scripts/test needs a JDK)");
+    assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
+    let cp = format!("{}:{JDBC_JAR}", work.display());
+    let out = Command::new("java")
+        .args(["-cp", &cp, "GovernedMetadata", &port.to_string(), NORTH_REP.0, NORTH_REP.1])
+        .output()
+        .expect("java runs");
+    assert!(
+        out.status.success(),
+        "java: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_metadata_and_rows_follow_the_roles_rules() {
+    assert!(
+        Path::new(JDBC_JAR).exists(),
+        "{JDBC_JAR} is missing: install libpostgresql-jdbc-java (.ci/run does)"
+    );
+    let h = Harness::start().await;
+    let port = h.port();
+    let work = h.dir.path().join("java");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = tokio::task::spawn_blocking(move || run_java(port, &work))
+        .await
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let tables: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("table ")).collect();
+    assert!(tables.contains(&"sales.customers") && tables.contains(&"sales.orders"), "{out}");
+    assert!(!tables.contains(&"sales.secrets"), "getTables lists a denied table:\n{out}");
+    let columns: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("column ")).collect();
+    let names: Vec<&str> = columns.iter().map(|c| c.split(' ').next().unwrap()).collect();
+    assert_eq!(names, vec!["id", "name", "email", "region"], "{out}");
+    assert!(
+        columns.iter().any(|c| *c == "email text" || *c == "email varchar"),
+        "the hashed e-mail is text: {columns:?}"
+    );
+    let rows: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("row ")).collect();
+    // Customers 4, 8 and 12 are the north ones among the first twelve.
+    assert_eq!(
+        rows,
+        vec![
+            "4|98c7f04d5a4d21c2ea97d0e356225555|north",
+            "8|efa7fe1ca1e1e7649190578907d07df0|north",
+            "12|32e61623adceacb75c5963952ef387f3|north"
+        ],
+        "{out}"
+    );
+    assert!(lines.contains(&"error 42501"), "{out}");
+}
