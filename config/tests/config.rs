@@ -201,3 +201,90 @@ fn defaults_when_sections_are_missing() {
     assert_eq!(c.tls.mode, TlsMode::Disable);
     assert_eq!(c.local.path, dir.path().join("data/local.db"));
 }
+
+const SAFETY: &str = r#"
+users:
+  - { name: rep, password: x, roles: [regional], attributes: { region: north, tenant: 7 } }
+roles:
+  regional:
+    allow: [sales.orders]
+    grants:
+      - { tables: ["local.*"], privileges: [select, insert] }
+    columns:
+      sales.orders: { deny: [note], mask: { email: hash, phone: redact } }
+    row_filters:
+      sales.orders: "region = user.region AND tenant_id = user.tenant"
+    guardrails: { max_rows: 100, statement_timeout: 500ms }
+guardrails:
+  max_rows: 10000
+  on_max_rows: error
+  statement_timeout: 30s
+  max_result_bytes: 10MB
+  max_concurrent_statements: 4
+  max_cartesian_rows: 1000000
+audit: { path: logs/audit.jsonl, fsync: always }
+safety:
+  injection: { tautology: warn, stacked: deny }
+  deny_functions: [Upper]
+"#;
+
+#[test]
+fn safety_sections_load() {
+    use std::time::Duration;
+    use switchyard_config::{Action, Fsync, Mask, Privilege, RowCapAction};
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(dir.path(), SAFETY).unwrap_or_else(|e| panic!("{e}"));
+    let role = &c.roles["regional"];
+    assert_eq!(role.allow, vec!["sales.orders"]);
+    assert_eq!(role.grants[0].table, "local.*");
+    assert_eq!(
+        role.grants[0].privileges,
+        vec![Privilege::Select, Privilege::Insert]
+    );
+    assert_eq!(role.columns[0].deny, vec!["note"]);
+    assert_eq!(
+        role.columns[0].masks,
+        vec![
+            ("email".to_string(), Mask::Hash),
+            ("phone".to_string(), Mask::Redact)
+        ]
+    );
+    assert_eq!(role.row_filters[0].table, "sales.orders");
+    assert_eq!(role.row_filters[0].line, Some(12));
+    assert_eq!(
+        role.guardrails.statement_timeout,
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(c.users[0].attributes["tenant"], FilterValue::Int(7));
+    assert_eq!(c.guardrails.on_max_rows, Some(RowCapAction::Error));
+    assert_eq!(c.guardrails.max_result_bytes, Some(10 << 20));
+    assert_eq!(
+        c.guardrails.statement_timeout,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(c.audit.path, dir.path().join("logs/audit.jsonl"));
+    assert_eq!(c.audit.fsync, Fsync::Always);
+    assert_eq!(c.safety.injection.tautology, Action::Warn);
+    assert_eq!(c.safety.injection.stacked, Action::Deny);
+    assert_eq!(c.safety.injection.timing, Action::Deny);
+    assert_eq!(c.safety.deny_functions, vec!["upper"]);
+}
+
+#[test]
+fn safety_mistakes_name_their_line() {
+    let e = error(&SAFETY.replace("statement_timeout: 30s", "statement_timeout: soon"));
+    assert_eq!(e.line, Some(17), "{e}");
+    assert!(e.reason.contains("not a duration"), "{e}");
+    let e = error(&SAFETY.replace("max_result_bytes: 10MB", "max_result_bytes: lots"));
+    assert_eq!(e.line, Some(18), "{e}");
+    let e = error(&SAFETY.replace("tautology: warn", "tautologies: warn"));
+    assert!(e.reason.contains("unknown finding"), "{e}");
+    let e = error(&SAFETY.replace("privileges: [select, insert]", "privileges: [select, drop]"));
+    assert!(e.reason.contains("unknown variant"), "{e}");
+    // A row filter naming an attribute the user lacks is refused at start.
+    let e = error(&SAFETY.replace(", tenant: 7", ""));
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.reason.contains("user.tenant"), "{e}");
+    let e = error(&SAFETY.replace("mask: { email: hash", "mask: { email: scramble"));
+    assert!(e.reason.contains("unknown variant"), "{e}");
+}

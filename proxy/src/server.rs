@@ -127,8 +127,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         audit: Arc::new(audit),
         slots: Arc::new(Slots::default()),
         pg_static: Arc::new(
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
-                .map_err(|e| StartError::Catalog(e.to_string()))?,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new(
+            )
+            .map_err(|e| StartError::Catalog(e.to_string()))?,
         ),
         cancels: Arc::new(CancelRegistry::default()),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),

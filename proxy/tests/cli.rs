@@ -59,3 +59,44 @@ fn check_config_reports_the_file_line_and_fix() {
     assert!(!ok, "serve refuses a bad config at start");
     assert!(err.contains("bad.yaml:4:"), "{err}");
 }
+
+#[test]
+fn audit_verify_accepts_an_intact_log_and_names_the_tampered_line() {
+    use switchyard_safety::{AuditLog, AuditRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path, switchyard_config::Fsync::Always).unwrap();
+    for (i, user) in ["ann", "bob", "cy"].iter().enumerate() {
+        log.append(&AuditRecord {
+            time: format!("2026-11-23T10:00:0{i}Z"),
+            user: user.to_string(),
+            fingerprint: "SELECT * FROM sales.orders WHERE id = ?".into(),
+            outcome: "ok".into(),
+            rows: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    drop(log);
+    let file = path.to_str().unwrap();
+    let (ok, out, err) = switchyard(&["audit", "verify", file]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 records"), "{out}");
+
+    // Someone hides that bob read a row.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("\"rows\":1", "\"rows\":0", 2)).unwrap();
+    let (ok, _, err) = switchyard(&["audit", "verify", file]);
+    assert!(!ok);
+    assert!(
+        err.contains("audit.jsonl:1") && err.contains("edited"),
+        "{err}"
+    );
+
+    // Someone drops bob's line altogether.
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+    let (ok, _, err) = switchyard(&["audit", "verify", file]);
+    assert!(!ok);
+    assert!(err.contains("audit.jsonl:2"), "{err}");
+}

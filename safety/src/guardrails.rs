@@ -6,6 +6,7 @@
 //! front door can tell whether rows were cut. Enforced by the front door while the
 //! result streams: [`Limits`] (timeout, bytes, rows, concurrency).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,27 +128,20 @@ fn reads_user_table(policy: &Policy, plan: &LogicalPlan) -> bool {
 /// WHERE never links a and b) and refuses them unless both sides are bounded and
 /// the product is within `limit`.
 fn cartesian(policy: &Policy, plan: &LogicalPlan, limit: u64) -> Result<(), SafetyError> {
+    // Cross joins made joins by a WHERE above them (`FROM a, b, c WHERE a.x = b.x ...`).
+    let mut linked: HashSet<*const LogicalPlan> = HashSet::new();
     let mut err = None;
     plan.apply_with_subqueries(|node| {
-        // A filter linking both sides of a cross join makes it a join.
-        let (join, linking) = match node {
-            LogicalPlan::Filter(f) => match f.input.as_ref() {
-                LogicalPlan::Join(j) => (j, Some(&f.predicate)),
-                _ => return Ok(TreeNodeRecursion::Continue),
-            },
-            LogicalPlan::Join(j) => (j, None),
-            _ => return Ok(TreeNodeRecursion::Continue),
-        };
-        let unconditioned = join.on.is_empty()
-            && join.filter.is_none()
-            && matches!(join.join_type, JoinType::Inner);
-        if !unconditioned {
-            return Ok(TreeNodeRecursion::Continue);
-        }
-        if let Some(pred) = linking {
-            if links(pred, join.left.schema(), join.right.schema()) {
+        let join = match node {
+            LogicalPlan::Filter(f) => {
+                mark_linked(&f.predicate, f.input.as_ref(), &mut linked);
                 return Ok(TreeNodeRecursion::Continue);
             }
+            LogicalPlan::Join(j) if unconditioned(j) => j,
+            _ => return Ok(TreeNodeRecursion::Continue),
+        };
+        if linked.contains(&(node as *const LogicalPlan)) {
+            return Ok(TreeNodeRecursion::Continue);
         }
         if !reads_user_table(policy, &join.left) && !reads_user_table(policy, &join.right) {
             return Ok(TreeNodeRecursion::Continue);
@@ -171,6 +165,23 @@ fn cartesian(policy: &Policy, plan: &LogicalPlan, limit: u64) -> Result<(), Safe
     })
     .expect("the visitor never fails");
     err.map_or(Ok(()), Err)
+}
+
+fn unconditioned(j: &datafusion::logical_expr::Join) -> bool {
+    j.on.is_empty() && j.filter.is_none() && matches!(j.join_type, JoinType::Inner)
+}
+
+/// Marks the cross joins under a filter whose sides a conjunct of `pred` links.
+fn mark_linked(pred: &Expr, plan: &LogicalPlan, linked: &mut HashSet<*const LogicalPlan>) {
+    if let LogicalPlan::Join(j) = plan {
+        if unconditioned(j) {
+            if links(pred, j.left.schema(), j.right.schema()) {
+                linked.insert(plan as *const LogicalPlan);
+            }
+            mark_linked(pred, j.left.as_ref(), linked);
+            mark_linked(pred, j.right.as_ref(), linked);
+        }
+    }
 }
 
 /// Whether some conjunct of `pred` uses columns of both sides.

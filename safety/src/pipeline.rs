@@ -127,6 +127,10 @@ impl Pipeline {
             Box::new(Denied { decision, error })
         };
 
+        // Functions the statement itself calls (before RBAC adds its masks and filters).
+        let mut functions = statement::ast_functions(input.ast);
+        functions.extend(statement::plan_functions(&plan));
+
         // RBAC_GATE
         let mut notes = Vec::new();
         let plan = match rbac::gate(p, who, plan, state, &mut notes) {
@@ -158,8 +162,6 @@ impl Pipeline {
                 return Err(deny(decision, Stage::AstChecker, e));
             }
         }
-        let mut functions = statement::ast_functions(input.ast);
-        functions.extend(statement::plan_functions(&plan));
         if let Some(name) = statement::denied_function(p, &functions) {
             return Err(deny(
                 decision,

@@ -266,14 +266,19 @@ impl Policy {
             .fields()
             .iter()
             .filter_map(|f| match access.column(f.name()) {
-                ColumnAccess::Plain | ColumnAccess::Masked(Mask::Redact) => Some(f.as_ref().clone()),
+                ColumnAccess::Plain | ColumnAccess::Masked(Mask::Redact) => {
+                    Some(f.as_ref().clone())
+                }
                 ColumnAccess::Masked(Mask::Hash) => {
                     Some(Field::new(f.name(), DataType::Utf8, f.is_nullable()))
                 }
                 ColumnAccess::Denied => None,
             })
             .collect();
-        std::sync::Arc::new(Schema::new_with_metadata(fields, columns.metadata().clone()))
+        std::sync::Arc::new(Schema::new_with_metadata(
+            fields,
+            columns.metadata().clone(),
+        ))
     }
 
     /// Whether any role of `who` grants one of `privileges` on anything.

@@ -19,10 +19,21 @@ fn run_java(port: u16, work: &Path) -> String {
         .arg(&src)
         .output()
         .expect("javac is installed (scripts/test needs a JDK)");
-    assert!(javac.status.success(), "javac: {}", String::from_utf8_lossy(&javac.stderr));
+    assert!(
+        javac.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
     let cp = format!("{}:{JDBC_JAR}", work.display());
     let out = Command::new("java")
-        .args(["-cp", &cp, "GovernedMetadata", &port.to_string(), NORTH_REP.0, NORTH_REP.1])
+        .args([
+            "-cp",
+            &cp,
+            "GovernedMetadata",
+            &port.to_string(),
+            NORTH_REP.0,
+            NORTH_REP.1,
+        ])
         .output()
         .expect("java runs");
     assert!(
@@ -48,17 +59,37 @@ async fn jdbc_metadata_and_rows_follow_the_roles_rules() {
         .await
         .unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    let tables: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("table ")).collect();
-    assert!(tables.contains(&"sales.customers") && tables.contains(&"sales.orders"), "{out}");
-    assert!(!tables.contains(&"sales.secrets"), "getTables lists a denied table:\n{out}");
-    let columns: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("column ")).collect();
-    let names: Vec<&str> = columns.iter().map(|c| c.split(' ').next().unwrap()).collect();
+    let tables: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("table "))
+        .collect();
+    assert!(
+        tables.contains(&"sales.customers") && tables.contains(&"sales.orders"),
+        "{out}"
+    );
+    assert!(
+        !tables.contains(&"sales.secrets"),
+        "getTables lists a denied table:\n{out}"
+    );
+    let columns: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("column "))
+        .collect();
+    let names: Vec<&str> = columns
+        .iter()
+        .map(|c| c.split(' ').next().unwrap())
+        .collect();
     assert_eq!(names, vec!["id", "name", "email", "region"], "{out}");
     assert!(
-        columns.iter().any(|c| *c == "email text" || *c == "email varchar"),
+        columns
+            .iter()
+            .any(|c| *c == "email text" || *c == "email varchar"),
         "the hashed e-mail is text: {columns:?}"
     );
-    let rows: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("row ")).collect();
+    let rows: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("row "))
+        .collect();
     // Customers 4, 8 and 12 are the north ones among the first twelve.
     assert_eq!(
         rows,

@@ -10,7 +10,16 @@ use common::{rows, Harness, CRM_ONLY, NORTH_REP};
 fn psql(port: u16, user: (&str, &str), args: &[&str]) -> String {
     let out = Command::new("psql")
         .env("PGPASSWORD", user.1)
-        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", user.0, "switchyard"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user.0,
+            "switchyard",
+        ])
         .args(args)
         .output()
         .expect("psql is installed");
@@ -44,7 +53,10 @@ async fn psql_shows_a_governed_role_its_rows_masked_and_its_tables_only() {
     .unwrap();
     // \dt: the two granted sales tables, not the secrets.
     assert!(out.contains("customers") && out.contains("orders"), "{out}");
-    assert!(!out.contains("secrets"), "\\dt must not list sales.secrets:\n{out}");
+    assert!(
+        !out.contains("secrets"),
+        "\\dt must not list sales.secrets:\n{out}"
+    );
     // \d: the denied column is absent; the hashed e-mail reads as text.
     let described: Vec<&str> = out
         .lines()
@@ -53,18 +65,34 @@ async fn psql_shows_a_governed_role_its_rows_masked_and_its_tables_only() {
         .collect();
     let described = described.join("\n");
     assert!(described.contains("region"), "{described}");
-    assert!(!described.contains("created_at"), "\\d shows a denied column:\n{described}");
+    assert!(
+        !described.contains("created_at"),
+        "\\d shows a denied column:\n{described}"
+    );
     let email = described
         .lines()
         .find(|l| l.trim_start().starts_with("email"))
         .unwrap_or_else(|| panic!("no email line:\n{described}"));
-    assert!(email.contains("text") || email.contains("character varying"), "{email}");
+    assert!(
+        email.contains("text") || email.contains("character varying"),
+        "{email}"
+    );
     // The rows: north only, e-mails as MD5 hex (customer 4 is c4@example.com).
     assert!(out.contains("98c7f04d5a4d21c2ea97d0e356225555"), "{out}");
     assert!(!out.contains("@example.com"), "an e-mail leaked:\n{out}");
-    for l in out.lines().filter(|l| l.contains('|') && !l.contains("region")) {
-        if l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            assert!(l.trim_end().ends_with("north"), "row outside the filter: {l}");
+    for l in out
+        .lines()
+        .filter(|l| l.contains('|') && !l.contains("region"))
+    {
+        if l.trim_start()
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+        {
+            assert!(
+                l.trim_end().ends_with("north"),
+                "row outside the filter: {l}"
+            );
         }
     }
 }

@@ -188,12 +188,14 @@ impl CatalogInfo for UserCatalogInfo {
     }
 
     async fn table_names(&self, catalog: &str, schema: &str) -> Result<Option<Vec<String>>> {
-        Ok(CatalogInfo::table_names(&self.list, catalog, schema).await?.map(|names| {
-            names
-                .into_iter()
-                .filter(|t| self.viewer.visible(schema, t))
-                .collect()
-        }))
+        Ok(CatalogInfo::table_names(&self.list, catalog, schema)
+            .await?
+            .map(|names| {
+                names
+                    .into_iter()
+                    .filter(|t| self.viewer.visible(schema, t))
+                    .collect()
+            }))
     }
 
     async fn table_schema(
@@ -205,16 +207,18 @@ impl CatalogInfo for UserCatalogInfo {
         if !self.viewer.visible(schema, table) {
             return Ok(None);
         }
-        Ok(CatalogInfo::table_schema(&self.list, catalog, schema, table)
-            .await?
-            .map(|columns| {
-                self.viewer.pipeline.policy().visible_columns(
-                    &self.viewer.principal(),
-                    schema,
-                    table,
-                    &columns,
-                )
-            }))
+        Ok(
+            CatalogInfo::table_schema(&self.list, catalog, schema, table)
+                .await?
+                .map(|columns| {
+                    self.viewer.pipeline.policy().visible_columns(
+                        &self.viewer.principal(),
+                        schema,
+                        table,
+                        &columns,
+                    )
+                }),
+        )
     }
 
     async fn table_type(

@@ -2,8 +2,8 @@
 //! module per sub-protocol: startup/auth, TLS, queries, cancel, errors.
 
 pub mod auth;
-pub mod catalog;
 pub mod cancel;
+pub mod catalog;
 pub mod errors;
 pub mod guard;
 pub mod pgtext;

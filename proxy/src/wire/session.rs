@@ -65,7 +65,8 @@ pub struct Shared {
     /// Running statements per user.
     pub slots: Arc<Slots>,
     /// pg_catalog's built-in tables, shared by every session's own pg_catalog.
-    pub pg_static: Arc<datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
+    pub pg_static:
+        Arc<datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
     /// Running statements, for CancelRequest.
     pub cancels: Arc<CancelRegistry>,
     /// Unique backend pids and secret keys.
