@@ -1,0 +1,262 @@
+//! `switchyard-bench`: performance figures measured against direct PostgreSQL in
+//! the same run. Run through `bench/run`, which starts the PostgreSQL origin.
+//!
+//! `safety`: what the safety pipeline costs on a point query — the pipeline's own
+//! time per statement (plain and governed role), and end-to-end latency of a
+//! prepared point query direct to PostgreSQL vs through Switchyard as a plain
+//! role vs as a role with a row filter and a masked column.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser as SqlParser;
+use switchyard_safety::{Pipeline, Policy, StatementInput};
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Parser)]
+#[command(name = "switchyard-bench", about = "Switchyard benchmarks (see bench/README.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Safety pipeline overhead on a point query.
+    Safety {
+        /// Timed point queries per client.
+        #[arg(long, default_value_t = 3000)]
+        iterations: usize,
+    },
+}
+
+struct Origin {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+fn origin() -> Result<Origin> {
+    let var = |n: &str| std::env::var(n).with_context(|| format!("{n} is not set: run bench/run"));
+    Ok(Origin {
+        host: var("SWITCHYARD_TEST_PG_HOST")?,
+        port: var("SWITCHYARD_TEST_PG_PORT")?.parse()?,
+        user: var("SWITCHYARD_TEST_PG_USER")?,
+        password: var("SWITCHYARD_TEST_PG_PASSWORD")?,
+    })
+}
+
+fn config_text(o: &Origin, audit: &std::path::Path) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+users:
+  - {{ name: plain, password: pw, roles: [reader] }}
+  - {{ name: governed, password: pw, roles: [regional], attributes: {{ region: north }} }}
+roles:
+  reader: {{ allow: ["sales.*"] }}
+  regional:
+    allow: [sales.customers]
+    columns:
+      sales.customers: {{ deny: [created_at], mask: {{ email: hash }} }}
+    row_filters:
+      sales.customers: "region = user.region"
+origins:
+  sales: {{ kind: postgres, url: "postgres://{user}:{pw}@{host}:{port}/sales?sslmode=disable" }}
+datasets:
+  sales: {{ origin: sales, tables: [sales.customers, sales.orders] }}
+audit: {{ path: "{audit}", fsync: interval }}
+"#,
+        user = o.user,
+        pw = o.password,
+        host = o.host,
+        port = o.port,
+        audit = audit.display(),
+    )
+}
+
+async fn connect(host: &str, port: u16, user: &str, password: &str, db: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(host)
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+struct Stats {
+    mean: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let n = samples.len();
+    Stats {
+        mean: samples.iter().sum::<Duration>() / n as u32,
+        p50: samples[n / 2],
+        p99: samples[(n * 99 / 100).min(n - 1)],
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+/// Latencies of a prepared point query, ids cycling over north customers (4, 8, ...).
+async fn point_queries(client: &Client, iterations: usize) -> Result<Vec<Duration>> {
+    let stmt = client
+        .prepare("SELECT id, name, email, region FROM sales.customers WHERE id = $1")
+        .await?;
+    for i in 0..200 {
+        client.query(&stmt, &[&(4 * (1 + i % 50))]).await?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let id = 4 * (1 + (i % 50) as i32);
+        let t = Instant::now();
+        let rows = client.query(&stmt, &[&id]).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(rows.len() == 1, "customer {id} should be found");
+    }
+    Ok(samples)
+}
+
+/// Latencies of the same point query sent as simple-protocol text (each one parsed,
+/// planned and checked anew).
+async fn simple_queries(client: &Client, iterations: usize) -> Result<Vec<Duration>> {
+    let sql = |i: usize| {
+        format!(
+            "SELECT id, name, email, region FROM sales.customers WHERE id = {}",
+            4 * (1 + i % 50)
+        )
+    };
+    for i in 0..200 {
+        client.simple_query(&sql(i)).await?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let q = sql(i);
+        let t = Instant::now();
+        let rows = client.simple_query(&q).await?;
+        samples.push(t.elapsed());
+        std::hint::black_box(rows);
+    }
+    Ok(samples)
+}
+
+async fn safety(iterations: usize) -> Result<()> {
+    let o = origin()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(&file, config_text(&o, &dir.path().join("audit.jsonl")))?;
+    let config = switchyard_config::Config::load(&file)?;
+
+    // 1. The pipeline alone, on the plan of the point query.
+    let (ctx, _origins) = switchyard::server::base_context(&config)?;
+    let pipeline = Pipeline::new(Policy::new(&config, "public")?);
+    let sql = "SELECT id, name, email, region FROM sales.customers WHERE id = 4";
+    let ast = SqlParser::parse_sql(&PostgreSqlDialect {}, sql)?.remove(0);
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast.clone())))
+        .await?;
+    let input = StatementInput {
+        ast: &ast,
+        stacked: 1,
+        trailing_comment: false,
+    };
+    let mut pipeline_rows = Vec::new();
+    for user in ["plain", "governed"] {
+        let who = pipeline.principal(user);
+        for _ in 0..200 {
+            pipeline.check(&input, plan.clone(), &who, &state).map_err(|d| anyhow::anyhow!("{}", d.error))?;
+        }
+        let mut samples = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            let checked = pipeline.check(&input, plan.clone(), &who, &state);
+            samples.push(t.elapsed());
+            std::hint::black_box(checked.is_ok());
+        }
+        pipeline_rows.push((user, stats(samples)));
+    }
+    let mut planning = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let p = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast.clone())))
+            .await?;
+        planning.push(t.elapsed());
+        std::hint::black_box(p);
+    }
+    let planning = stats(planning);
+
+    // 2. End to end, all three in this run.
+    let server = switchyard::start(config).await?;
+    let port = server.addr.port();
+    let direct = connect(&o.host, o.port, &o.user, &o.password, "sales").await?;
+    let plain = connect("127.0.0.1", port, "plain", "pw", "switchyard").await?;
+    let governed = connect("127.0.0.1", port, "governed", "pw", "switchyard").await?;
+    let d = stats(point_queries(&direct, iterations).await?);
+    let p = stats(point_queries(&plain, iterations).await?);
+    let g = stats(point_queries(&governed, iterations).await?);
+    let ds = stats(simple_queries(&direct, iterations).await?);
+    let ps = stats(simple_queries(&plain, iterations).await?);
+    let gs = stats(simple_queries(&governed, iterations).await?);
+
+    println!("safety pipeline on a point query ({iterations} iterations each, µs)");
+    println!();
+    println!("| step | mean | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| DataFusion planning (for scale) | {} | {} | {} |",
+        us(planning.mean),
+        us(planning.p50),
+        us(planning.p99)
+    );
+    for (user, s) in &pipeline_rows {
+        println!(
+            "| Pipeline::check, {user} role | {} | {} | {} |",
+            us(s.mean),
+            us(s.p50),
+            us(s.p99)
+        );
+    }
+    println!();
+    println!("| point query | mean | p50 | p99 | p50 vs direct |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, s, base) in [
+        ("prepared, direct PostgreSQL", &d, &d),
+        ("prepared, Switchyard plain role", &p, &d),
+        ("prepared, Switchyard row filter + mask", &g, &d),
+        ("simple, direct PostgreSQL", &ds, &ds),
+        ("simple, Switchyard plain role", &ps, &ds),
+        ("simple, Switchyard row filter + mask", &gs, &ds),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {:.2}× |",
+            us(s.mean),
+            us(s.p50),
+            us(s.p99),
+            s.p50.as_secs_f64() / base.p50.as_secs_f64()
+        );
+    }
+    server.stop();
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Safety { iterations } => runtime.block_on(safety(iterations)),
+    }
+}
