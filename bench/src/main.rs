@@ -16,7 +16,10 @@ use switchyard_safety::{Pipeline, Policy, StatementInput};
 use tokio_postgres::{Client, NoTls};
 
 #[derive(Parser)]
-#[command(name = "switchyard-bench", about = "Switchyard benchmarks (see bench/README.md)")]
+#[command(
+    name = "switchyard-bench",
+    about = "Switchyard benchmarks (see bench/README.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -166,7 +169,9 @@ async fn safety(iterations: usize) -> Result<()> {
     let ast = SqlParser::parse_sql(&PostgreSqlDialect {}, sql)?.remove(0);
     let state = ctx.state();
     let plan = state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast.clone())))
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            ast.clone(),
+        )))
         .await?;
     let input = StatementInput {
         ast: &ast,
@@ -177,7 +182,9 @@ async fn safety(iterations: usize) -> Result<()> {
     for user in ["plain", "governed"] {
         let who = pipeline.principal(user);
         for _ in 0..200 {
-            pipeline.check(&input, plan.clone(), &who, &state).map_err(|d| anyhow::anyhow!("{}", d.error))?;
+            pipeline
+                .check(&input, plan.clone(), &who, &state)
+                .map_err(|d| anyhow::anyhow!("{}", d.error))?;
         }
         let mut samples = Vec::with_capacity(iterations);
         for _ in 0..iterations {
@@ -192,12 +199,32 @@ async fn safety(iterations: usize) -> Result<()> {
     for _ in 0..iterations {
         let t = Instant::now();
         let p = state
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(ast.clone())))
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                ast.clone(),
+            )))
             .await?;
         planning.push(t.elapsed());
         std::hint::black_box(p);
     }
     let planning = stats(planning);
+    let audit = switchyard_safety::AuditLog::open(
+        &dir.path().join("bench-audit.jsonl"),
+        switchyard_config::Fsync::Interval,
+    )?;
+    let record = switchyard_safety::AuditRecord {
+        time: "2026-11-23T00:00:00.000000Z".into(),
+        user: "governed".into(),
+        fingerprint: "SELECT id, name, email, region FROM sales.customers WHERE id = ?".into(),
+        outcome: "ok".into(),
+        ..Default::default()
+    };
+    let mut appends = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        audit.append(&record)?;
+        appends.push(t.elapsed());
+    }
+    let appends = stats(appends);
 
     // 2. End to end, all three in this run.
     let server = switchyard::start(config).await?;
@@ -221,6 +248,12 @@ async fn safety(iterations: usize) -> Result<()> {
         us(planning.mean),
         us(planning.p50),
         us(planning.p99)
+    );
+    println!(
+        "| audit record append (fsync interval) | {} | {} | {} |",
+        us(appends.mean),
+        us(appends.p50),
+        us(appends.p99)
     );
     for (user, s) in &pipeline_rows {
         println!(

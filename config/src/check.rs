@@ -478,6 +478,18 @@ impl Checker<'_> {
                     if let Some(n) = o.pool_size {
                         pg.pool_size = n.max(1);
                     }
+                    if let Some(t) = &o.statement_timeout {
+                        pg.statement_timeout = Some(parse_duration(&t.value).ok_or_else(|| {
+                            self.err(
+                                line(t),
+                                format!(
+                                    "origin {name}: statement_timeout {:?} is not a duration",
+                                    t.value
+                                ),
+                                "write e.g. 30s, 500ms, 2m",
+                            )
+                        })?);
+                    }
                     OriginKind::Postgres(pg)
                 }
                 OriginKindName::Sqlite | OriginKindName::Files => {
@@ -585,6 +597,7 @@ impl Checker<'_> {
             password,
             sslmode,
             pool_size,
+            statement_timeout: None,
         })
     }
 

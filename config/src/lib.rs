@@ -167,6 +167,8 @@ pub struct PostgresOrigin {
     pub sslmode: String,
     /// Connections kept per origin.
     pub pool_size: u32,
+    /// PostgreSQL's own `statement_timeout` on Switchyard's connections (57014 from the origin).
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for PostgresOrigin {
@@ -180,6 +182,7 @@ impl fmt::Debug for PostgresOrigin {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("sslmode", &self.sslmode)
             .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }

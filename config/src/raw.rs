@@ -173,6 +173,8 @@ pub struct RawOrigin {
     pub url: Option<Str>,
     pub path: Option<Str>,
     pub pool_size: Option<u32>,
+    /// Longest a query may run at this origin (the origin cancels it).
+    pub statement_timeout: Option<Str>,
 }
 
 /// `origins.*.kind` values.

@@ -154,6 +154,10 @@ impl PgPool {
             .user(&s.user)
             .application_name("switchyard")
             .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(t) = s.statement_timeout {
+            // The origin enforces the per-origin guardrail itself (57014).
+            config.options(format!("-c statement_timeout={}", t.as_millis()));
+        }
         if let Some(pw) = &s.password {
             config.password(pw);
         }

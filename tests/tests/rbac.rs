@@ -129,3 +129,78 @@ async fn catalogs_list_only_readable_tables() {
     assert_eq!(all[0][1].as_deref(), Some("0"));
     assert!(all[0][0].as_deref().unwrap().parse::<i64>().unwrap() >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_statements_per_user_are_limited_and_slots_come_back() {
+    let h = Harness::start().await;
+    let slow = h.connect(common::CAPPED.0, common::CAPPED.1).await.unwrap();
+    let other = h.connect(common::CAPPED.0, common::CAPPED.1).await.unwrap();
+    let running = tokio::spawn(async move {
+        // Runs until the role's 1 s statement_timeout stops it.
+        slow.simple_query(
+            "SELECT count(*) FROM generate_series(1, 2000000000) a(i) WHERE i % 7 = 3",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| common::sqlstate(&e))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let e = other
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("second statement at once");
+    assert_eq!(common::sqlstate(&e), "53400", "{}", common::message(&e));
+    assert_eq!(running.await.unwrap(), Err("57014".to_string()));
+    // The slot is free again.
+    assert_eq!(
+        rows(&other, "SELECT 1").await,
+        vec![vec![Some("1".to_string())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_statement_timeout_is_enforced_by_the_origin() {
+    let pg = common::pg();
+    let origin = format!(
+        "  slow_sales: {{ kind: postgres, url: \"{}\", statement_timeout: 300ms }}",
+        pg.url("sales", pg.port)
+    );
+    let h = Harness::start_with(
+        &origin,
+        "  slow: { origin: slow_sales, tables: [sales.orders] }",
+        |_| {},
+    )
+    .await;
+    let c = h.analyst().await;
+    let started = std::time::Instant::now();
+    // A billion-row count at the origin: PostgreSQL itself gives up after 300 ms.
+    let e = c
+        .simple_query("SELECT count(*) FROM slow.orders a, slow.orders b, slow.orders c")
+        .await
+        .expect_err("the origin cancels it");
+    assert_eq!(common::sqlstate(&e), "57014", "{}", common::message(&e));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Quick statements at that origin are unaffected.
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM slow.orders").await,
+        vec![vec![Some("3000".to_string())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_statement_timeout_stops_a_long_statement() {
+    let h = Harness::start().await;
+    let c = h.analyst().await;
+    c.simple_query("SET statement_timeout = 300").await.unwrap();
+    let started = std::time::Instant::now();
+    let e = c
+        .simple_query("SELECT count(*) FROM generate_series(1, 2000000000) a(i) WHERE i % 7 = 3")
+        .await
+        .expect_err("times out");
+    assert_eq!(common::sqlstate(&e), "57014", "{}", common::message(&e));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        rows(&c, "SELECT 1").await,
+        vec![vec![Some("1".to_string())]]
+    );
+}

@@ -28,6 +28,8 @@ enum Expect {
     Denied(&'static str, Option<&'static str>),
     /// Allowed, then stopped by a runtime guardrail with this SQLSTATE.
     Stopped(&'static str),
+    /// Fails with this SQLSTATE, and the message does not contain the text.
+    ErrorWithout(&'static str, &'static str),
     /// Succeeds with exactly these rows (text).
     Rows(Vec<Vec<Option<String>>>),
     /// Succeeds with this many rows and these warnings (NOTICE text fragments).
@@ -73,6 +75,23 @@ fn stopped(
         proto: Proto::Simple,
         params: vec![],
         expect: Expect::Stopped(code),
+    }
+}
+
+fn errs_without(
+    name: &'static str,
+    user: (&'static str, &'static str),
+    sql: &'static str,
+    code: &'static str,
+    hidden: &'static str,
+) -> Case {
+    Case {
+        name,
+        user,
+        sql,
+        proto: Proto::Simple,
+        params: vec![],
+        expect: Expect::ErrorWithout(code, hidden),
     }
 }
 
@@ -167,6 +186,10 @@ fn cases() -> Vec<Case> {
         denied("via prepared statement", a, "SELECT secret FROM sales.secrets WHERE id = $1", "42501", RBAC).params(&["1"]),
         denied("other origin for crm-only role", CRM_ONLY, "SELECT * FROM sales.orders", "42501", RBAC),
         denied("cross-origin join for crm-only role", CRM_ONLY, "SELECT a.id FROM crm.accounts a JOIN sales.customers c ON c.id = a.customer_id", "42501", RBAC),
+        denied("Unicode look-alike name", a, "SELECT * FROM sales.\"ѕecrets\"", "42P01", None),
+        denied("Unicode escape name", a, "SELECT * FROM sales.U&\"secr\\0065ts\"", "42601", None),
+        errs_without("value in an error message stays masked", n, "SELECT CAST(email AS integer) FROM sales.customers", "22P02", "@example.com"),
+        denied("secret in an error message", a, "SELECT CAST(secret AS integer) FROM sales.secrets", "42501", RBAC),
         // --- Injection shapes ---
         denied("OR 1=1", a, "SELECT id FROM sales.orders WHERE id = 1 OR 1=1", "42501", INJ),
         denied("OR 'a'='a'", a, "SELECT id FROM sales.orders WHERE status = 'x' OR 'a'='a'", "42501", INJ),
@@ -202,6 +225,8 @@ fn cases() -> Vec<Case> {
         denied("denied column in aggregate", n, "SELECT max(created_at) FROM sales.customers", "42501", RBAC),
         denied("denied column via alias", n, "SELECT x FROM (SELECT created_at AS x FROM sales.customers) s", "42501", RBAC),
         denied("denied column in correlated EXISTS", n, "SELECT id FROM sales.orders o WHERE EXISTS (SELECT 1 FROM sales.customers c WHERE c.id = o.customer_id AND c.created_at IS NULL)", "42501", RBAC),
+        denied("denied column via join", n, "SELECT c.created_at FROM sales.orders o JOIN sales.customers c ON c.id = o.customer_id", "42501", RBAC),
+        denied("denied column via scalar subquery in WHERE", n, "SELECT id FROM sales.orders WHERE ordered_at > (SELECT max(created_at) FROM sales.customers)", "42501", RBAC),
         denied("denied column via EXPLAIN", n, "EXPLAIN SELECT created_at FROM sales.customers", "42501", RBAC),
         denied("denied column via prepared statement", n, "SELECT created_at FROM sales.customers WHERE id = $1", "42501", RBAC).params(&["4"]),
         // --- Row filter escapes: every answer counts north only (50 customers) ---
@@ -405,6 +430,14 @@ async fn red_team() {
                 }
                 if !records.iter().any(|r| r["error"]["code"] == *code) {
                     problems.push(format!("no audit record with {code}: {records:?}"));
+                }
+            }
+            (Expect::ErrorWithout(code, hidden), Err((got, msg))) => {
+                if got != code {
+                    problems.push(format!("SQLSTATE {got} ({msg}), expected {code}"));
+                }
+                if msg.contains(hidden) {
+                    problems.push(format!("the error message reveals {hidden:?}: {msg}"));
                 }
             }
             (Expect::Rows(want), Ok(got)) => {

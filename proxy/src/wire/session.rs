@@ -227,6 +227,9 @@ impl QueryTexts {
     }
 }
 
+/// Statements remembered per connection between Parse and Execute.
+const PREPARED_MEMO: usize = 4096;
+
 /// A statement checked at Parse (extended protocol), run at each Execute.
 #[derive(Debug, Clone)]
 struct Prepared {
@@ -314,18 +317,41 @@ impl ExtendedQueryHandler for QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        let key = portal
-            .statement
-            .statement
-            .1
-            .as_ref()
-            .map(|(statement, _)| statement.to_string());
-        let prepared = key.and_then(|k| {
-            self.prepared
+        let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
+        let prepared = statement.and_then(|statement| {
+            let known = self
+                .prepared
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(&k)
-                .cloned()
+                .get(&statement.to_string())
+                .cloned();
+            // Checked at Parse but forgotten since (the memo is bounded): the plan in the
+            // portal is the checked one; audit and limit it with the user's guardrails.
+            known.or_else(|| {
+                (!passes_through(statement)).then(|| {
+                    let who = self.shared.pipeline.principal(
+                        client
+                            .metadata()
+                            .get(METADATA_USER)
+                            .map(String::as_str)
+                            .unwrap_or_default(),
+                    );
+                    Prepared {
+                        record: AuditRecord {
+                            session: client.pid_and_secret_key().0,
+                            user: who.user.clone(),
+                            roles: who.roles.clone(),
+                            client: client.socket_addr().to_string(),
+                            protocol: "extended".into(),
+                            fingerprint: fingerprint(statement),
+                            statement_hash: statement_hash(&statement.to_string()),
+                            ..Default::default()
+                        },
+                        limits: self.shared.pipeline.limits(&who),
+                        warnings: vec![],
+                    }
+                })
+            })
         });
         let token = self.begin(client);
         let Some(prepared) = prepared else {
@@ -342,6 +368,8 @@ impl ExtendedQueryHandler for QueryService {
             };
             return Ok(wrap(response, &token));
         };
+        let mut prepared = prepared;
+        prepared.limits = with_session_timeout(prepared.limits, &*client);
         let mut record = prepared.record.clone();
         record.time = now();
         let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
@@ -522,6 +550,22 @@ fn notice(message: &str) -> PgWireBackendMessage {
         "01000".into(),
         message.to_string(),
     )))
+}
+
+/// The limits with the session's own `SET statement_timeout` (stored by
+/// datafusion-postgres's SET hook as `statement_timeout_ms`) when that is shorter.
+fn with_session_timeout<C: ClientInfo + ?Sized>(mut limits: Limits, client: &C) -> Limits {
+    let session = client
+        .metadata()
+        .get("statement_timeout_ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(std::time::Duration::from_millis);
+    limits.statement_timeout = match (limits.statement_timeout, session) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    limits
 }
 
 /// The cap to read ahead for, when cut rows are announced by a NOTICE.
@@ -751,6 +795,7 @@ impl QueryHook for SafetyHook {
             Verdict::Refused(e) => return Some(Err(e)),
             Verdict::Allowed(a) => (a.plan, a.decision, a.limits, a.record),
         };
+        let limits = with_session_timeout(limits, &*client);
         let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
         if let Statement::Declare { .. } = statement {
             // The cursor hook plans the query again from its text; only ungoverned
@@ -857,17 +902,18 @@ impl QueryHook for SafetyHook {
                     return None;
                 }
                 // Executions are audited one by one, with what this Parse decided.
-                self.prepared
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(
-                        statement.to_string(),
-                        Prepared {
-                            record,
-                            limits,
-                            warnings: decision.warnings,
-                        },
-                    );
+                let mut memo = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+                if memo.len() >= PREPARED_MEMO {
+                    memo.clear();
+                }
+                memo.insert(
+                    statement.to_string(),
+                    Prepared {
+                        record,
+                        limits,
+                        warnings: decision.warnings,
+                    },
+                );
                 Some(Ok(plan))
             }
         }
