@@ -97,8 +97,29 @@ impl TableProvider for Unfederated {
         if limit.is_some() {
             plan = plan.limit(0, limit)?;
         }
-        // The whole plan reads one origin table, so federation sends all of it as one query.
-        let exec = state.create_physical_plan(&plan.build()?).await?;
+        let plan = plan.build()?;
+        // The plan reads one origin table: hand it to that origin's federation provider
+        // as a whole (one query), skipping DataFusion's optimizer — the filters and
+        // columns arrive here already optimized.
+        let exec = match datafusion_federation::get_table_source(&provider_as_source(
+            Arc::clone(&self.table),
+        ))? {
+            Some(fed) => match fed.federation_provider().optimizer() {
+                Some(optimizer) => {
+                    let federated = optimizer.optimize(
+                        plan,
+                        &datafusion::optimizer::OptimizerContext::new(),
+                        |_, _| {},
+                    )?;
+                    state
+                        .query_planner()
+                        .create_physical_plan(&federated, state)
+                        .await?
+                }
+                None => state.create_physical_plan(&plan).await?,
+            },
+            None => state.create_physical_plan(&plan).await?,
+        };
         if no_columns {
             let empty: Vec<datafusion::physical_plan::projection::ProjectionExpr> = vec![];
             return Ok(Arc::new(

@@ -204,3 +204,17 @@ async fn set_statement_timeout_stops_a_long_statement() {
         vec![vec![Some("1".to_string())]]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_row_filter_runs_at_the_origin_and_the_mask_does_not() {
+    let h = Harness::start().await;
+    let c = h.connect(NORTH_REP.0, NORTH_REP.1).await.unwrap();
+    let plan = common::explain(&c, "SELECT email FROM sales.customers WHERE id = 4").await;
+    let origin_sql: Vec<&str> = plan.lines().filter(|l| l.contains("sql=")).collect();
+    assert_eq!(origin_sql.len(), 1, "{plan}");
+    let sql = origin_sql[0];
+    assert!(sql.contains("'north'") && sql.contains("\"region\""), "row filter at the origin: {plan}");
+    assert!(sql.contains("\"id\" = 4"), "the user's filter at the origin too: {plan}");
+    assert!(!sql.to_lowercase().contains("md5"), "the mask stays in Switchyard: {plan}");
+    assert!(plan.to_lowercase().contains("md5"), "the mask is applied: {plan}");
+}
