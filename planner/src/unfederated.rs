@@ -101,9 +101,9 @@ impl TableProvider for Unfederated {
         // The plan reads one origin table: hand it to that origin's federation provider
         // as a whole (one query), skipping DataFusion's optimizer — the filters and
         // columns arrive here already optimized.
-        let exec = match datafusion_federation::get_table_source(&provider_as_source(
-            Arc::clone(&self.table),
-        ))? {
+        let exec = match datafusion_federation::get_table_source(&provider_as_source(Arc::clone(
+            &self.table,
+        )))? {
             Some(fed) => match fed.federation_provider().optimizer() {
                 Some(optimizer) => {
                     let federated = optimizer.optimize(

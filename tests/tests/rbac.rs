@@ -213,8 +213,68 @@ async fn the_row_filter_runs_at_the_origin_and_the_mask_does_not() {
     let origin_sql: Vec<&str> = plan.lines().filter(|l| l.contains("sql=")).collect();
     assert_eq!(origin_sql.len(), 1, "{plan}");
     let sql = origin_sql[0];
-    assert!(sql.contains("'north'") && sql.contains("\"region\""), "row filter at the origin: {plan}");
-    assert!(sql.contains("\"id\" = 4"), "the user's filter at the origin too: {plan}");
-    assert!(!sql.to_lowercase().contains("md5"), "the mask stays in Switchyard: {plan}");
-    assert!(plan.to_lowercase().contains("md5"), "the mask is applied: {plan}");
+    assert!(
+        sql.contains("'north'") && sql.contains("\"region\""),
+        "row filter at the origin: {plan}"
+    );
+    assert!(
+        sql.contains("\"id\" = 4"),
+        "the user's filter at the origin too: {plan}"
+    );
+    assert!(
+        !sql.to_lowercase().contains("md5"),
+        "the mask stays in Switchyard: {plan}"
+    );
+    assert!(
+        plan.to_lowercase().contains("md5"),
+        "the mask is applied: {plan}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_read_the_checked_plan() {
+    let h = Harness::start().await;
+    let c = h.connect(NORTH_REP.0, NORTH_REP.1).await.unwrap();
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(
+        "DECLARE cur CURSOR FOR SELECT id, email, region FROM sales.customers ORDER BY id",
+    )
+    .await
+    .unwrap();
+    let first = rows(&c, "FETCH 2 FROM cur").await;
+    assert_eq!(
+        first,
+        vec![
+            vec![
+                Some("4".into()),
+                Some("98c7f04d5a4d21c2ea97d0e356225555".into()),
+                Some("north".into())
+            ],
+            vec![
+                Some("8".into()),
+                Some("efa7fe1ca1e1e7649190578907d07df0".into()),
+                Some("north".into())
+            ],
+        ]
+    );
+    let rest = rows(&c, "FETCH ALL FROM cur").await;
+    assert_eq!(rest.len(), 48, "50 north customers in all");
+    assert!(rest.iter().all(|r| r[2].as_deref() == Some("north")));
+    c.simple_query("CLOSE cur").await.unwrap();
+    c.simple_query("COMMIT").await.unwrap();
+    // A cursor over a denied column or table is refused at DECLARE.
+    c.simple_query("BEGIN").await.unwrap();
+    let e = c
+        .simple_query("DECLARE bad CURSOR FOR SELECT created_at FROM sales.customers")
+        .await
+        .expect_err("denied column");
+    assert_eq!(common::sqlstate(&e), "42501");
+    c.simple_query("ROLLBACK").await.unwrap();
+    let a = h.analyst().await;
+    a.simple_query("BEGIN").await.unwrap();
+    let e = a
+        .simple_query("DECLARE s CURSOR FOR SELECT * FROM sales.secrets")
+        .await
+        .expect_err("denied table");
+    assert_eq!(common::sqlstate(&e), "42501");
 }

@@ -728,6 +728,67 @@ impl SafetyHook {
     }
 }
 
+/// DECLARE name CURSOR FOR <checked plan>: the rows stream into a cursor portal that
+/// FETCH reads. The row cap, result bytes and the audit record apply as for any
+/// statement; the timeout and concurrency slot do not, since an open cursor waits
+/// on the client, not on work.
+async fn declare_cursor(
+    stmts: &[datafusion::sql::sqlparser::ast::Declare],
+    plan: LogicalPlan,
+    limits: Limits,
+    audit: Audit,
+    ctx: &SessionContext,
+    client: &mut dyn HookClient,
+) -> PgWireResult<Response> {
+    use datafusion::sql::sqlparser::ast::DeclareType;
+    use pgwire::api::stmt::StoredStatement;
+    let Some(declare) = stmts.first() else {
+        return Err(user_error("42601", "DECLARE without a cursor".into()));
+    };
+    if declare.declare_type != Some(DeclareType::Cursor) {
+        let e = user_error("42601", "only DECLARE ... CURSOR FOR is supported".into());
+        audit.finish(Some(error_record(&e)));
+        return Err(e);
+    }
+    let Some(name) = declare.names.first().map(|n| n.value.clone()) else {
+        let e = user_error("42601", "cursor name is required".into());
+        audit.finish(Some(error_record(&e)));
+        return Err(e);
+    };
+    let text = declare
+        .for_query
+        .as_ref()
+        .map(|q| q.to_string())
+        .unwrap_or_default();
+    let df = match ctx.execute_logical_plan(plan).await {
+        Ok(df) => df,
+        Err(e) => {
+            let e = PgWireError::ApiError(Box::new(e));
+            audit.finish(Some(error_record(&e)));
+            return Err(e);
+        }
+    };
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let response = match encode_dataframe(df, &Format::UnifiedText, Some(options)).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit.finish(Some(error_record(&e)));
+            return Err(e);
+        }
+    };
+    let limits = Limits {
+        statement_timeout: None,
+        max_concurrent_statements: None,
+        ..limits
+    };
+    let rows = running::guard(response, limits, Instant::now(), Some(audit), None);
+    let stored = Arc::new(StoredStatement::new(name.clone(), (text, None), vec![]));
+    let portal = Portal::new_cursor(name, stored);
+    portal.start(rows).await;
+    client.portal_store().put_portal(Arc::new(portal));
+    Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+}
+
 /// Whether the pipeline changed what the statement reads (row filters, masks, cap).
 fn governed(decision: &Decision, limits: &Limits) -> bool {
     limits.max_rows.is_some()
@@ -797,19 +858,10 @@ impl QueryHook for SafetyHook {
         };
         let limits = with_session_timeout(limits, &*client);
         let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
-        if let Statement::Declare { .. } = statement {
-            // The cursor hook plans the query again from its text; only ungoverned
-            // queries may take that path.
-            if governed(&decision, &limits) {
-                let e = user_error(
-                    "0A000",
-                    "cursors over tables with row filters, masks or a row cap are not supported yet".into(),
-                );
-                audit.finish(Some(error_record(&e)));
-                return Some(Err(e));
-            }
-            audit.finish(None);
-            return None;
+        if let Statement::Declare { stmts } = statement {
+            // Our own DECLARE, so the cursor reads the checked plan (datafusion-postgres's
+            // cursor hook would plan the query again from its text).
+            return Some(declare_cursor(stmts, plan, limits, audit, session_context, client).await);
         }
         let slot = match self.shared.slots.acquire(
             &audit_user(&audit_record(&audit)),
