@@ -99,6 +99,8 @@ pub struct AuditLog {
     state: Mutex<State>,
     fsync: Fsync,
     path: PathBuf,
+    /// The last write error, until a write succeeds again.
+    broken: Mutex<Option<(std::io::ErrorKind, String)>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -166,7 +168,17 @@ impl AuditLog {
             }),
             fsync,
             path: path.to_path_buf(),
+            broken: Mutex::new(None),
         })
+    }
+
+    /// `Err` (kind, message) while the last append failed: the front door refuses
+    /// statements then, since they could not be audited.
+    pub fn health(&self) -> Result<(), (std::io::ErrorKind, String)> {
+        match &*self.broken.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
     }
 
     /// The log file.
@@ -174,8 +186,16 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends a record; returns its hash. Failing to write is reported, never hidden.
+    /// Appends a record; returns its hash. Failing to write is reported, never hidden,
+    /// and remembered (see [`AuditLog::health`]) until a later append succeeds.
     pub fn append(&self, record: &AuditRecord) -> std::io::Result<String> {
+        let result = self.append_inner(record);
+        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        *broken = result.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        result
+    }
+
+    fn append_inner(&self, record: &AuditRecord) -> std::io::Result<String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut body = serde_json::to_value(record).map_err(std::io::Error::other)?;
         let seq = state.seq + 1;

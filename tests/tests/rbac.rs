@@ -278,3 +278,31 @@ async fn cursors_read_the_checked_plan() {
         .expect_err("denied table");
     assert_eq!(common::sqlstate(&e), "42501");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_refused_while_the_audit_log_cannot_be_written() {
+    // /dev/full accepts the open and fails every write with ENOSPC, as a full disk does.
+    let h = Harness::start_full("audit: { path: /dev/full, fsync: never }\n", "", "", |_| {}).await;
+    let c = h.analyst().await;
+    // The first statement runs; its record is the write that fails.
+    assert_eq!(
+        rows(&c, "SELECT 1").await,
+        vec![vec![Some("1".to_string())]]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let e = c
+        .simple_query("SELECT 2")
+        .await
+        .expect_err("refused: cannot be audited");
+    assert_eq!(common::sqlstate(&e), "53100", "{}", common::message(&e));
+    assert!(
+        common::message(&e).contains("audit log"),
+        "{}",
+        common::message(&e)
+    );
+    let e = c
+        .query("SELECT 3", &[])
+        .await
+        .expect_err("extended protocol too");
+    assert_eq!(common::sqlstate(&e), "53100");
+}

@@ -672,6 +672,24 @@ impl SafetyHook {
             self.texts.lock().unwrap_or_else(|p| p.into_inner()).take();
         let who = self.principal(client);
         let mut record = self.record(client, &who, statement, protocol);
+        if let Err((kind, reason)) = self.shared.audit.health() {
+            // Fail closed: a statement that cannot be audited does not run. Recording
+            // this refusal is also the probe that clears the state once writes work.
+            let code = if kind == std::io::ErrorKind::StorageFull {
+                "53100"
+            } else {
+                "58030"
+            };
+            let e = user_error(
+                code,
+                format!("the audit log cannot be written ({reason}); statements are refused until it can"),
+            );
+            tracing::error!(%reason, "audit log unwritable: refusing statements");
+            record.outcome = "denied".into();
+            Audit::new(Arc::clone(&self.shared.audit), record, started)
+                .finish(Some(error_record(&e)));
+            return Verdict::Refused(e);
+        }
         if passes_through(statement) {
             record.outcome = "utility".into();
             Audit::new(Arc::clone(&self.shared.audit), record, started).finish(None);
