@@ -127,7 +127,12 @@ fn serve(config: Config, demo: Option<bool>) -> anyhow::Result<()> {
             let host = server.addr.ip().to_string();
             println!(
                 "{}",
-                switchyard::demo::banner(&host, server.addr.port(), with_postgres)
+                switchyard::demo::banner_with_audit(
+                    &host,
+                    server.addr.port(),
+                    with_postgres,
+                    &server.audit.path().display().to_string(),
+                )
             );
         } else {
             println!("switchyard: listening on {}", server.addr);

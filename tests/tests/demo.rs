@@ -95,6 +95,43 @@ async fn demo_serves_and_its_example_queries_work() {
         .unwrap()
         .get(0);
     assert_eq!(gold, direct);
+
+    // The governed user the banner names: German customers only, e-mails hashed.
+    let banner = demo::banner("127.0.0.1", server.addr.port(), postgres.is_some());
+    assert!(banner.contains("agent / agent"), "{banner}");
+    let mut agent_config = tokio_postgres::Config::new();
+    agent_config
+        .host("127.0.0.1")
+        .port(server.addr.port())
+        .user("agent")
+        .password("agent")
+        .dbname("switchyard");
+    let (agent, conn) = agent_config
+        .connect(NoTls)
+        .await
+        .expect("agent / agent logs in");
+    tokio::spawn(conn);
+    let by_country = agent
+        .simple_query("SELECT country, count(*), min(email) FROM crm.customers GROUP BY country")
+        .await
+        .unwrap();
+    let rows: Vec<_> = by_country
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get(0), Some("DE"));
+    assert!(!rows[0].get(2).unwrap_or_default().contains('@'));
+    let e = agent
+        .simple_query("SELECT created_at FROM crm.customers")
+        .await
+        .expect_err("denied column");
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"));
     server.stop();
+    let audit = dir.path().join("data/audit.jsonl");
+    assert!(switchyard_safety::verify(&audit).expect("the demo's audit log verifies") > 5);
     drop(postgres);
 }

@@ -103,8 +103,17 @@ fn config_text(listen: &str, extra_origins: &str, extra_datasets: &str) -> Strin
 listen: {listen}
 users:
   - {{ name: demo, password: demo, roles: [analyst] }}
+  - {{ name: agent, password: agent, roles: [support], attributes: {{ country: DE }} }}
 roles:
   analyst: {{ allow: ["*"] }}
+  # A support agent: German customers only, e-mails hashed, no sign-up dates.
+  support:
+    allow: ["crm.*", "events.*"]
+    columns:
+      crm.customers: {{ deny: [created_at], mask: {{ email: hash }} }}
+    row_filters:
+      crm.customers: "country = user.country"
+audit: {{ path: data/audit.jsonl }}
 origins:
   crm:    {{ kind: sqlite, path: crm.db }}
   events: {{ kind: files, path: events }}
@@ -219,6 +228,16 @@ fn write_signups(path: &Path) -> Result<(), DemoError> {
 
 /// What `switchyard demo` prints once it listens.
 pub fn banner(host: &str, port: u16, with_postgres: bool) -> String {
+    banner_with_audit(
+        host,
+        port,
+        with_postgres,
+        "switchyard-demo/data/audit.jsonl",
+    )
+}
+
+/// The banner, naming the audit log the demo writes.
+pub fn banner_with_audit(host: &str, port: u16, with_postgres: bool, audit_path: &str) -> String {
     let postgres = if with_postgres {
         "\n  -- two PostgreSQL databases (sales, inventory) and the SQLite crm in one statement:\n  \
          SELECT c.country, p.category, sum(o.quantity * p.price) AS revenue\n    \
@@ -243,7 +262,14 @@ Try (cross-origin: crm is SQLite, events are files):
     FROM events.signups s JOIN crm.tickets t ON t.customer_id = s.customer_id
    WHERE t.status = 'open' GROUP BY s.plan ORDER BY s.plan;
 {postgres}
-Prefix a query with EXPLAIN to see the SQL each origin is sent. Ctrl-C stops."#,
+Prefix a query with EXPLAIN to see the SQL each origin is sent. Ctrl-C stops.
+
+Governed access: log in as agent / agent (role support: German customers only, e-mails
+hashed, created_at denied) and compare
+  SELECT country, count(*), min(email) FROM crm.customers GROUP BY country;
+  SELECT created_at FROM crm.customers;      -- ERROR 42501
+Every statement is in the hash-chained audit log: switchyard audit verify {audit}"#,
+        audit = audit_path,
         pg_origins = if with_postgres {
             ", sales and inventory (PostgreSQL)"
         } else {
