@@ -306,3 +306,26 @@ async fn statements_are_refused_while_the_audit_log_cannot_be_written() {
         .expect_err("extended protocol too");
     assert_eq!(common::sqlstate(&e), "53100");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn information_schema_columns_are_the_users_columns() {
+    let h = Harness::start().await;
+    let c = h.connect(NORTH_REP.0, NORTH_REP.1).await.unwrap();
+    let columns = rows(
+        &c,
+        "SELECT column_name, data_type FROM information_schema.columns \
+         WHERE table_schema = 'sales' AND table_name = 'customers' ORDER BY ordinal_position",
+    )
+    .await;
+    let names: Vec<&str> = columns.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    assert_eq!(names, vec!["id", "name", "email", "region"]);
+    // The analyst (no column rules) sees all five.
+    let a = h.analyst().await;
+    let all = rows(
+        &a,
+        "SELECT count(*) FROM information_schema.columns \
+         WHERE table_schema = 'sales' AND table_name = 'customers'",
+    )
+    .await;
+    assert_eq!(all, vec![vec![Some("5".to_string())]]);
+}

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
@@ -61,18 +62,30 @@ pub fn session_state(
         PgCatalogSchemaProvider::try_new(info, static_tables, EmptyContextProvider)
             .expect("pg_catalog over a catalog list"),
     );
+    let views: Arc<dyn CatalogProviderList> = Arc::new(ViewList {
+        shared: Arc::clone(&shared),
+        viewer: viewer.clone(),
+    });
+    let information_schema: Arc<dyn SchemaProvider> = Arc::new(
+        InformationSchemaProvider::new(views).with_table_functions(base.table_functions().clone()),
+    );
     let list = SessionCatalogList {
         name: catalog.to_string(),
         catalog: shared.catalog(catalog).map(|base| {
             Arc::new(SessionCatalog {
                 base,
                 pg_catalog,
+                information_schema,
                 viewer,
             }) as Arc<dyn CatalogProvider>
         }),
         shared,
     };
+    // information_schema comes from our catalog (built over the user's view of the
+    // tables), not from DataFusion's, which would read the planning catalog.
+    let config = base.config().clone().with_information_schema(false);
     SessionStateBuilder::new_from_existing(base.clone())
+        .with_config(config)
         .with_catalog_list(Arc::new(list))
         .build()
 }
@@ -110,17 +123,25 @@ impl CatalogProviderList for SessionCatalogList {
 struct SessionCatalog {
     base: Arc<dyn CatalogProvider>,
     pg_catalog: Arc<dyn SchemaProvider>,
+    information_schema: Arc<dyn SchemaProvider>,
     viewer: Viewer,
 }
 
 impl CatalogProvider for SessionCatalog {
     fn schema_names(&self) -> Vec<String> {
-        self.base.schema_names()
+        let mut names = self.base.schema_names();
+        if !names.iter().any(|n| n == "information_schema") {
+            names.push("information_schema".into());
+        }
+        names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == "pg_catalog" {
             return Some(Arc::clone(&self.pg_catalog));
+        }
+        if name == "information_schema" {
+            return Some(Arc::clone(&self.information_schema));
         }
         let inner = self.base.schema(name)?;
         Some(Arc::new(ListedSchema {
@@ -167,6 +188,133 @@ impl SchemaProvider for ListedSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+    }
+}
+
+/// The catalogs as the viewer sees them, for information_schema only: their tables
+/// are the viewer's, with the viewer's columns; they are never scanned.
+#[derive(Debug)]
+struct ViewList {
+    shared: Arc<dyn CatalogProviderList>,
+    viewer: Viewer,
+}
+
+impl CatalogProviderList for ViewList {
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        None
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        CatalogProviderList::catalog_names(self.shared.as_ref())
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        let inner = self.shared.catalog(name)?;
+        Some(Arc::new(ViewCatalog {
+            inner,
+            viewer: self.viewer.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct ViewCatalog {
+    inner: Arc<dyn CatalogProvider>,
+    viewer: Viewer,
+}
+
+impl CatalogProvider for ViewCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        // information_schema itself is not listed in its own tables.
+        self.inner
+            .schema_names()
+            .into_iter()
+            .filter(|s| s != "information_schema")
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let inner = self.inner.schema(name)?;
+        Some(Arc::new(ViewSchema {
+            inner,
+            name: name.to_string(),
+            viewer: self.viewer.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct ViewSchema {
+    inner: Arc<dyn SchemaProvider>,
+    name: String,
+    viewer: Viewer,
+}
+
+#[async_trait]
+impl SchemaProvider for ViewSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.inner
+            .table_names()
+            .into_iter()
+            .filter(|t| self.viewer.visible(&self.name, t))
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if !self.viewer.visible(&self.name, name) {
+            return Ok(None);
+        }
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let columns = self.viewer.pipeline.policy().visible_columns(
+            &self.viewer.principal(),
+            &self.name,
+            name,
+            &table.schema(),
+        );
+        Ok(Some(Arc::new(Described {
+            columns,
+            kind: table.table_type(),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.viewer.visible(&self.name, name) && self.inner.table_exist(name)
+    }
+}
+
+/// A table as information_schema describes it: columns and kind, no data.
+#[derive(Debug)]
+struct Described {
+    columns: SchemaRef,
+    kind: TableType,
+}
+
+#[async_trait]
+impl TableProvider for Described {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.columns)
+    }
+
+    fn table_type(&self) -> TableType {
+        self.kind
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::prelude::Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        Err(DataFusionError::Internal(
+            "a catalog description is not scanned".into(),
+        ))
     }
 }
 
