@@ -118,6 +118,15 @@ async fn catalogs_list_only_readable_tables() {
     .await;
     let pg: Vec<String> = pg.into_iter().filter_map(|r| r[0].clone()).collect();
     assert_eq!(pg, vec!["crm.accounts".to_string()]);
+    let shown = rows(&crm, "SHOW TABLES").await;
+    let shown: Vec<String> = shown.iter().map(|r| format!("{:?}", r)).collect();
+    assert!(shown.iter().any(|r| r.contains("accounts")), "{shown:?}");
+    assert!(
+        !shown
+            .iter()
+            .any(|r| r.contains("orders") || r.contains("secrets")),
+        "{shown:?}"
+    );
     // The analyst (everything but the secrets) sees many tables, still not the secrets.
     let analyst = h.analyst().await;
     let all = rows(
