@@ -148,6 +148,7 @@ impl CatalogProvider for SessionCatalog {
             inner,
             name: name.to_string(),
             viewer: self.viewer.clone(),
+            describe: false,
         }))
     }
 
@@ -160,12 +161,16 @@ impl CatalogProvider for SessionCatalog {
     }
 }
 
-/// A schema whose listing holds only the viewer's tables; lookups are unchanged.
+/// A schema whose listing holds only the viewer's tables. For planning (`describe`
+/// off) lookups are unchanged; for information_schema they give the viewer's
+/// description of the table (its columns as the viewer reads them) and nothing for
+/// tables the viewer may not read.
 #[derive(Debug)]
 struct ListedSchema {
     inner: Arc<dyn SchemaProvider>,
     name: String,
     viewer: Viewer,
+    describe: bool,
 }
 
 #[async_trait]
@@ -179,7 +184,25 @@ impl SchemaProvider for ListedSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        self.inner.table(name).await
+        if !self.describe {
+            return self.inner.table(name).await;
+        }
+        if !self.viewer.visible(&self.name, name) {
+            return Ok(None);
+        }
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let columns = self.viewer.pipeline.policy().visible_columns(
+            &self.viewer.principal(),
+            &self.name,
+            name,
+            &table.schema(),
+        );
+        Ok(Some(Arc::new(Described {
+            columns,
+            kind: table.table_type(),
+        })))
     }
 
     async fn table_type(&self, name: &str) -> Result<Option<TableType>> {
@@ -187,7 +210,7 @@ impl SchemaProvider for ListedSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        (!self.describe || self.viewer.visible(&self.name, name)) && self.inner.table_exist(name)
     }
 }
 
@@ -239,52 +262,12 @@ impl CatalogProvider for ViewCatalog {
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let inner = self.inner.schema(name)?;
-        Some(Arc::new(ViewSchema {
+        Some(Arc::new(ListedSchema {
             inner,
             name: name.to_string(),
             viewer: self.viewer.clone(),
+            describe: true,
         }))
-    }
-}
-
-#[derive(Debug)]
-struct ViewSchema {
-    inner: Arc<dyn SchemaProvider>,
-    name: String,
-    viewer: Viewer,
-}
-
-#[async_trait]
-impl SchemaProvider for ViewSchema {
-    fn table_names(&self) -> Vec<String> {
-        self.inner
-            .table_names()
-            .into_iter()
-            .filter(|t| self.viewer.visible(&self.name, t))
-            .collect()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        if !self.viewer.visible(&self.name, name) {
-            return Ok(None);
-        }
-        let Some(table) = self.inner.table(name).await? else {
-            return Ok(None);
-        };
-        let columns = self.viewer.pipeline.policy().visible_columns(
-            &self.viewer.principal(),
-            &self.name,
-            name,
-            &table.schema(),
-        );
-        Ok(Some(Arc::new(Described {
-            columns,
-            kind: table.table_type(),
-        })))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        self.viewer.visible(&self.name, name) && self.inner.table_exist(name)
     }
 }
 

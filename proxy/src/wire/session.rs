@@ -239,6 +239,32 @@ struct Prepared {
 }
 
 impl QueryService {
+    /// datafusion-postgres's Execute, ended early by a CancelRequest.
+    async fn execute<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<DfStatement>,
+        max_rows: usize,
+        token: &CancellationToken,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let run = <DfSessionService as ExtendedQueryHandler>::do_query(
+            &self.inner,
+            client,
+            portal,
+            max_rows,
+        );
+        tokio::select! {
+            r = run => r,
+            _ = token.cancelled() => Err(PgWireError::QueryCanceled),
+        }
+    }
+
     /// The cancel token for the statement about to run, registering the session on first use.
     fn begin<C: ClientInfo>(&self, client: &C) -> CancellationToken {
         let registration = client.session_extensions().get_or_insert_with(|| {
@@ -356,16 +382,7 @@ impl ExtendedQueryHandler for QueryService {
         let token = self.begin(client);
         let Some(prepared) = prepared else {
             // SET, SHOW, transaction control: nothing to guard.
-            let run = <DfSessionService as ExtendedQueryHandler>::do_query(
-                &self.inner,
-                client,
-                portal,
-                max_rows,
-            );
-            let response = tokio::select! {
-                r = run => r?,
-                _ = token.cancelled() => return Err(PgWireError::QueryCanceled),
-            };
+            let response = self.execute(client, portal, max_rows, &token).await?;
             return Ok(wrap(response, &token));
         };
         let mut prepared = prepared;
@@ -386,17 +403,7 @@ impl ExtendedQueryHandler for QueryService {
         for warning in &prepared.warnings {
             client.send(notice(warning)).await?;
         }
-        let run = <DfSessionService as ExtendedQueryHandler>::do_query(
-            &self.inner,
-            client,
-            portal,
-            max_rows,
-        );
-        let response = tokio::select! {
-            r = run => r,
-            _ = token.cancelled() => Err(PgWireError::QueryCanceled),
-        };
-        let response = match response {
+        let response = match self.execute(client, portal, max_rows, &token).await {
             Ok(r) => r,
             Err(e) => {
                 audit.finish(Some(error_record(&e)));
