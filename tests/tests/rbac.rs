@@ -338,3 +338,86 @@ async fn information_schema_columns_are_the_users_columns() {
     .await;
     assert_eq!(all, vec![vec![Some("5".to_string())]]);
 }
+
+/// psql with ON_ERROR_STOP, returning (success, stdout, stderr).
+fn psql_try(port: u16, user: (&str, &str), args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("psql")
+        .env("PGPASSWORD", user.1)
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user.0,
+            "switchyard",
+        ])
+        .args(args)
+        .output()
+        .expect("psql is installed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copy_to_a_file_goes_through_the_same_checks() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let dir = h.dir.path().to_path_buf();
+    let (csv, text, denied, table) = tokio::task::spawn_blocking(move || {
+        let csv = dir.join("north.csv");
+        let text = dir.join("two.txt");
+        let table = dir.join("accounts.txt");
+        let copy_csv = format!(
+            "\\copy (SELECT id, email, region FROM sales.customers ORDER BY id LIMIT 3) to '{}' with (format csv, header)",
+            csv.display()
+        );
+        let r = psql_try(port, NORTH_REP, &["-c", &copy_csv]);
+        assert!(r.0, "{r:?}");
+        assert!(r.1.contains("COPY 3"), "{r:?}");
+        let copy_text = format!(
+            "\\copy (SELECT id, email FROM sales.customers WHERE id IN (6, 7) ORDER BY id) to '{}'",
+            text.display()
+        );
+        let r = psql_try(port, common::ANALYST, &["-c", &copy_text]);
+        assert!(r.0, "{r:?}");
+        let copy_table = format!("\\copy crm.accounts (id, tier) to '{}'", table.display());
+        let r = psql_try(port, CRM_ONLY, &["-c", &copy_table]);
+        assert!(r.0, "{r:?}");
+        let denied = psql_try(
+            port,
+            common::ANALYST,
+            &["-c", &format!("\\copy sales.secrets to '{}'", dir.join("x").display())],
+        );
+        (
+            std::fs::read_to_string(csv).unwrap(),
+            std::fs::read_to_string(text).unwrap(),
+            denied,
+            std::fs::read_to_string(table).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        csv,
+        "id,email,region\n\
+         4,98c7f04d5a4d21c2ea97d0e356225555,north\n\
+         8,efa7fe1ca1e1e7649190578907d07df0,north\n\
+         12,32e61623adceacb75c5963952ef387f3,north\n"
+    );
+    assert_eq!(text, "6\tc6@example.com\n7\t\\N\n");
+    assert_eq!(table.lines().count(), 200, "{table}");
+    assert!(
+        !denied.0
+            && denied
+                .2
+                .contains("permission denied for table sales.secrets"),
+        "{denied:?}"
+    );
+}

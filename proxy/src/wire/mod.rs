@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod catalog;
+pub mod copy;
 pub mod errors;
 pub mod guard;
 pub mod pgtext;
