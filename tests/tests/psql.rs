@@ -130,3 +130,41 @@ async fn errors_reach_psql_with_their_sqlstate() {
     assert!(!ok);
     assert!(err.contains("42P01"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyday_meta_commands_work() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        psql_port(
+            &PortOnly(port),
+            &[
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "\\l",
+                "-c",
+                "\\dn",
+                "-c",
+                "\\conninfo",
+                "-c",
+                "\\x on",
+                "-c",
+                "SELECT id, name FROM sales.customers WHERE id = 3",
+                "-c",
+                "\\timing on",
+                "-c",
+                "SELECT count(*) AS n FROM sales.orders",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}\n{out}");
+    assert!(out.contains("switchyard"), "\\l lists the database:\n{out}");
+    assert!(out.contains("sales") && out.contains("inventory"), "\\dn:\n{out}");
+    assert!(out.contains("You are connected to database \"switchyard\""), "\\conninfo:\n{out}");
+    assert!(out.contains("-[ RECORD 1 ]") && out.contains("customer 3"), "\\x:\n{out}");
+    assert!(out.contains("Time: "), "\\timing:\n{out}");
+    assert!(out.contains("3000"), "{out}");
+}
