@@ -162,9 +162,18 @@ async fn everyday_meta_commands_work() {
     .unwrap();
     assert!(ok, "{err}\n{out}");
     assert!(out.contains("switchyard"), "\\l lists the database:\n{out}");
-    assert!(out.contains("sales") && out.contains("inventory"), "\\dn:\n{out}");
-    assert!(out.contains("You are connected to database \"switchyard\""), "\\conninfo:\n{out}");
-    assert!(out.contains("-[ RECORD 1 ]") && out.contains("customer 3"), "\\x:\n{out}");
+    assert!(
+        out.contains("sales") && out.contains("inventory"),
+        "\\dn:\n{out}"
+    );
+    assert!(
+        out.contains("You are connected to database \"switchyard\""),
+        "\\conninfo:\n{out}"
+    );
+    assert!(
+        out.contains("-[ RECORD 1 ]") && out.contains("customer 3"),
+        "\\x:\n{out}"
+    );
     assert!(out.contains("Time: "), "\\timing:\n{out}");
     assert!(out.contains("3000"), "{out}");
 }

@@ -421,3 +421,48 @@ async fn psql_copy_to_a_file_goes_through_the_same_checks() {
         "{denied:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_declared_through_the_extended_protocol_read_the_checked_plan() {
+    let h = Harness::start().await;
+    let mut c = h.connect(NORTH_REP.0, NORTH_REP.1).await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    // As psycopg 3's server-side cursors do: DECLARE with a parameter, then FETCH.
+    let declare = tx
+        .prepare("DECLARE cur CURSOR FOR SELECT id, email FROM sales.customers WHERE id > $1 ORDER BY id")
+        .await
+        .unwrap();
+    assert!(declare.columns().is_empty(), "DECLARE returns no rows");
+    tx.execute(&declare, &[&10i32]).await.unwrap();
+    let fetched = tx.simple_query("FETCH 2 FROM cur").await.unwrap();
+    let got: Vec<(String, String)> = fetched
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get(0).unwrap().to_string(),
+                r.get(1).unwrap_or("NULL").to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "12".to_string(),
+                "32e61623adceacb75c5963952ef387f3".to_string()
+            ),
+            (
+                "16".to_string(),
+                "1d12420c502e7ffa75c1cdf123c64132".to_string()
+            ),
+        ]
+    );
+    tx.rollback().await.unwrap();
+    // A denied column is refused at Parse.
+    let e = c
+        .prepare("DECLARE bad CURSOR FOR SELECT created_at FROM sales.customers")
+        .await
+        .expect_err("denied column");
+    assert_eq!(common::sqlstate(&e), "42501");
+}

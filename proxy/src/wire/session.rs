@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility};
+use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Projection, ScalarUDF, Volatility};
 use datafusion::prelude::{create_udf, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
@@ -353,6 +353,10 @@ impl ExtendedQueryHandler for QueryService {
                 .cloned();
             // Checked at Parse but forgotten since (the memo is bounded): the plan in the
             // portal is the checked one; audit and limit it with the user's guardrails.
+            if matches!(statement, Statement::Declare { .. }) {
+                // The hook opens the cursor and audits it.
+                return None;
+            }
             known.or_else(|| {
                 (!passes_through(statement)).then(|| {
                     let who = self.shared.pipeline.principal(
@@ -814,15 +818,6 @@ async fn declare_cursor(
     Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
 }
 
-/// Whether the pipeline changed what the statement reads (row filters, masks, cap).
-fn governed(decision: &Decision, limits: &Limits) -> bool {
-    limits.max_rows.is_some()
-        || decision
-            .stages
-            .iter()
-            .any(|s| s.stage == switchyard_safety::Stage::RbacGate && !s.notes.is_empty())
-}
-
 /// Runs a checked plan the way datafusion-postgres's default path would run its text.
 async fn execute(
     ctx: &SessionContext,
@@ -984,15 +979,17 @@ impl QueryHook for SafetyHook {
                     limits,
                     record,
                 } = *a;
-                if let Statement::Declare { .. } = statement {
-                    if governed(&decision, &limits) {
-                        return Some(Err(user_error(
-                            "0A000",
-                            "cursors over tables with row filters, masks or a row cap are not supported yet".into(),
-                        )));
+                // DECLARE: the statement returns no rows, so its plan has no columns; the
+                // checked query under it keeps the parameters, and Execute opens the
+                // cursor on it (see handle_extended_query).
+                let plan = if let Statement::Declare { .. } = statement {
+                    match Projection::try_new(vec![], Arc::new(plan)) {
+                        Ok(p) => LogicalPlan::Projection(p),
+                        Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
                     }
-                    return None;
-                }
+                } else {
+                    plan
+                };
                 // Executions are audited one by one, with what this Parse decided.
                 let mut memo = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
                 if memo.len() >= PREPARED_MEMO {
@@ -1013,15 +1010,56 @@ impl QueryHook for SafetyHook {
 
     async fn handle_extended_query(
         &self,
-        _statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &datafusion::common::ParamValues,
-        _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        statement: &Statement,
+        logical_plan: &LogicalPlan,
+        params: &datafusion::common::ParamValues,
+        session_context: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        // The plan was checked at Parse; parameter values are inlined as literals later,
-        // so they can change no table or statement kind.
-        None
+        // Plans were checked at Parse; parameter values are inlined as literals, so they
+        // can change no table or statement kind. Only DECLARE needs us here: its
+        // cursor is opened on the checked query kept under the column-less plan.
+        let Statement::Declare { stmts } = statement else {
+            return None;
+        };
+        let LogicalPlan::Projection(p) = logical_plan else {
+            return None;
+        };
+        let started = Instant::now();
+        let prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&statement.to_string())
+            .cloned();
+        let Some(prepared) = prepared else {
+            return Some(Err(user_error(
+                "26000",
+                "prepared DECLARE is no longer known; prepare it again".into(),
+            )));
+        };
+        let mut record = prepared.record;
+        record.time = now();
+        let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
+        let query = match p.input.as_ref().clone().with_param_values(params.clone()) {
+            Ok(q) => q,
+            Err(e) => {
+                let e = PgWireError::ApiError(Box::new(e));
+                audit.finish(Some(error_record(&e)));
+                return Some(Err(e));
+            }
+        };
+        Some(
+            declare_cursor(
+                stmts,
+                query,
+                prepared.limits,
+                audit,
+                session_context,
+                client,
+            )
+            .await,
+        )
     }
 }
 
