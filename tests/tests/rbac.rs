@@ -466,3 +466,16 @@ async fn cursors_declared_through_the_extended_protocol_read_the_checked_plan() 
         .expect_err("denied column");
     assert_eq!(common::sqlstate(&e), "42501");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_row_cap_streams_and_the_cut_is_audited() {
+    let h = Harness::start_full("guardrails: { max_rows: 15000 }\n", "", "", |_| {}).await;
+    let c = h.analyst().await;
+    let got = rows(&c, "SELECT i FROM generate_series(1, 20000) t(i)").await;
+    assert_eq!(got.len(), 15000);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let log = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["rows"], 15000);
+    assert!(last["warnings"].to_string().contains("max_rows"), "{last}");
+}

@@ -257,6 +257,12 @@ pub fn guard(
                                 Some((Err(e), g))
                             }
                             _ => {
+                                if let Some(audit) = &mut g.audit {
+                                    audit
+                                        .record
+                                        .warnings
+                                        .push(format!("result cut to max_rows ({max} rows)"));
+                                }
                                 g.end(None);
                                 None
                             }

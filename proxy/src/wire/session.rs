@@ -582,10 +582,14 @@ fn with_session_timeout<C: ClientInfo + ?Sized>(mut limits: Limits, client: &C) 
 /// The cap to read ahead for, when cut rows are announced by a NOTICE.
 fn truncation(limits: &Limits) -> Option<u64> {
     match (limits.max_rows, limits.on_max_rows) {
-        (Some(max), Some(RowCapAction::Truncate)) => Some(max),
+        (Some(max), Some(RowCapAction::Truncate)) if max <= READ_AHEAD_ROWS => Some(max),
         _ => None,
     }
 }
+
+/// Caps up to this many rows are read ahead so the NOTICE can come first; larger
+/// caps stream, and a cut is recorded in the audit log only.
+const READ_AHEAD_ROWS: u64 = 10_000;
 
 fn cut_message(limits: &Limits) -> String {
     format!(
