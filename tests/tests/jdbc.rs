@@ -12,7 +12,12 @@ use common::{Harness, NORTH_REP};
 const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
 fn run_java(port: u16, work: &Path) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/jdbc/GovernedMetadata.java");
+    run_program("GovernedMetadata", port, NORTH_REP, work)
+}
+
+/// Compiles tests/clients/jdbc/<class>.java and runs it as `user` against `port`.
+fn run_program(class: &str, port: u16, user: (&str, &str), work: &Path) -> String {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("clients/jdbc/{class}.java"));
     let javac = Command::new("javac")
         .args(["-cp", JDBC_JAR, "-d"])
         .arg(work)
@@ -26,14 +31,7 @@ fn run_java(port: u16, work: &Path) -> String {
     );
     let cp = format!("{}:{JDBC_JAR}", work.display());
     let out = Command::new("java")
-        .args([
-            "-cp",
-            &cp,
-            "GovernedMetadata",
-            &port.to_string(),
-            NORTH_REP.0,
-            NORTH_REP.1,
-        ])
+        .args(["-cp", &cp, class, &port.to_string(), user.0, user.1])
         .output()
         .expect("java runs");
     assert!(
@@ -101,4 +99,33 @@ async fn jdbc_metadata_and_rows_follow_the_roles_rules() {
         "{out}"
     );
     assert!(lines.contains(&"error 42501"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_prepared_statements_and_fetch_size_streaming() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let work = h.dir.path().join("java2");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        run_program("PreparedAndStreaming", port, common::ANALYST, &work)
+    })
+    .await
+    .unwrap();
+    let runs: Vec<&str> = out.lines().filter(|l| l.starts_with("run ")).collect();
+    assert_eq!(
+        runs.len(),
+        7,
+        "one row per run, also after the switch to a server-side statement:\n{out}"
+    );
+    for (i, line) in runs.iter().enumerate() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts[1], (i + 1).to_string());
+        assert_eq!(parts[2], (i + 1).to_string(), "{line}");
+        assert!(
+            parts.last().unwrap().ends_with('Z'),
+            "timestamptz as an instant: {line}"
+        );
+    }
+    assert!(out.contains("streamed 100000 10000100000"), "{out}");
 }
