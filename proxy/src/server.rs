@@ -62,12 +62,16 @@ pub struct Server {
     /// The audit log (synced to disk by [`Server::stop`]).
     pub audit: Arc<AuditLog>,
     task: tokio::task::JoinHandle<()>,
+    syncer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
     /// Stops accepting connections (open sessions end with the process).
     pub fn stop(&self) {
         self.task.abort();
+        if let Some(syncer) = &self.syncer {
+            syncer.abort();
+        }
         if let Err(e) = self.audit.sync() {
             tracing::error!(error = %e, "cannot sync the audit log");
         }
@@ -139,6 +143,21 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     });
     tracing::info!(%addr, tls = ?shared.config.tls.mode, audit = %shared.config.audit.path.display(), "listening");
     let audit = Arc::clone(&shared.audit);
+    let syncer = (audit.fsync() == switchyard_config::Fsync::Interval).then(|| {
+        // `interval`: records reach the disk within about a second, also when idle.
+        let log = Arc::clone(&audit);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let log = Arc::clone(&log);
+                let synced = tokio::task::spawn_blocking(move || log.sync()).await;
+                if let Ok(Err(e)) = synced {
+                    tracing::error!(error = %e, "cannot sync the audit log");
+                }
+            }
+        })
+    });
     let task = tokio::spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -167,5 +186,6 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         origins,
         audit,
         task,
+        syncer,
     })
 }

@@ -81,15 +81,20 @@ struct State {
     prev: String,
     seq: u64,
     last_sync: Instant,
+    synced_seq: Option<u64>,
 }
 
 impl State {
     /// The head file is written when records are synced: it marks how far the log
     /// was known to be on disk, so a cut below that point is detected.
     fn sync(&mut self) -> std::io::Result<()> {
+        if self.synced_seq == Some(self.seq) {
+            return Ok(());
+        }
         self.file.sync_data()?;
         std::fs::write(&self.head, format!("{} {}\n", self.seq, self.prev))?;
         self.last_sync = Instant::now();
+        self.synced_seq = Some(self.seq);
         Ok(())
     }
 }
@@ -165,6 +170,7 @@ impl AuditLog {
                 prev,
                 seq,
                 last_sync: Instant::now(),
+                synced_seq: None,
             }),
             fsync,
             path: path.to_path_buf(),
@@ -179,6 +185,11 @@ impl AuditLog {
             None => Ok(()),
             Some(e) => Err(e.clone()),
         }
+    }
+
+    /// The fsync policy.
+    pub fn fsync(&self) -> Fsync {
+        self.fsync
     }
 
     /// The log file.

@@ -479,3 +479,24 @@ async fn a_large_row_cap_streams_and_the_cut_is_audited() {
     assert_eq!(last["rows"], 15000);
     assert!(last["warnings"].to_string().contains("max_rows"), "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fsync_interval_an_idle_log_is_synced_within_seconds() {
+    let h = Harness::start().await;
+    let c = h.analyst().await;
+    rows(&c, "SELECT 1").await;
+    rows(&c, "SELECT 2").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let log = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl")).unwrap();
+    let head = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl.head")).unwrap();
+    let records = log.lines().count();
+    assert_eq!(
+        head.split_whitespace().next(),
+        Some(records.to_string().as_str()),
+        "{head}"
+    );
+    assert_eq!(
+        switchyard_safety::verify(&h.dir.path().join("data/audit.jsonl")),
+        Ok(records as u64)
+    );
+}
