@@ -108,8 +108,10 @@ impl Pipeline {
         let p = &self.policy;
         let mut decision = Decision::default();
         let target = write_target(&plan).map(|(t, privilege)| (resolve(p, &t), privilege));
-        for (s, t) in rbac::user_scans(p, &plan)
-            .into_iter()
+        let scans = rbac::user_scans(p, &plan);
+        for (s, t) in scans
+            .iter()
+            .cloned()
             .chain(target.iter().map(|(st, _)| st.clone()))
         {
             let name = format!("{s}.{t}");
@@ -133,7 +135,15 @@ impl Pipeline {
 
         // RBAC_GATE
         let mut notes = Vec::new();
-        let plan = match rbac::gate(p, who, plan, state, &mut notes) {
+        let plan = match rbac::gate(
+            p,
+            who,
+            plan,
+            &scans,
+            target.as_ref().map(|(st, _)| st),
+            state,
+            &mut notes,
+        ) {
             Ok(plan) => plan,
             Err(e) => return Err(deny(decision, Stage::RbacGate, e)),
         };

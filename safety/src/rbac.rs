@@ -83,23 +83,23 @@ pub(crate) fn write_target(plan: &LogicalPlan) -> Option<(TableReference, Privil
 }
 
 /// Checks privileges and columns, then rewrites the plan; notes say what was applied.
+/// `scans` are the plan's user-table scans ([`user_scans`]) and `target` its DML
+/// target, both already found by the pipeline.
 pub(crate) fn gate(
     policy: &Policy,
     who: &Principal,
     plan: LogicalPlan,
+    scans: &[(String, String)],
+    target: Option<&(String, String)>,
     state: &SessionState,
     notes: &mut Vec<String>,
 ) -> Result<LogicalPlan, SafetyError> {
     // The write privilege on a DML target is AST_CHECKER's to judge (read-only roles
     // get 25006 there); here the target only needs no SELECT grant.
-    let target = write_target(&plan).map(|(name, p)| (resolve(policy, &name), p));
-    let scans = user_scans(policy, &plan);
     let mut governed = false;
-    for (s, t) in &scans {
+    for (s, t) in scans {
         let access = policy.access(who, s, t);
-        let is_target = target
-            .as_ref()
-            .is_some_and(|((ts, tt), _)| ts == s && tt == t);
+        let is_target = target.is_some_and(|(ts, tt)| ts == s && tt == t);
         if !access.privileges.contains(&Privilege::Select) && !is_target {
             return Err(SafetyError::TableDenied {
                 table: format!("{s}.{t}"),

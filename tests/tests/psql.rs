@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,9 +11,9 @@ async fn meta_commands_list_and_describe_datasets() {
     let (ok, out, err) = tokio::task::spawn_blocking({
         let port = h.port();
         move || {
-            let h = PortOnly(port);
-            psql_port(
-                &h,
+            common::psql(
+                port,
+                common::ANALYST,
                 &[
                     "-c",
                     "\\dt sales.*",
@@ -42,31 +40,6 @@ async fn meta_commands_list_and_describe_datasets() {
     );
 }
 
-struct PortOnly(u16);
-
-fn psql_port(h: &PortOnly, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("psql")
-        .env("PGPASSWORD", common::ANALYST.1)
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &h.0.to_string(),
-            "-U",
-            common::ANALYST.0,
-            "switchyard",
-        ])
-        .args(args)
-        .output()
-        .expect("psql is installed");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_join_and_its_explain() {
     let h = Harness::start().await;
@@ -77,8 +50,9 @@ async fn cross_origin_join_and_its_explain() {
                 JOIN crm.accounts a ON a.customer_id = c.id \
                 WHERE o.id = 42 AND p.price > 1";
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        psql_port(
-            &PortOnly(port),
+        common::psql(
+            port,
+            common::ANALYST,
             &["-A", "-t", "-c", join, "-c", &format!("EXPLAIN {join}")],
         )
     })
@@ -113,8 +87,9 @@ async fn errors_reach_psql_with_their_sqlstate() {
     let h = Harness::start().await;
     let port = h.port();
     let (ok, _out, err) = tokio::task::spawn_blocking(move || {
-        psql_port(
-            &PortOnly(port),
+        common::psql(
+            port,
+            common::ANALYST,
             &[
                 "-v",
                 "VERBOSITY=verbose",
@@ -136,11 +111,10 @@ async fn everyday_meta_commands_work() {
     let h = Harness::start().await;
     let port = h.port();
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        psql_port(
-            &PortOnly(port),
+        common::psql(
+            port,
+            common::ANALYST,
             &[
-                "-v",
-                "ON_ERROR_STOP=1",
                 "-c",
                 "\\l",
                 "-c",

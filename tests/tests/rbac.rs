@@ -3,32 +3,12 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{rows, Harness, CRM_ONLY, NORTH_REP};
 
 fn psql(port: u16, user: (&str, &str), args: &[&str]) -> String {
-    let out = Command::new("psql")
-        .env("PGPASSWORD", user.1)
-        .args([
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user.0,
-            "switchyard",
-        ])
-        .args(args)
-        .output()
-        .expect("psql is installed");
-    assert!(
-        out.status.success(),
-        "psql {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into()
+    let (ok, out, err) = common::psql(port, user, args);
+    assert!(ok, "psql {args:?} failed: {err}");
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,12 +126,10 @@ async fn concurrent_statements_per_user_are_limited_and_slots_come_back() {
     let other = h.connect(common::CAPPED.0, common::CAPPED.1).await.unwrap();
     let running = tokio::spawn(async move {
         // Runs until the role's 1 s statement_timeout stops it.
-        slow.simple_query(
-            "SELECT count(*) FROM generate_series(1, 2000000000) a(i) WHERE i % 7 = 3",
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| common::sqlstate(&e))
+        slow.simple_query(common::SLOW_QUERY)
+            .await
+            .map(|_| ())
+            .map_err(|e| common::sqlstate(&e))
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let e = other
@@ -165,6 +143,14 @@ async fn concurrent_statements_per_user_are_limited_and_slots_come_back() {
         rows(&other, "SELECT 1").await,
         vec![vec![Some("1".to_string())]]
     );
+}
+
+/// `sql` fails with 57014 within `seconds`.
+async fn times_out(c: &tokio_postgres::Client, sql: &str, seconds: u64) {
+    let started = std::time::Instant::now();
+    let e = c.simple_query(sql).await.expect_err("times out");
+    assert_eq!(common::sqlstate(&e), "57014", "{}", common::message(&e));
+    assert!(started.elapsed() < std::time::Duration::from_secs(seconds));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,14 +167,13 @@ async fn an_origin_statement_timeout_is_enforced_by_the_origin() {
     )
     .await;
     let c = h.analyst().await;
-    let started = std::time::Instant::now();
     // A billion-row count at the origin: PostgreSQL itself gives up after 300 ms.
-    let e = c
-        .simple_query("SELECT count(*) FROM slow.orders a, slow.orders b, slow.orders c")
-        .await
-        .expect_err("the origin cancels it");
-    assert_eq!(common::sqlstate(&e), "57014", "{}", common::message(&e));
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    times_out(
+        &c,
+        "SELECT count(*) FROM slow.orders a, slow.orders b, slow.orders c",
+        10,
+    )
+    .await;
     // Quick statements at that origin are unaffected.
     assert_eq!(
         rows(&c, "SELECT count(*) FROM slow.orders").await,
@@ -201,13 +186,7 @@ async fn set_statement_timeout_stops_a_long_statement() {
     let h = Harness::start().await;
     let c = h.analyst().await;
     c.simple_query("SET statement_timeout = 300").await.unwrap();
-    let started = std::time::Instant::now();
-    let e = c
-        .simple_query("SELECT count(*) FROM generate_series(1, 2000000000) a(i) WHERE i % 7 = 3")
-        .await
-        .expect_err("times out");
-    assert_eq!(common::sqlstate(&e), "57014", "{}", common::message(&e));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    times_out(&c, common::SLOW_QUERY, 5).await;
     assert_eq!(
         rows(&c, "SELECT 1").await,
         vec![vec![Some("1".to_string())]]
@@ -339,32 +318,6 @@ async fn information_schema_columns_are_the_users_columns() {
     assert_eq!(all, vec![vec![Some("5".to_string())]]);
 }
 
-/// psql with ON_ERROR_STOP, returning (success, stdout, stderr).
-fn psql_try(port: u16, user: (&str, &str), args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("psql")
-        .env("PGPASSWORD", user.1)
-        .args([
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user.0,
-            "switchyard",
-        ])
-        .args(args)
-        .output()
-        .expect("psql is installed");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_copy_to_a_file_goes_through_the_same_checks() {
     let h = Harness::start().await;
@@ -378,19 +331,19 @@ async fn psql_copy_to_a_file_goes_through_the_same_checks() {
             "\\copy (SELECT id, email, region FROM sales.customers ORDER BY id LIMIT 3) to '{}' with (format csv, header)",
             csv.display()
         );
-        let r = psql_try(port, NORTH_REP, &["-c", &copy_csv]);
+        let r = common::psql(port, NORTH_REP, &["-c", &copy_csv]);
         assert!(r.0, "{r:?}");
         assert!(r.1.contains("COPY 3"), "{r:?}");
         let copy_text = format!(
             "\\copy (SELECT id, email FROM sales.customers WHERE id IN (6, 7) ORDER BY id) to '{}'",
             text.display()
         );
-        let r = psql_try(port, common::ANALYST, &["-c", &copy_text]);
+        let r = common::psql(port, common::ANALYST, &["-c", &copy_text]);
         assert!(r.0, "{r:?}");
         let copy_table = format!("\\copy crm.accounts (id, tier) to '{}'", table.display());
-        let r = psql_try(port, CRM_ONLY, &["-c", &copy_table]);
+        let r = common::psql(port, CRM_ONLY, &["-c", &copy_table]);
         assert!(r.0, "{r:?}");
-        let denied = psql_try(
+        let denied = common::psql(
             port,
             common::ANALYST,
             &["-c", &format!("\\copy sales.secrets to '{}'", dir.join("x").display())],

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use pgwire::api::results::{CopyResponse, QueryResponse};
 use pgwire::error::PgWireResult;
 use pgwire::messages::copy::CopyData;
-use pgwire::messages::data::DataRow;
 
 use super::running::user_error;
 
@@ -133,25 +132,6 @@ fn parse(
     Ok((query, format))
 }
 
-/// The fields of a text-format DataRow: `None` for NULL.
-fn fields(row: &DataRow) -> Vec<Option<&[u8]>> {
-    let mut out = Vec::with_capacity(row.field_count.max(0) as usize);
-    let data = &row.data[..];
-    let mut at = 0;
-    for _ in 0..row.field_count {
-        let len = i32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
-        at += 4;
-        if len < 0 {
-            out.push(None);
-        } else {
-            let len = len as usize;
-            out.push(Some(&data[at..at + len]));
-            at += len;
-        }
-    }
-    out
-}
-
 impl CopyFormat {
     fn put_value(&self, out: &mut BytesMut, value: Option<&[u8]>) {
         match value {
@@ -219,8 +199,10 @@ pub fn copy_out(mut response: QueryResponse, format: CopyFormat) -> CopyResponse
     let rows = std::mem::replace(response.data_rows(), Box::pin(futures::stream::empty()));
     let stream = rows.map(move |row| -> PgWireResult<CopyData> {
         let row = row?;
+        let values = super::pgtext::fields(&row)
+            .ok_or_else(|| user_error("XX000", "malformed row from the query".into()))?;
         let mut out = header.take().unwrap_or_default();
-        format.line(&mut out, fields(&row).into_iter());
+        format.line(&mut out, values.into_iter());
         Ok(CopyData::new(Bytes::from(out)))
     });
     CopyResponse::new(0, columns, stream)

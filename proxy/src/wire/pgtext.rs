@@ -24,34 +24,44 @@ pub fn timestamp_columns(fields: &[FieldInfo]) -> Option<Vec<bool>> {
     marks.iter().any(|m| *m).then_some(marks)
 }
 
-/// Trims trailing zeros of the fractional seconds in the marked columns of `row`.
-pub fn rewrite_row(mut row: DataRow, marks: &[bool]) -> DataRow {
-    let mut out = BytesMut::with_capacity(row.data.len());
+/// The fields of a DataRow (`None` for NULL), or `None` when the row is malformed.
+pub fn fields(row: &DataRow) -> Option<Vec<Option<&[u8]>>> {
     let data = &row.data[..];
+    let mut out = Vec::with_capacity(row.field_count.max(0) as usize);
     let mut pos = 0;
-    for mark in marks.iter().take(row.field_count as usize) {
-        let Some(len_bytes) = data.get(pos..pos + 4) else {
-            return row;
-        };
-        let len = i32::from_be_bytes(len_bytes.try_into().expect("4 bytes"));
+    for _ in 0..row.field_count {
+        let len = i32::from_be_bytes(data.get(pos..pos + 4)?.try_into().ok()?);
         pos += 4;
         if len < 0 {
-            out.put_i32(len);
+            out.push(None);
             continue;
         }
-        let Some(value) = data.get(pos..pos + len as usize) else {
-            return row;
-        };
+        out.push(Some(data.get(pos..pos + len as usize)?));
         pos += len as usize;
-        match (mark, std::str::from_utf8(value)) {
-            (true, Ok(text)) => {
-                let trimmed = trim_fraction(text);
+    }
+    Some(out)
+}
+
+/// Trims trailing zeros of the fractional seconds in the marked columns of `row`.
+pub fn rewrite_row(mut row: DataRow, marks: &[bool]) -> DataRow {
+    let Some(values) = fields(&row) else {
+        return row;
+    };
+    let mut out = BytesMut::with_capacity(row.data.len());
+    for (value, mark) in values
+        .into_iter()
+        .zip(marks.iter().chain(std::iter::repeat(&false)))
+    {
+        match (value, mark) {
+            (None, _) => out.put_i32(-1),
+            (Some(v), true) if std::str::from_utf8(v).is_ok() => {
+                let trimmed = trim_fraction(std::str::from_utf8(v).expect("checked"));
                 out.put_i32(trimmed.len() as i32);
                 out.put_slice(trimmed.as_bytes());
             }
-            _ => {
-                out.put_i32(len);
-                out.put_slice(value);
+            (Some(v), _) => {
+                out.put_i32(v.len() as i32);
+                out.put_slice(v);
             }
         }
     }

@@ -395,7 +395,7 @@ impl ExtendedQueryHandler for QueryService {
         record.time = now();
         let audit = Audit::new(Arc::clone(&self.shared.audit), record, started);
         let slot = match self.shared.slots.acquire(
-            &audit_user(&prepared.record),
+            &prepared.record.user,
             prepared.limits.max_concurrent_statements,
         ) {
             Ok(slot) => slot,
@@ -549,10 +549,6 @@ fn audit_unparsed<C: ClientInfo + ?Sized>(
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-fn audit_user(record: &AuditRecord) -> String {
-    record.user.clone()
 }
 
 fn notice(message: &str) -> PgWireBackendMessage {
@@ -902,10 +898,11 @@ impl QueryHook for SafetyHook {
             // cursor hook would plan the query again from its text).
             return Some(declare_cursor(stmts, plan, limits, audit, session_context, client).await);
         }
-        let slot = match self.shared.slots.acquire(
-            &audit_user(&audit_record(&audit)),
-            limits.max_concurrent_statements,
-        ) {
+        let slot = match self
+            .shared
+            .slots
+            .acquire(&audit.record().user, limits.max_concurrent_statements)
+        {
             Ok(slot) => slot,
             Err(e) => {
                 audit.finish(Some(error_record(&e)));
@@ -1065,8 +1062,4 @@ impl QueryHook for SafetyHook {
             .await,
         )
     }
-}
-
-fn audit_record(audit: &Audit) -> AuditRecord {
-    audit.record().clone()
 }

@@ -250,6 +250,29 @@ impl Harness {
     }
 }
 
+/// A statement that runs for many seconds in Switchyard itself (no origin), for
+/// timeout and concurrency tests.
+pub const SLOW_QUERY: &str =
+    "SELECT count(*) FROM generate_series(1, 2000000000) a(i) WHERE i % 7 = 3";
+
+/// Runs psql (no psqlrc, stop at the first error) as `user` against Switchyard on
+/// `port`; returns (success, stdout, stderr). Blocking: call it from spawn_blocking.
+pub fn psql(port: u16, user: (&str, &str), args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("psql")
+        .env("PGPASSWORD", user.1)
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-U", user.0, "switchyard"])
+        .args(args)
+        .output()
+        .expect("psql is installed");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()
