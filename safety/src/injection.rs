@@ -123,10 +123,7 @@ fn strip(e: &Expr) -> &Expr {
 
 fn always_true(e: &Expr) -> bool {
     match strip(e) {
-        Expr::Literal(v, _) => {
-            matches!(v, datafusion::common::ScalarValue::Boolean(Some(true)))
-                || v.to_string() == "1"
-        }
+        Expr::Literal(v, _) => matches!(v, datafusion::common::ScalarValue::Boolean(Some(true))),
         Expr::Not(inner) => matches!(
             strip(inner),
             Expr::Literal(datafusion::common::ScalarValue::Boolean(Some(false)), _)
