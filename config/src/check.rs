@@ -7,9 +7,9 @@ use crate::env::{expand, ExpandError};
 use crate::policy::{parse_bytes, parse_duration};
 use crate::raw::{self, OriginKindName, RawConfig, Str, TlsModeName};
 use crate::{
-    Audit, ColumnRule, Config, ConfigError, Dataset, DatasetSource, Fsync, Grant, Guardrails,
-    Injection, LocalStore, Origin, OriginKind, PostgresOrigin, Result, Role, RowFilter, Safety,
-    Tls, TlsMode, User,
+    Audit, ColumnRule, ColumnType, Config, ConfigError, Dataset, DatasetSource, DeclaredColumn,
+    Fsync, Grant, Guardrails, Injection, LocalStore, MongoOrigin, Origin, OriginKind,
+    PostgresOrigin, Result, Role, RowFilter, Safety, Tls, TlsMode, User,
 };
 
 /// Schemas Switchyard itself owns; datasets may not use them.
@@ -458,6 +458,15 @@ impl Checker<'_> {
                     "use lower-case letters, digits and _",
                 ));
             }
+            if o.kind.value != OriginKindName::Mongodb
+                && (o.database.is_some() || o.sample_size.is_some())
+            {
+                return Err(self.err(
+                    at,
+                    format!("origin {name}: database and sample_size are for mongodb origins"),
+                    "remove them (a postgres origin names its database in the url)",
+                ));
+            }
             let kind = match o.kind.value {
                 OriginKindName::Postgres => {
                     let Some(url) = &o.url else {
@@ -491,6 +500,43 @@ impl Checker<'_> {
                         })?);
                     }
                     OriginKind::Postgres(pg)
+                }
+                OriginKindName::Mongodb => {
+                    let Some(url) = &o.url else {
+                        return Err(self.err(
+                            at,
+                            format!("origin {name} (mongodb) has no url"),
+                            "add url: mongodb://host:27017/ (and database:)",
+                        ));
+                    };
+                    let Some(database) = &o.database else {
+                        return Err(self.err(
+                            at,
+                            format!("origin {name} (mongodb) has no database"),
+                            "add database: <name of the MongoDB database>",
+                        ));
+                    };
+                    if o.path.is_some() || o.statement_timeout.is_some() || o.pool_size.is_some() {
+                        return Err(self.err(
+                            at,
+                            format!("origin {name}: mongodb origins take url, database and sample_size only"),
+                            "remove path, pool_size and statement_timeout",
+                        ));
+                    }
+                    let text = self.expand(url, &format!("origins.{name}.url"))?;
+                    let scheme_ok = text.starts_with("mongodb://") || text.starts_with("mongodb+srv://");
+                    if !scheme_ok || url::Url::parse(&text).is_err() {
+                        return Err(self.err(
+                            line(url),
+                            format!("origin {name}: bad URL: not a mongodb:// connection string"),
+                            "write mongodb://user:password@host:27017/?directConnection=true",
+                        ));
+                    }
+                    OriginKind::Mongodb(MongoOrigin {
+                        url: text,
+                        database: database.value.clone(),
+                        sample_size: o.sample_size.unwrap_or(1000).max(1),
+                    })
                 }
                 OriginKindName::Sqlite | OriginKindName::Files => {
                     let Some(path) = &o.path else {
@@ -650,7 +696,68 @@ impl Checker<'_> {
                     ));
                 }
             }
+            let is_mongo = matches!(origin.kind, OriginKind::Mongodb(_));
+            let columns = self.columns(key, d, is_mongo, single.is_some())?;
             let mut tables = Vec::new();
+            if let Some(pipeline) = &d.pipeline {
+                if !is_mongo {
+                    return Err(self.err(
+                        line(pipeline),
+                        format!("dataset {key}: pipeline: is for mongodb origins"),
+                        "use query: with SQL for this origin",
+                    ));
+                }
+                let (Some(name), Some(collection), None, None) = (single, &d.table, &d.tables, &d.query) else {
+                    return Err(self.err(
+                        line(pipeline),
+                        format!("dataset {key}: a pipeline dataset names one table and its collection"),
+                        format!("name it {schema}.<table> and add table: <collection>"),
+                    ));
+                };
+                if !filters.is_empty() {
+                    return Err(self.err(
+                        at,
+                        format!("dataset {key}: filters apply to tables, not pipelines"),
+                        "put the condition in a $match stage",
+                    ));
+                }
+                let text = match &pipeline.value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let stages: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    self.err(
+                        line(pipeline),
+                        format!("dataset {key}: pipeline is not JSON: {e}"),
+                        "write the stages as a JSON array or a YAML list",
+                    )
+                })?;
+                let ok = stages
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|s| s.as_object().is_some_and(|o| o.len() == 1)));
+                if !ok {
+                    return Err(self.err(
+                        line(pipeline),
+                        format!("dataset {key}: pipeline must be a list of stages, each one {{\"$stage\": ...}}"),
+                        "e.g. [{\"$match\": {\"status\": \"A\"}}]",
+                    ));
+                }
+                tables.push((
+                    name.to_string(),
+                    DatasetSource::Pipeline {
+                        collection: collection.value.clone(),
+                        pipeline: stages.to_string(),
+                    },
+                    line(pipeline),
+                ));
+            } else {
+            if is_mongo && d.query.is_some() {
+                return Err(self.err(
+                    at,
+                    format!("dataset {key}: mongodb origins run pipelines, not SQL queries"),
+                    "use table: <collection> with pipeline: [...]",
+                ));
+            }
             match (single, &d.tables, &d.table, &d.query) {
                 (None, Some(list), None, None) => {
                     if list.is_empty() {
@@ -717,6 +824,7 @@ impl Checker<'_> {
                     return Err(self.err(at, format!("dataset {key} names one table, so it needs exactly one of `table:` or `query:`"), format!("use table: <origin table> or query: <SQL>; for a list, name the dataset by its schema ({schema})")));
                 }
             }
+            }
             for (name, source, at) in tables {
                 let qualified = format!("{schema}.{name}");
                 if let Some(first) = seen.get(&qualified) {
@@ -736,8 +844,84 @@ impl Checker<'_> {
                     origin: origin.name.clone(),
                     source,
                     line: at,
+                    columns: columns.clone(),
                 });
             }
+        }
+        Ok(out)
+    }
+}
+
+impl Checker<'_> {
+    /// The declared columns of a dataset (MongoDB only; one-table datasets).
+    fn columns(
+        &self,
+        key: &str,
+        d: &raw::RawDataset,
+        is_mongo: bool,
+        single: bool,
+    ) -> Result<Vec<DeclaredColumn>> {
+        let Some(list) = &d.columns else {
+            return Ok(vec![]);
+        };
+        let at = line(&d.origin);
+        if !is_mongo {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: columns: is for mongodb origins"),
+                "remove columns:; other origins report their own columns",
+            ));
+        }
+        if !single {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: columns: needs a one-table dataset"),
+                format!("declare the columns on {key}.<table> with table: <collection>"),
+            ));
+        }
+        let mut out: Vec<DeclaredColumn> = Vec::new();
+        for c in list {
+            if !is_identifier(&c.name.value) {
+                return Err(self.err(
+                    line(&c.name),
+                    format!("dataset {key}: column name {:?} is not plain", c.name.value),
+                    "use lower-case letters, digits and _",
+                ));
+            }
+            if out.iter().any(|o| o.name == c.name.value) {
+                return Err(self.err(
+                    line(&c.name),
+                    format!("dataset {key}: column {} is declared twice", c.name.value),
+                    "remove one of them",
+                ));
+            }
+            let Some(sql_type) = ColumnType::parse(&c.sql_type.value) else {
+                return Err(self.err(
+                    line(&c.sql_type),
+                    format!("dataset {key}: column {}: unknown type {:?}", c.name.value, c.sql_type.value),
+                    "use int2, int4, int8, float4, float8, numeric(p,s), text, bool, date, timestamp, timestamptz, jsonb, or T[] of a scalar",
+                ));
+            };
+            let path = c.path.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| c.name.value.clone());
+            if path.is_empty() || path.split('.').any(|p| p.is_empty() || p.starts_with('$')) {
+                return Err(self.err(
+                    c.path.as_ref().map(line).unwrap_or(line(&c.name)),
+                    format!("dataset {key}: column {}: bad path {path:?}", c.name.value),
+                    "write a dotted field path such as address.city",
+                ));
+            }
+            out.push(DeclaredColumn {
+                name: c.name.value.clone(),
+                sql_type,
+                path,
+            });
+        }
+        if out.is_empty() {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: columns: is empty"),
+                "declare at least one column, or remove columns: to infer them",
+            ));
         }
         Ok(out)
     }
@@ -781,6 +965,7 @@ fn kind_name(k: OriginKindName) -> &'static str {
         OriginKindName::Postgres => "postgres",
         OriginKindName::Sqlite => "sqlite",
         OriginKindName::Files => "files",
+        OriginKindName::Mongodb => "mongodb",
     }
 }
 

@@ -4,6 +4,7 @@
 //! every error names the file, the line and the fix.
 
 mod check;
+mod column_type;
 mod env;
 mod policy;
 pub mod raw;
@@ -13,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use check::parse_str;
+pub use column_type::ColumnType;
 pub use policy::{
     Action, Audit, ColumnRule, Fsync, Grant, Guardrails, Injection, Mask, Privilege, Role,
     RowCapAction, RowFilter, Safety,
@@ -137,6 +139,8 @@ pub enum OriginKind {
         /// The folder.
         path: PathBuf,
     },
+    /// A MongoDB database.
+    Mongodb(MongoOrigin),
 }
 
 impl OriginKind {
@@ -146,6 +150,7 @@ impl OriginKind {
             OriginKind::Postgres(_) => "postgres",
             OriginKind::Sqlite { .. } => "sqlite",
             OriginKind::Files { .. } => "files",
+            OriginKind::Mongodb(_) => "mongodb",
         }
     }
 }
@@ -187,6 +192,46 @@ impl fmt::Debug for PostgresOrigin {
     }
 }
 
+/// Connection settings of a MongoDB origin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MongoOrigin {
+    /// `mongodb://` connection string (may hold a password).
+    pub url: String,
+    /// The database holding the collections.
+    pub database: String,
+    /// Documents sampled to infer a collection's columns.
+    pub sample_size: u32,
+}
+
+impl fmt::Debug for MongoOrigin {
+    // Never print the password inside the URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = match url::Url::parse(&self.url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("MongoOrigin")
+            .field("url", &url)
+            .field("database", &self.database)
+            .field("sample_size", &self.sample_size)
+            .finish()
+    }
+}
+
+/// A column declared for a MongoDB dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredColumn {
+    /// Column name in SQL.
+    pub name: String,
+    /// Its SQL type.
+    pub sql_type: ColumnType,
+    /// Dotted path into the document.
+    pub path: String,
+}
+
 /// One table exposed by the proxy, as `schema.name`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
@@ -200,6 +245,8 @@ pub struct Dataset {
     pub source: DatasetSource,
     /// Line of the dataset in the config, for errors found later (at connect time).
     pub line: Option<u64>,
+    /// Declared columns (MongoDB datasets; empty means inferred).
+    pub columns: Vec<DeclaredColumn>,
 }
 
 impl Dataset {
@@ -222,6 +269,13 @@ pub enum DatasetSource {
     },
     /// A SQL query run at the origin, in the origin's dialect.
     Query(String),
+    /// A MongoDB aggregation pipeline run on a collection.
+    Pipeline {
+        /// The collection.
+        collection: String,
+        /// The pipeline stages, as a JSON array (Extended JSON).
+        pipeline: String,
+    },
 }
 
 /// The embedded local store.

@@ -175,6 +175,10 @@ pub struct RawOrigin {
     pub pool_size: Option<u32>,
     /// Longest a query may run at this origin (the origin cancels it).
     pub statement_timeout: Option<Str>,
+    /// MongoDB: the database holding the collections.
+    pub database: Option<Str>,
+    /// MongoDB: documents sampled to infer a collection's columns.
+    pub sample_size: Option<u32>,
 }
 
 /// `origins.*.kind` values.
@@ -184,6 +188,7 @@ pub enum OriginKindName {
     Postgres,
     Sqlite,
     Files,
+    Mongodb,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +199,21 @@ pub struct RawDataset {
     pub table: Option<Str>,
     pub query: Option<Str>,
     pub filters: Option<IndexMap<String, FilterValue>>,
+    /// MongoDB: an aggregation pipeline (a JSON string or a YAML list) run on `table`.
+    pub pipeline: Option<Spanned<serde_json::Value>>,
+    /// MongoDB: declared columns (otherwise inferred by sampling).
+    pub columns: Option<Vec<RawColumn>>,
+}
+
+/// One declared column of a MongoDB dataset.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumn {
+    pub name: Str,
+    #[serde(rename = "type")]
+    pub sql_type: Str,
+    /// Dotted path into the document; the column name when absent.
+    pub path: Option<Str>,
 }
 
 /// A literal in a dataset's `filters:` map.

@@ -11,6 +11,7 @@ use switchyard_config::{Config, Dataset, DatasetSource, OriginKind};
 use tokio::sync::Mutex;
 
 use crate::local::{LocalStore, LOCAL_SCHEMA};
+use crate::mongo::MongoConnector;
 use crate::postgres::PostgresConnector;
 use crate::sqlite::SqliteConnector;
 use crate::{files, ConnectorError, Result};
@@ -22,6 +23,8 @@ pub enum Connector {
     Postgres(PostgresConnector),
     /// A SQLite file (also the local store).
     Sqlite(SqliteConnector),
+    /// A MongoDB database.
+    Mongo(MongoConnector),
     /// A folder of files.
     Files {
         /// Origin name.
@@ -36,6 +39,11 @@ impl Connector {
         match self {
             Connector::Postgres(pg) => pg.table(local_name, &dataset.source).await,
             Connector::Sqlite(sqlite) => sqlite.table(local_name, &dataset.source).await,
+            Connector::Mongo(mongo) => {
+                mongo
+                    .table(local_name, &dataset.source, &dataset.columns)
+                    .await
+            }
             Connector::Files { origin, path } => match &dataset.source {
                 DatasetSource::Table { table, filters } if filters.is_empty() => {
                     let state = SessionContext::new().state();
@@ -118,6 +126,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
             OriginKind::Sqlite { path } => {
                 Connector::Sqlite(SqliteConnector::new(&origin.name, path))
             }
+            OriginKind::Mongodb(m) => Connector::Mongo(MongoConnector::new(&origin.name, m.clone())),
             OriginKind::Files { path } => Connector::Files {
                 origin: origin.name.clone(),
                 path: path.clone(),
@@ -159,6 +168,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
                 filters: vec![],
             },
             line: None,
+            columns: vec![],
         };
         schemas.entry(LOCAL_SCHEMA.into()).or_default().insert(
             name,

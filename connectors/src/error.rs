@@ -54,6 +54,24 @@ pub enum ConnectorError {
         /// The origin's type name.
         type_name: String,
     },
+    /// A value at the origin does not have its column's type (SQLSTATE 42804).
+    #[error("origin {origin}: column {column}: {message}")]
+    WrongType {
+        /// Origin name.
+        origin: String,
+        /// Column name.
+        column: String,
+        /// What was expected and found, and where.
+        message: String,
+    },
+    /// A collection's columns cannot be inferred (SQLSTATE 42P18).
+    #[error("origin {origin}: {message}")]
+    NoSchema {
+        /// Origin name.
+        origin: String,
+        /// Why, and what to do.
+        message: String,
+    },
     /// An error from DataFusion while building a table.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -68,6 +86,8 @@ impl ConnectorError {
             ConnectorError::Origin { code, .. } => code,
             ConnectorError::NotFound { .. } => "42P01",
             ConnectorError::UnsupportedType { .. } => "0A000",
+            ConnectorError::WrongType { .. } => "42804",
+            ConnectorError::NoSchema { .. } => "42P18",
             ConnectorError::DataFusion(_) => "XX000",
         }
     }

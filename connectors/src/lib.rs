@@ -1,5 +1,5 @@
-//! Origins: how Switchyard reaches PostgreSQL databases, SQLite files, folders of
-//! files and its own local store, and how their tables appear in the planner's catalog.
+//! Origins: how Switchyard reaches PostgreSQL databases, MongoDB databases, SQLite
+//! files, folders of files and its own local store, and how their tables appear in the planner's catalog.
 //!
 //! Tables are resolved lazily ([`catalog::OriginSchema`]): an origin that is down
 //! fails only the statements that read it, and the next statement tries again.
@@ -8,6 +8,7 @@ pub mod catalog;
 mod error;
 pub mod files;
 pub mod local;
+pub mod mongo;
 pub mod postgres;
 mod query_table;
 pub mod sqlite;

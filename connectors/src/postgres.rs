@@ -511,6 +511,11 @@ impl PostgresConnector {
                 self.query_table(local_name, &sql).await?
             }
             DatasetSource::Query(sql) => self.query_table(local_name, sql).await?,
+            DatasetSource::Pipeline { .. } => {
+                return Err(ConnectorError::DataFusion(DataFusionError::Plan(format!(
+                    "dataset {local_name}: pipelines are for mongodb origins"
+                ))))
+            }
         };
         let source = Arc::new(SQLTableSource::new_with_table(
             Arc::clone(&self.provider),

@@ -148,6 +148,11 @@ impl SqliteConnector {
                 self.query_table(pool, local_name, &sql)
             }
             DatasetSource::Query(sql) => self.query_table(pool, local_name, sql),
+            DatasetSource::Pipeline { .. } => Err(ConnectorError::DataFusion(
+                datafusion::error::DataFusionError::Plan(format!(
+                    "dataset {local_name}: pipelines are for mongodb origins"
+                )),
+            )),
         }
     }
 

@@ -1,0 +1,400 @@
+//! MongoDB origins: collections as SQL tables, read through aggregation pipelines.
+//!
+//! Each dataset is a collection (optionally with `filters:` or a native `pipeline:`
+//! in front) whose columns are declared or inferred by sampling ([`schema`]). Tables
+//! join datafusion-federation with a provider of our own ([`MongoFederationProvider`]):
+//! the largest MongoDB-only part of a plan reaches [`translate`], which turns as much
+//! of it as means exactly the same into one pipeline (`$match`, `$project`, `$sort`,
+//! `$skip`/`$limit`, `$group`, `$lookup`) run by [`exec::MongoExec`]; the rest runs
+//! in DataFusion on top of it.
+
+pub mod decode;
+pub mod exec;
+pub mod filter;
+pub mod schema;
+mod translate;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::{TableSource, TableProviderFilterPushDown};
+use datafusion::optimizer::optimizer::Optimizer;
+use datafusion_federation::{
+    FederatedTableProviderAdaptor, FederatedTableSource, FederationProvider,
+};
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, Document};
+use mongodb::options::ClientOptions;
+use mongodb::Client;
+use switchyard_config::{DatasetSource, DeclaredColumn, FilterValue, MongoOrigin};
+use tokio::sync::OnceCell;
+
+use crate::{ConnectorError, Result};
+use schema::MongoColumn;
+
+pub use exec::{pipeline_json, MongoExec};
+
+/// One MongoDB origin: its client (made on first use) and federation provider.
+#[derive(Debug)]
+pub struct MongoConnector {
+    origin: String,
+    settings: MongoOrigin,
+    client: OnceCell<Client>,
+    provider: Arc<MongoFederationProvider>,
+}
+
+impl MongoConnector {
+    /// A connector for origin `name`; nothing is opened until a table is first used.
+    pub fn new(name: &str, settings: MongoOrigin) -> Self {
+        let provider = Arc::new(MongoFederationProvider::new(format!(
+            "mongodb:{name}/{}",
+            settings.database
+        )));
+        MongoConnector {
+            origin: name.to_string(),
+            settings,
+            client: OnceCell::new(),
+            provider,
+        }
+    }
+
+    /// The driver client.
+    pub async fn client(&self) -> Result<Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut options = ClientOptions::parse(&self.settings.url)
+                    .await
+                    .map_err(|e| error(&self.origin, e))?;
+                options.app_name = Some("switchyard".into());
+                // A dead origin fails its statements quickly instead of after 30 s.
+                options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+                options.connect_timeout = Some(std::time::Duration::from_secs(5));
+                Client::with_options(options).map_err(|e| error(&self.origin, e))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The collection `name` of the origin's database.
+    pub async fn collection(&self, name: &str) -> Result<Arc<MongoCollection>> {
+        Ok(Arc::new(MongoCollection {
+            origin: self.origin.clone(),
+            database: self.settings.database.clone(),
+            name: name.to_string(),
+            client: self.client().await?,
+        }))
+    }
+
+    /// A federated table for a dataset; `local_name` is `schema.table` as clients see it.
+    pub async fn table(
+        &self,
+        local_name: &str,
+        source: &DatasetSource,
+        declared: &[DeclaredColumn],
+    ) -> Result<Arc<dyn TableProvider>> {
+        let (collection, base) = match source {
+            DatasetSource::Table { table, filters } => {
+                let base = if filters.is_empty() {
+                    vec![]
+                } else {
+                    let mut m = Document::new();
+                    for (column, value) in filters {
+                        m.insert(column.clone(), filter_value(value));
+                    }
+                    vec![mongodb::bson::doc! {"$match": m}]
+                };
+                (table.clone(), base)
+            }
+            DatasetSource::Pipeline {
+                collection,
+                pipeline,
+            } => {
+                let json: serde_json::Value = serde_json::from_str(pipeline)
+                    .map_err(|e| ConnectorError::DataFusion(datafusion::error::DataFusionError::External(Box::new(e))))?;
+                let stages = match Bson::try_from(json) {
+                    Ok(Bson::Array(stages)) => stages
+                        .into_iter()
+                        .filter_map(|s| match s {
+                            Bson::Document(d) => Some(d),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => {
+                        return Err(ConnectorError::NoSchema {
+                            origin: self.origin.clone(),
+                            message: format!("dataset {local_name}: the pipeline is not a list of stages"),
+                        })
+                    }
+                };
+                (collection.clone(), stages)
+            }
+            DatasetSource::Query(_) => {
+                return Err(ConnectorError::NoSchema {
+                    origin: self.origin.clone(),
+                    message: format!("dataset {local_name}: mongodb origins run pipelines, not SQL"),
+                })
+            }
+        };
+        let collection = self.collection(&collection).await?;
+        let columns: Vec<MongoColumn> = if declared.is_empty() {
+            let mut sample = base.clone();
+            sample.push(mongodb::bson::doc! {"$limit": self.settings.sample_size as i64});
+            let docs: Vec<Document> = collection
+                .handle()
+                .aggregate(sample)
+                .await
+                .map_err(|e| error(&self.origin, e))?
+                .try_collect()
+                .await
+                .map_err(|e| error(&self.origin, e))?;
+            if docs.is_empty() {
+                return Err(ConnectorError::NoSchema {
+                    origin: self.origin.clone(),
+                    message: format!(
+                        "dataset {local_name}: collection {}.{} has no documents to infer columns from; declare them with columns: in the config",
+                        self.settings.database, collection.name
+                    ),
+                });
+            }
+            schema::infer(&docs)
+        } else {
+            declared.iter().map(MongoColumn::from).collect()
+        };
+        tracing::debug!(table = %local_name, columns = columns.len(), "mongodb columns");
+        let table = Arc::new(MongoTable {
+            schema: schema::arrow_schema(&columns),
+            collection,
+            base,
+            columns,
+        });
+        let source = Arc::new(MongoSource {
+            table,
+            provider: Arc::clone(&self.provider),
+        });
+        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
+    }
+}
+
+fn filter_value(v: &FilterValue) -> Bson {
+    match v {
+        FilterValue::Bool(b) => Bson::Boolean(*b),
+        FilterValue::Int(n) => Bson::Int64(*n),
+        FilterValue::Float(f) => Bson::Double(*f),
+        FilterValue::Text(s) => Bson::String(s.clone()),
+    }
+}
+
+/// A collection of an origin's database.
+#[derive(Debug)]
+pub struct MongoCollection {
+    /// Origin name.
+    pub origin: String,
+    /// Database name.
+    pub database: String,
+    /// Collection name.
+    pub name: String,
+    client: Client,
+}
+
+impl MongoCollection {
+    /// The driver's handle.
+    pub fn handle(&self) -> mongodb::Collection<Document> {
+        self.client.database(&self.database).collection(&self.name)
+    }
+
+    /// Runs a native `aggregate` (stages as Extended JSON) and returns Arrow batches
+    /// with columns inferred from the result — for the step-graph API's native steps.
+    pub async fn aggregate_json(&self, pipeline: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        let json: serde_json::Value = serde_json::from_str(pipeline).map_err(|e| {
+            ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
+                "pipeline is not JSON: {e}"
+            )))
+        })?;
+        let Ok(Bson::Array(stages)) = Bson::try_from(json) else {
+            return Err(ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(
+                "a pipeline is a JSON array of stages".into(),
+            )));
+        };
+        let stages: Vec<Document> = stages
+            .into_iter()
+            .map(|s| match s {
+                Bson::Document(d) => Ok(d),
+                _ => Err(ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(
+                    "each pipeline stage is a JSON object".into(),
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        let docs: Vec<Document> = self
+            .handle()
+            .aggregate(stages)
+            .await
+            .map_err(|e| error(&self.origin, e))?
+            .try_collect()
+            .await
+            .map_err(|e| error(&self.origin, e))?;
+        self.documents_to_batches(&docs)
+    }
+
+    /// Runs a native `find` (filter and options as Extended JSON, e.g.
+    /// `{"filter": {...}, "projection": {...}, "sort": {...}, "limit": 10}`).
+    pub async fn find_json(&self, command: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        let json: serde_json::Value = serde_json::from_str(command).map_err(|e| {
+            ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
+                "find is not JSON: {e}"
+            )))
+        })?;
+        let Ok(Bson::Document(cmd)) = Bson::try_from(json) else {
+            return Err(ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(
+                "find takes a JSON object".into(),
+            )));
+        };
+        let mut stages = Vec::new();
+        if let Ok(f) = cmd.get_document("filter") {
+            stages.push(mongodb::bson::doc! {"$match": f.clone()});
+        }
+        if let Ok(s) = cmd.get_document("sort") {
+            stages.push(mongodb::bson::doc! {"$sort": s.clone()});
+        }
+        if let Some(n) = cmd.get("skip").and_then(Bson::as_i64_lenient) {
+            stages.push(mongodb::bson::doc! {"$skip": n});
+        }
+        if let Some(n) = cmd.get("limit").and_then(Bson::as_i64_lenient) {
+            stages.push(mongodb::bson::doc! {"$limit": n});
+        }
+        if let Ok(p) = cmd.get_document("projection") {
+            stages.push(mongodb::bson::doc! {"$project": p.clone()});
+        }
+        let docs: Vec<Document> = self
+            .handle()
+            .aggregate(stages)
+            .await
+            .map_err(|e| error(&self.origin, e))?
+            .try_collect()
+            .await
+            .map_err(|e| error(&self.origin, e))?;
+        self.documents_to_batches(&docs)
+    }
+
+    fn documents_to_batches(&self, docs: &[Document]) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        let columns = schema::infer(docs);
+        let schema = schema::arrow_schema(&columns);
+        let targets: Vec<decode::Target> = columns
+            .iter()
+            .map(|c| decode::Target {
+                path: c.path.clone(),
+                json: c.sql_type == switchyard_config::ColumnType::Jsonb,
+            })
+            .collect();
+        Ok(vec![decode::batch(&self.origin, docs, &schema, &targets)?])
+    }
+}
+
+trait LenientInt {
+    fn as_i64_lenient(&self) -> Option<i64>;
+}
+
+impl LenientInt for Bson {
+    fn as_i64_lenient(&self) -> Option<i64> {
+        match self {
+            Bson::Int32(n) => Some(*n as i64),
+            Bson::Int64(n) => Some(*n),
+            Bson::Double(f) if f.fract() == 0.0 => Some(*f as i64),
+            _ => None,
+        }
+    }
+}
+
+/// A dataset: its collection, the stages in front (filters or a native pipeline)
+/// and its columns.
+#[derive(Debug)]
+pub struct MongoTable {
+    collection: Arc<MongoCollection>,
+    base: Vec<Document>,
+    columns: Vec<MongoColumn>,
+    schema: SchemaRef,
+}
+
+/// The federation source of a [`MongoTable`].
+#[derive(Debug)]
+struct MongoSource {
+    table: Arc<MongoTable>,
+    provider: Arc<MongoFederationProvider>,
+}
+
+impl TableSource for MongoSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.table.schema)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    }
+}
+
+impl FederatedTableSource for MongoSource {
+    fn federation_provider(&self) -> Arc<dyn FederationProvider> {
+        Arc::clone(&self.provider) as Arc<dyn FederationProvider>
+    }
+}
+
+/// Federation provider of one MongoDB database: plans joined by it are one pipeline.
+#[derive(Debug)]
+pub struct MongoFederationProvider {
+    context: String,
+    optimizer: Arc<Optimizer>,
+}
+
+impl MongoFederationProvider {
+    fn new(context: String) -> Self {
+        MongoFederationProvider {
+            context,
+            optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(
+                translate::FederateMongo::default(),
+            )])),
+        }
+    }
+}
+
+impl FederationProvider for MongoFederationProvider {
+    fn name(&self) -> &str {
+        "mongodb"
+    }
+
+    fn compute_context(&self) -> Option<String> {
+        Some(self.context.clone())
+    }
+
+    fn optimizer(&self) -> Option<Arc<Optimizer>> {
+        Some(Arc::clone(&self.optimizer))
+    }
+}
+
+/// A driver error as a connector error.
+pub(crate) fn error(origin: &str, e: mongodb::error::Error) -> ConnectorError {
+    use mongodb::error::ErrorKind;
+    match e.kind.as_ref() {
+        ErrorKind::ServerSelection { message, .. } => ConnectorError::Unreachable {
+            origin: origin.to_string(),
+            message: message.clone(),
+        },
+        ErrorKind::Io(io) => ConnectorError::ConnectionLost {
+            origin: origin.to_string(),
+            message: io.to_string(),
+        },
+        ErrorKind::Command(c) => ConnectorError::Origin {
+            origin: origin.to_string(),
+            // MongoDB's codes are not SQLSTATEs: report them in the message.
+            code: "XX000".into(),
+            message: format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),
+        },
+        _ => ConnectorError::Origin {
+            origin: origin.to_string(),
+            code: "XX000".into(),
+            message: e.to_string(),
+        },
+    }
+}
