@@ -134,10 +134,8 @@ fn value_type(v: &Bson) -> Option<ColumnType> {
                     },
                 }
             }
-            match t {
-                Some(inner) => ColumnType::Array(Box::new(inner)),
-                None => ColumnType::Jsonb,
-            }
+            // An empty array says nothing about its element type.
+            ColumnType::Array(Box::new(t?))
         }
         _ => ColumnType::Jsonb,
     })

@@ -119,6 +119,7 @@ origins:
   inventory: {{ kind: postgres, url: "{inventory}" }}
   crm:       {{ kind: sqlite, path: crm.db }}
   lake:      {{ kind: files, path: lake }}
+  docs:      {{ kind: mongodb, url: "{mongo}", database: shop, sample_size: 500 }}
 {extra_origins}
 datasets:
   sales:     {{ origin: sales, tables: [sales.customers, sales.orders, sales.secrets] }}
@@ -129,12 +130,33 @@ datasets:
   sales.recent_orders:
     origin: sales
     query: "SELECT id, customer_id, amount FROM sales.orders WHERE ordered_at >= timestamptz '2024-02-20 00:00:00+00'"
+  shop:      {{ origin: docs, tables: [profiles, events] }}
+  shop.profile_cities:
+    origin: docs
+    table: profiles
+    columns:
+      - {{ name: customer_id, type: int4 }}
+      - {{ name: city, type: text, path: address.city }}
+      - {{ name: zip, type: text, path: address.zip }}
+  shop.gold_profiles: {{ origin: docs, table: profiles, filters: {{ tier: gold }} }}
+  shop.big_spenders:
+    origin: docs
+    table: events
+    pipeline: [{{ "$match": {{ amount: {{ "$gte": {{ "$numberDecimal": "900" }} }} }} }}]
+  shop.empty: {{ origin: docs, table: empty }}
 {extra_datasets}
 local: {{ path: data/local.db }}
 "#,
         sales = pg.url("sales", pg.port),
         inventory = pg.url("inventory", pg.port),
+        mongo = mongo_url(),
     )
+}
+
+/// The MongoDB-protocol test server (scripts/with-origins), database `shop`.
+pub fn mongo_url() -> String {
+    std::env::var("SWITCHYARD_TEST_MONGO_URL")
+        .expect("SWITCHYARD_TEST_MONGO_URL is not set: run the tests through scripts/test")
 }
 
 /// Writes the SQLite and file origins into `dir`.
