@@ -174,7 +174,14 @@ impl<F: Fields> Filters<'_, F> {
         }
         let op = if want { op } else { op.negate()? };
         match op {
-            Operator::Eq => Some(doc! {path: {"$in": self.literal_eq(value, kind)?}}),
+            Operator::Eq => {
+                let mut values = self.literal_eq(value, kind)?;
+                Some(if values.len() == 1 {
+                    doc! {path: {"$eq": values.pop()}}
+                } else {
+                    doc! {path: {"$in": values}}
+                })
+            }
             Operator::NotEq => {
                 let mut values = self.literal_eq(value, kind)?;
                 values.push(Bson::Null);

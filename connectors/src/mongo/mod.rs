@@ -316,7 +316,7 @@ pub struct MongoTable {
 }
 
 /// The federation source of a [`MongoTable`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MongoSource {
     table: Arc<MongoTable>,
     provider: Arc<MongoFederationProvider>,
@@ -331,7 +331,16 @@ impl TableSource for MongoSource {
         &self,
         filters: &[&datafusion::logical_expr::Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if translate::scan_filter_translates(&self.table, f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
     }
 }
 

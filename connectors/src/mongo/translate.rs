@@ -23,14 +23,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::Transformed;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, NullEquality, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, Extension, FetchType, Join, JoinType, LogicalPlan, SkipType, Sort, TableScan,
+    TableSource,
 };
-use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::optimize_projections::OptimizeProjections;
+use datafusion::optimizer::optimizer::Optimizer;
+use datafusion::optimizer::push_down_filter::PushDownFilter;
+use datafusion::optimizer::push_down_limit::PushDownLimit;
+use datafusion::optimizer::{OptimizerConfig, OptimizerContext, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_federation::{FederatedPlanNode, FederatedPlanner, FederationPlanner};
@@ -83,7 +89,7 @@ impl FederationPlanner for MongoPlanner {
         node: &FederatedPlanNode,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match translate(node.plan())? {
+        match translate(&prepare(node.plan())?)? {
             Translated::Pipe(pipe) => pipe.into_exec(node.plan().schema()),
             Translated::Local(plan) => {
                 DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
@@ -208,6 +214,53 @@ fn translate(plan: &LogicalPlan) -> Result<Translated> {
     ))
 }
 
+/// Gives the plan's MongoDB scans our own table source (which takes the filters it can
+/// translate), then pushes filters, column lists and limits down to the scans —
+/// federation cut this part out before DataFusion's optimizer could do that.
+fn prepare(plan: &LogicalPlan) -> Result<LogicalPlan> {
+    let plan = plan
+        .clone()
+        .transform_up(|p| {
+            if let LogicalPlan::TableScan(scan) = &p {
+                if let Some(fed) = datafusion_federation::get_table_source(&scan.source)? {
+                    if let Some(src) = (fed.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>() {
+                        let source: Arc<dyn TableSource> = Arc::new(src.clone());
+                        return Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
+                            source,
+                            ..scan.clone()
+                        })));
+                    }
+                }
+            }
+            Ok(Transformed::no(p))
+        })?
+        .data;
+    let optimizer = Optimizer::with_rules(vec![
+        Arc::new(ExtractEquijoinPredicate::new()),
+        Arc::new(PushDownFilter::new()),
+        Arc::new(OptimizeProjections::new()),
+        Arc::new(PushDownLimit::new()),
+    ]);
+    optimizer.optimize(plan, &OptimizerContext::new(), |_, _| {})
+}
+
+/// The source of a scan if it is a MongoDB table (before or after [`prepare`]).
+fn mongo_source(source: &Arc<dyn TableSource>) -> Result<Option<MongoSource>> {
+    if let Some(src) = (source.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>() {
+        return Ok(Some(src.clone()));
+    }
+    Ok(datafusion_federation::get_table_source(source)?.and_then(|fed| {
+        (fed.as_ref() as &dyn std::any::Any)
+            .downcast_ref::<MongoSource>()
+            .cloned()
+    }))
+}
+
+/// Whether a scan filter on `table` translates exactly.
+pub(super) fn scan_filter_translates(table: &MongoTable, e: &Expr) -> bool {
+    Filters(&TableFields(table)).when_true(e).is_some()
+}
+
 fn kind_of(t: &ColumnType) -> FieldKind {
     match t {
         ColumnType::Jsonb | ColumnType::Array(_) => FieldKind::Opaque,
@@ -240,10 +293,7 @@ impl Fields for PipeFields<'_> {
 }
 
 fn scan_pipe(scan: &TableScan) -> Result<Option<Pipe>> {
-    let Some(source) = datafusion_federation::get_table_source(&scan.source)? else {
-        return Ok(None);
-    };
-    let Some(source) = (source.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>() else {
+    let Some(source) = mongo_source(&scan.source)? else {
         return Ok(None);
     };
     let table = &source.table;
@@ -427,6 +477,17 @@ fn aggregate(mut pipe: Pipe, a: &Aggregate) -> Result<Option<Pipe>> {
         let arg = &params.args[0];
         let field = match arg {
             Expr::Literal(v, _) if !v.is_null() && func.name() == "count" => None,
+            // A numeric widening (avg over integers) changes nothing MongoDB computes.
+            Expr::Cast(c) if is_numeric(c.field.data_type()) && func.name() != "count" => {
+                let Some(i) = column_index(&c.expr, schema) else {
+                    return Ok(None);
+                };
+                let inner = schema.field(i).data_type();
+                if !is_numeric(inner) {
+                    return Ok(None);
+                }
+                Some(pipe.fields[i].clone())
+            }
             other => {
                 let Some(i) = column_index(other, schema) else {
                     return Ok(None);
@@ -470,6 +531,18 @@ fn aggregate(mut pipe: Pipe, a: &Aggregate) -> Result<Option<Pipe>> {
     }
     pipe.fields = fields;
     Ok(Some(pipe))
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(..)
+    )
 }
 
 fn join(mut left: Pipe, right: &Pipe, j: &Join) -> Option<Pipe> {
