@@ -109,6 +109,15 @@ impl SchemaProvider for OriginSchema {
         Ok(Some(table))
     }
 
+    async fn table_type(&self, name: &str) -> DfResult<Option<datafusion::logical_expr::TableType>> {
+        // Every dataset is a base table: known without reaching the origin, so
+        // listings work while an origin is down.
+        Ok(self
+            .tables
+            .contains_key(name)
+            .then_some(datafusion::logical_expr::TableType::Base))
+    }
+
     fn table_exist(&self, name: &str) -> bool {
         self.tables.contains_key(name)
     }

@@ -190,8 +190,16 @@ impl SchemaProvider for ListedSchema {
         if !self.viewer.visible(&self.name, name) {
             return Ok(None);
         }
-        let Some(table) = self.inner.table(name).await? else {
-            return Ok(None);
+        // A listing (psql \dt, pg_catalog, information_schema) must not fail because
+        // one dataset cannot be resolved right now (origin down, empty collection):
+        // that table is left out and the reason logged; querying it reports the error.
+        let table = match self.inner.table(name).await {
+            Ok(Some(table)) => table,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(schema = %self.name, table = %name, error = %e, "left out of catalog listing");
+                return Ok(None);
+            }
         };
         let columns = self.viewer.pipeline.policy().visible_columns(
             &self.viewer.principal(),
@@ -338,9 +346,15 @@ impl CatalogInfo for UserCatalogInfo {
         if !self.viewer.visible(schema, table) {
             return Ok(None);
         }
+        let columns = match CatalogInfo::table_schema(&self.list, catalog, schema, table).await {
+            Ok(columns) => columns,
+            Err(e) => {
+                tracing::warn!(%schema, %table, error = %e, "left out of information_schema");
+                None
+            }
+        };
         Ok(
-            CatalogInfo::table_schema(&self.list, catalog, schema, table)
-                .await?
+            columns
                 .map(|columns| {
                     self.viewer.pipeline.policy().visible_columns(
                         &self.viewer.principal(),
