@@ -459,11 +459,11 @@ impl Checker<'_> {
                 ));
             }
             if o.kind.value != OriginKindName::Mongodb
-                && (o.database.is_some() || o.sample_size.is_some())
+                && (o.database.is_some() || o.sample_size.is_some() || o.pushdown.is_some())
             {
                 return Err(self.err(
                     at,
-                    format!("origin {name}: database and sample_size are for mongodb origins"),
+                    format!("origin {name}: database, sample_size and pushdown are for mongodb origins"),
                     "remove them (a postgres origin names its database in the url)",
                 ));
             }
@@ -536,6 +536,7 @@ impl Checker<'_> {
                         url: text,
                         database: database.value.clone(),
                         sample_size: o.sample_size.unwrap_or(1000).max(1),
+                        pushdown: o.pushdown.unwrap_or(true),
                     })
                 }
                 OriginKindName::Sqlite | OriginKindName::Files => {

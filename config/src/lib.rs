@@ -201,6 +201,8 @@ pub struct MongoOrigin {
     pub database: String,
     /// Documents sampled to infer a collection's columns.
     pub sample_size: u32,
+    /// Whether filters, sorts, aggregates and joins run at the origin (default true).
+    pub pushdown: bool,
 }
 
 impl fmt::Debug for MongoOrigin {
@@ -217,6 +219,7 @@ impl fmt::Debug for MongoOrigin {
             .field("url", &url)
             .field("database", &self.database)
             .field("sample_size", &self.sample_size)
+            .field("pushdown", &self.pushdown)
             .finish()
     }
 }

@@ -179,6 +179,9 @@ pub struct RawOrigin {
     pub database: Option<Str>,
     /// MongoDB: documents sampled to infer a collection's columns.
     pub sample_size: Option<u32>,
+    /// MongoDB: `false` runs everything but the collection scan in Switchyard
+    /// (for measuring what pushdown saves).
+    pub pushdown: Option<bool>,
 }
 
 /// `origins.*.kind` values.

@@ -181,6 +181,7 @@ async fn native_find_and_aggregate_return_arrow_batches() {
             url: mongo_url(),
             database: "shop".into(),
             sample_size: 100,
+            pushdown: true,
         },
     );
     let events = connector.collection("events").await.unwrap();

@@ -47,10 +47,10 @@ pub struct MongoConnector {
 impl MongoConnector {
     /// A connector for origin `name`; nothing is opened until a table is first used.
     pub fn new(name: &str, settings: MongoOrigin) -> Self {
-        let provider = Arc::new(MongoFederationProvider::new(format!(
-            "mongodb:{name}/{}",
-            settings.database
-        )));
+        let provider = Arc::new(MongoFederationProvider::new(
+            format!("mongodb:{name}/{}", settings.database),
+            settings.pushdown,
+        ));
         MongoConnector {
             origin: name.to_string(),
             settings,
@@ -358,11 +358,11 @@ pub struct MongoFederationProvider {
 }
 
 impl MongoFederationProvider {
-    fn new(context: String) -> Self {
+    fn new(context: String, pushdown: bool) -> Self {
         MongoFederationProvider {
             context,
             optimizer: Arc::new(Optimizer::with_rules(vec![Arc::new(
-                translate::FederateMongo::default(),
+                translate::FederateMongo { pushdown },
             )])),
         }
     }

@@ -50,8 +50,11 @@ use switchyard_config::ColumnType;
 
 /// Optimizer rule of [`super::MongoFederationProvider`]: marks the plan it is given as
 /// MongoDB's part.
-#[derive(Debug, Default)]
-pub struct FederateMongo;
+#[derive(Debug)]
+pub struct FederateMongo {
+    /// Whether anything above the collection scans may be translated.
+    pub pushdown: bool,
+}
 
 impl OptimizerRule for FederateMongo {
     fn name(&self) -> &str {
@@ -73,14 +76,21 @@ impl OptimizerRule for FederateMongo {
             }
         }
         Ok(Transformed::yes(LogicalPlan::Extension(Extension {
-            node: Arc::new(FederatedPlanNode::new(plan, Arc::new(MongoPlanner))),
+            node: Arc::new(FederatedPlanNode::new(
+                plan,
+                Arc::new(MongoPlanner {
+                    pushdown: self.pushdown,
+                }),
+            )),
         })))
     }
 }
 
 /// Plans a MongoDB part: one pipeline, and DataFusion above what does not translate.
 #[derive(Debug)]
-pub struct MongoPlanner;
+pub struct MongoPlanner {
+    pushdown: bool,
+}
 
 #[async_trait]
 impl FederationPlanner for MongoPlanner {
@@ -89,7 +99,12 @@ impl FederationPlanner for MongoPlanner {
         node: &FederatedPlanNode,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match translate(&prepare(node.plan())?)? {
+        let translated = if self.pushdown {
+            translate(&prepare(node.plan())?, true)?
+        } else {
+            translate(node.plan(), false)?
+        };
+        match translated {
             Translated::Pipe(pipe) => pipe.into_exec(node.plan().schema()),
             Translated::Local(plan) => {
                 DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
@@ -174,7 +189,7 @@ enum Translated {
     Local(LogicalPlan),
 }
 
-fn translate(plan: &LogicalPlan) -> Result<Translated> {
+fn translate(plan: &LogicalPlan, pushdown: bool) -> Result<Translated> {
     if let LogicalPlan::TableScan(scan) = plan {
         return Ok(match scan_pipe(scan)? {
             Some(p) => Translated::Pipe(p),
@@ -184,7 +199,7 @@ fn translate(plan: &LogicalPlan) -> Result<Translated> {
     let inputs = plan.inputs();
     let children = inputs
         .iter()
-        .map(|i| translate(i))
+        .map(|i| translate(i, pushdown))
         .collect::<Result<Vec<_>>>()?;
     let pipes: Vec<&Pipe> = children
         .iter()
@@ -193,7 +208,7 @@ fn translate(plan: &LogicalPlan) -> Result<Translated> {
             Translated::Local(_) => None,
         })
         .collect();
-    if !inputs.is_empty() && pipes.len() == inputs.len() {
+    if pushdown && !inputs.is_empty() && pipes.len() == inputs.len() {
         if let Some(p) = extend(plan, &pipes)? {
             return Ok(Translated::Pipe(p));
         }
