@@ -322,30 +322,51 @@ async fn load_events(url: &str, documents: usize) -> Result<()> {
     if !batch.is_empty() {
         events.insert_many(batch).await?;
     }
-    println!("loaded {documents} documents in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "loaded {documents} documents in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 /// Documents MongoExec nodes received, from EXPLAIN ANALYZE.
 async fn documents_received(client: &Client, sql: &str) -> Result<u64> {
     let mut total = 0;
-    for row in client.simple_query(&format!("EXPLAIN ANALYZE {sql}")).await? {
+    for row in client
+        .simple_query(&format!("EXPLAIN ANALYZE {sql}"))
+        .await?
+    {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
             for i in 0..r.len() {
                 for line in r.get(i).unwrap_or_default().lines() {
-                    if let Some((_, rest)) = line.split_once("MongoExec").and_then(|(_, l)| l.split_once("output_rows=")) {
-                        total += rest
-                            .split(|c: char| !c.is_ascii_digit())
-                            .next()
-                            .unwrap_or("0")
-                            .parse::<u64>()
-                            .unwrap_or(0);
+                    if let Some((_, rest)) = line
+                        .split_once("MongoExec")
+                        .and_then(|(_, l)| l.split_once("output_rows="))
+                    {
+                        total += metric_count(rest);
                     }
                 }
             }
         }
     }
     Ok(total)
+}
+
+/// A count as DataFusion prints metrics: `1234`, `12.34 K`, `1.00 M`.
+fn metric_count(text: &str) -> u64 {
+    let number: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let value: f64 = number.parse().unwrap_or(0.0);
+    let unit = text[number.len()..].trim_start().chars().next();
+    let scale = match unit {
+        Some('K') => 1e3,
+        Some('M') => 1e6,
+        Some('B') | Some('G') => 1e9,
+        _ => 1.0,
+    };
+    (value * scale).round() as u64
 }
 
 async fn mongo(documents: usize, runs: usize) -> Result<()> {
@@ -384,9 +405,12 @@ datasets:
         let answer: Vec<String> = answer
             .iter()
             .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL")).collect::<Vec<_>>().join(" "))
-                }
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
                 _ => None,
             })
             .collect();
@@ -399,15 +423,28 @@ datasets:
         let docs = documents_received(&client, &sql).await?;
         results.push((schema, stats(times), docs, answer));
     }
-    anyhow::ensure!(results[0].3 == results[1].3, "answers differ: {:?} vs {:?}", results[0].3, results[1].3);
+    anyhow::ensure!(
+        results[0].3 == results[1].3,
+        "answers differ: {:?} vs {:?}",
+        results[0].3,
+        results[1].3
+    );
     println!("MongoDB filter + aggregate over {documents} documents ({runs} runs each; SecantusDB on this machine)");
     println!("query: {}", query("<schema>"));
     println!();
     println!("| mode | documents transferred | p50 time | mean time |");
     println!("|---|---:|---:|---:|");
     for (schema, s, docs, _) in &results {
-        let mode = if *schema == "pushed" { "pushdown ($match + $group at the origin)" } else { "no pushdown (whole collection, filter + aggregate here)" };
-        println!("| {mode} | {docs} | {:.1} ms | {:.1} ms |", s.p50.as_secs_f64() * 1e3, s.mean.as_secs_f64() * 1e3);
+        let mode = if *schema == "pushed" {
+            "pushdown ($match + $group at the origin)"
+        } else {
+            "no pushdown (whole collection, filter + aggregate here)"
+        };
+        println!(
+            "| {mode} | {docs} | {:.1} ms | {:.1} ms |",
+            s.p50.as_secs_f64() * 1e3,
+            s.mean.as_secs_f64() * 1e3
+        );
     }
     println!();
     println!(

@@ -463,7 +463,9 @@ impl Checker<'_> {
             {
                 return Err(self.err(
                     at,
-                    format!("origin {name}: database, sample_size and pushdown are for mongodb origins"),
+                    format!(
+                        "origin {name}: database, sample_size and pushdown are for mongodb origins"
+                    ),
                     "remove them (a postgres origin names its database in the url)",
                 ));
             }
@@ -524,7 +526,8 @@ impl Checker<'_> {
                         ));
                     }
                     let text = self.expand(url, &format!("origins.{name}.url"))?;
-                    let scheme_ok = text.starts_with("mongodb://") || text.starts_with("mongodb+srv://");
+                    let scheme_ok =
+                        text.starts_with("mongodb://") || text.starts_with("mongodb+srv://");
                     if !scheme_ok || url::Url::parse(&text).is_err() {
                         return Err(self.err(
                             line(url),
@@ -708,10 +711,14 @@ impl Checker<'_> {
                         "use query: with SQL for this origin",
                     ));
                 }
-                let (Some(name), Some(collection), None, None) = (single, &d.table, &d.tables, &d.query) else {
+                let (Some(name), Some(collection), None, None) =
+                    (single, &d.table, &d.tables, &d.query)
+                else {
                     return Err(self.err(
                         line(pipeline),
-                        format!("dataset {key}: a pipeline dataset names one table and its collection"),
+                        format!(
+                            "dataset {key}: a pipeline dataset names one table and its collection"
+                        ),
                         format!("name it {schema}.<table> and add table: <collection>"),
                     ));
                 };
@@ -733,9 +740,10 @@ impl Checker<'_> {
                         "write the stages as a JSON array or a YAML list",
                     )
                 })?;
-                let ok = stages
-                    .as_array()
-                    .is_some_and(|a| a.iter().all(|s| s.as_object().is_some_and(|o| o.len() == 1)));
+                let ok = stages.as_array().is_some_and(|a| {
+                    a.iter()
+                        .all(|s| s.as_object().is_some_and(|o| o.len() == 1))
+                });
                 if !ok {
                     return Err(self.err(
                         line(pipeline),
@@ -752,79 +760,79 @@ impl Checker<'_> {
                     line(pipeline),
                 ));
             } else {
-            if is_mongo && d.query.is_some() {
-                return Err(self.err(
-                    at,
-                    format!("dataset {key}: mongodb origins run pipelines, not SQL queries"),
-                    "use table: <collection> with pipeline: [...]",
-                ));
-            }
-            match (single, &d.tables, &d.table, &d.query) {
-                (None, Some(list), None, None) => {
-                    if list.is_empty() {
-                        return Err(self.err(
-                            at,
-                            format!("dataset {key}: tables is empty"),
-                            "list at least one table",
-                        ));
-                    }
-                    for t in list {
-                        let name = t.value.rsplit('.').next().unwrap_or(&t.value).to_string();
-                        if !is_identifier(&name) {
-                            return Err(self.err(
-                                line(t),
-                                format!("dataset {key}: table name {:?} is not plain", t.value),
-                                "use lower-case letters, digits and _",
-                            ));
-                        }
-                        tables.push((
-                            name,
-                            DatasetSource::Table {
-                                table: t.value.clone(),
-                                filters: filters.clone(),
-                            },
-                            line(t),
-                        ));
-                    }
-                }
-                (Some(name), None, Some(table), None) => {
-                    tables.push((
-                        name.to_string(),
-                        DatasetSource::Table {
-                            table: table.value.clone(),
-                            filters,
-                        },
+                if is_mongo && d.query.is_some() {
+                    return Err(self.err(
                         at,
+                        format!("dataset {key}: mongodb origins run pipelines, not SQL queries"),
+                        "use table: <collection> with pipeline: [...]",
                     ));
                 }
-                (Some(name), None, None, Some(query)) => {
-                    if !filters.is_empty() {
-                        return Err(self.err(
+                match (single, &d.tables, &d.table, &d.query) {
+                    (None, Some(list), None, None) => {
+                        if list.is_empty() {
+                            return Err(self.err(
+                                at,
+                                format!("dataset {key}: tables is empty"),
+                                "list at least one table",
+                            ));
+                        }
+                        for t in list {
+                            let name = t.value.rsplit('.').next().unwrap_or(&t.value).to_string();
+                            if !is_identifier(&name) {
+                                return Err(self.err(
+                                    line(t),
+                                    format!("dataset {key}: table name {:?} is not plain", t.value),
+                                    "use lower-case letters, digits and _",
+                                ));
+                            }
+                            tables.push((
+                                name,
+                                DatasetSource::Table {
+                                    table: t.value.clone(),
+                                    filters: filters.clone(),
+                                },
+                                line(t),
+                            ));
+                        }
+                    }
+                    (Some(name), None, Some(table), None) => {
+                        tables.push((
+                            name.to_string(),
+                            DatasetSource::Table {
+                                table: table.value.clone(),
+                                filters,
+                            },
                             at,
-                            format!("dataset {key}: filters apply to tables, not queries"),
-                            "put the condition in the query's WHERE clause",
                         ));
                     }
-                    if matches!(origin.kind, OriginKind::Files { .. }) {
-                        return Err(self.err(
-                            line(query),
-                            format!(
-                                "dataset {key}: origin {} holds files and cannot run a query",
-                                origin.name
-                            ),
-                            "use table: <file name> instead",
-                        ));
+                    (Some(name), None, None, Some(query)) => {
+                        if !filters.is_empty() {
+                            return Err(self.err(
+                                at,
+                                format!("dataset {key}: filters apply to tables, not queries"),
+                                "put the condition in the query's WHERE clause",
+                            ));
+                        }
+                        if matches!(origin.kind, OriginKind::Files { .. }) {
+                            return Err(self.err(
+                                line(query),
+                                format!(
+                                    "dataset {key}: origin {} holds files and cannot run a query",
+                                    origin.name
+                                ),
+                                "use table: <file name> instead",
+                            ));
+                        }
+                        let sql = self.expand(query, &format!("datasets.{key}.query"))?;
+                        tables.push((name.to_string(), DatasetSource::Query(sql), line(query)));
                     }
-                    let sql = self.expand(query, &format!("datasets.{key}.query"))?;
-                    tables.push((name.to_string(), DatasetSource::Query(sql), line(query)));
+                    (None, _, _, _) => {
+                        return Err(self.err(at, format!("dataset {key} names a schema, so it needs `tables: [...]`"), format!("add tables: [...], or name one table as {key}.<table> with table: or query:")));
+                    }
+                    (Some(_), _, _, _) => {
+                        return Err(self.err(at, format!("dataset {key} names one table, so it needs exactly one of `table:` or `query:`"), format!("use table: <origin table> or query: <SQL>; for a list, name the dataset by its schema ({schema})")));
+                    }
                 }
-                (None, _, _, _) => {
-                    return Err(self.err(at, format!("dataset {key} names a schema, so it needs `tables: [...]`"), format!("add tables: [...], or name one table as {key}.<table> with table: or query:")));
-                }
-                (Some(_), _, _, _) => {
-                    return Err(self.err(at, format!("dataset {key} names one table, so it needs exactly one of `table:` or `query:`"), format!("use table: <origin table> or query: <SQL>; for a list, name the dataset by its schema ({schema})")));
-                }
-            }
             }
             for (name, source, at) in tables {
                 let qualified = format!("{schema}.{name}");
@@ -903,7 +911,11 @@ impl Checker<'_> {
                     "use int2, int4, int8, float4, float8, numeric(p,s), text, bool, date, timestamp, timestamptz, jsonb, or T[] of a scalar",
                 ));
             };
-            let path = c.path.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| c.name.value.clone());
+            let path = c
+                .path
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_else(|| c.name.value.clone());
             if path.is_empty() || path.split('.').any(|p| p.is_empty() || p.starts_with('$')) {
                 return Err(self.err(
                     c.path.as_ref().map(line).unwrap_or(line(&c.name)),

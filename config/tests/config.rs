@@ -288,3 +288,57 @@ fn safety_mistakes_name_their_line() {
     let e = error(&SAFETY.replace("mask: { email: hash", "mask: { email: scramble"));
     assert!(e.reason.contains("unknown variant"), "{e}");
 }
+
+#[test]
+fn mongodb_origins_and_datasets_load_and_mistakes_name_their_line() {
+    let dir = example_dir();
+    let base = "origins:\n  docs: { kind: mongodb, url: \"mongodb://u:secret@h:27017/?directConnection=true\", database: shop }\ndatasets:\n";
+    let ok = format!(
+        "{base}  shop: {{ origin: docs, tables: [profiles] }}\n  shop.cities:\n    origin: docs\n    table: profiles\n    columns:\n      - {{ name: city, type: text, path: address.city }}\n      - {{ name: total, type: \"numeric(12, 2)\" }}\n  shop.big:\n    origin: docs\n    table: events\n    pipeline: [{{ \"$match\": {{ n: {{ \"$gt\": 5 }} }} }}]\n"
+    );
+    let c = parse(dir.path(), &ok).unwrap_or_else(|e| panic!("{e}"));
+    let OriginKind::Mongodb(m) = &c.origins[0].kind else {
+        panic!("not mongodb: {:?}", c.origins[0].kind)
+    };
+    assert_eq!(
+        (m.database.as_str(), m.sample_size, m.pushdown),
+        ("shop", 1000, true)
+    );
+    assert!(
+        !format!("{m:?}").contains("secret"),
+        "password printed: {m:?}"
+    );
+    let cities = c.datasets.iter().find(|d| d.name == "cities").unwrap();
+    assert_eq!(cities.columns[0].path, "address.city");
+    assert_eq!(cities.columns[1].sql_type.to_string(), "numeric(12,2)");
+    assert!(matches!(
+        &c.datasets.iter().find(|d| d.name == "big").unwrap().source,
+        DatasetSource::Pipeline { collection, pipeline } if collection == "events" && pipeline.contains("$gt")
+    ));
+
+    let bad = |text: String, line: u64, needle: &str| {
+        let e = parse(dir.path(), &text).expect_err("refused");
+        assert_eq!(e.line, Some(line), "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+    };
+    bad(
+        "origins:\n  docs: { kind: mongodb, url: \"mongodb://h\" }\n".into(),
+        2,
+        "has no database",
+    );
+    bad(
+        format!("{base}  shop.x:\n    origin: docs\n    table: t\n    columns:\n      - {{ name: a, type: money }}\n"),
+        9,
+        "unknown type \"money\"",
+    );
+    bad(
+        format!("{base}  shop.x:\n    origin: docs\n    table: t\n    pipeline: '[{{\"$match\": 1}}, 5]'\n"),
+        7,
+        "list of stages",
+    );
+    bad(
+        format!("{base}  shop.x: {{ origin: docs, query: \"SELECT 1\" }}\n"),
+        4,
+        "pipelines, not SQL",
+    );
+}

@@ -109,7 +109,10 @@ impl SchemaProvider for OriginSchema {
         Ok(Some(table))
     }
 
-    async fn table_type(&self, name: &str) -> DfResult<Option<datafusion::logical_expr::TableType>> {
+    async fn table_type(
+        &self,
+        name: &str,
+    ) -> DfResult<Option<datafusion::logical_expr::TableType>> {
         // Every dataset is a base table: known without reaching the origin, so
         // listings work while an origin is down.
         Ok(self
@@ -135,7 +138,9 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
             OriginKind::Sqlite { path } => {
                 Connector::Sqlite(SqliteConnector::new(&origin.name, path))
             }
-            OriginKind::Mongodb(m) => Connector::Mongo(MongoConnector::new(&origin.name, m.clone())),
+            OriginKind::Mongodb(m) => {
+                Connector::Mongo(MongoConnector::new(&origin.name, m.clone()))
+            }
             OriginKind::Files { path } => Connector::Files {
                 origin: origin.name.clone(),
                 path: path.clone(),

@@ -12,7 +12,10 @@ use mongodb::bson::doc;
 /// The pipeline JSON of each MongoExec line of an EXPLAIN.
 fn pipelines(plan: &str) -> Vec<String> {
     plan.lines()
-        .filter_map(|l| l.split_once("MongoExec: ").map(|(_, rest)| rest.to_string()))
+        .filter_map(|l| {
+            l.split_once("MongoExec: ")
+                .map(|(_, rest)| rest.to_string())
+        })
         .collect()
 }
 
@@ -26,7 +29,21 @@ async fn psql_joins_postgres_with_mongodb_and_explain_shows_the_pipeline() {
                 GROUP BY c.region, p.tier ORDER BY c.region";
     let (ok, out, err) = tokio::task::spawn_blocking({
         let join = join.to_string();
-        move || common::psql(port, common::ANALYST, &["-A", "-F", "|", "-c", &join, "-c", &format!("EXPLAIN {join}")])
+        move || {
+            common::psql(
+                port,
+                common::ANALYST,
+                &[
+                    "-A",
+                    "-F",
+                    "|",
+                    "-c",
+                    &join,
+                    "-c",
+                    &format!("EXPLAIN {join}"),
+                ],
+            )
+        }
     })
     .await
     .unwrap();
@@ -34,7 +51,11 @@ async fn psql_joins_postgres_with_mongodb_and_explain_shows_the_pipeline() {
     // The answer PostgreSQL gives over the same rows.
     let reference = h.pg.direct("reference").await;
     for row in rows(&reference, join).await {
-        let line = row.into_iter().map(|v| v.unwrap_or_default()).collect::<Vec<_>>().join("|");
+        let line = row
+            .into_iter()
+            .map(|v| v.unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("|");
         assert!(out.contains(&line), "missing row {line} in\n{out}");
     }
     // The MongoDB side gets its filter and only the columns it needs; PostgreSQL its own.
@@ -46,8 +67,16 @@ async fn psql_joins_postgres_with_mongodb_and_explain_shows_the_pipeline() {
         p[0]
     );
     assert!(p[0].contains(r#""$project""#), "{}", p[0]);
-    assert!(!p[0].contains("name"), "unused columns were fetched: {}", p[0]);
-    assert!(out.contains("WHERE (\"customers\".\"region\" <> 'east')") || out.contains("region\" <> 'east'"), "{out}");
+    assert!(
+        !p[0].contains("name"),
+        "unused columns were fetched: {}",
+        p[0]
+    );
+    assert!(
+        out.contains("WHERE (\"customers\".\"region\" <> 'east')")
+            || out.contains("region\" <> 'east'"),
+        "{out}"
+    );
 
     // A GROUP BY over the collection is a $group in the pipeline.
     let c = h.analyst().await;
@@ -57,7 +86,10 @@ async fn psql_joins_postgres_with_mongodb_and_explain_shows_the_pipeline() {
     for stage in ["$match", "$group", "$project"] {
         assert!(p[0].contains(stage), "{stage} missing: {plan}");
     }
-    assert!(!plan.contains("AggregateExec"), "the aggregate ran locally: {plan}");
+    assert!(
+        !plan.contains("AggregateExec"),
+        "the aggregate ran locally: {plan}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,10 +98,19 @@ async fn whole_mongodb_statements_become_one_pipeline() {
     let c = h.analyst().await;
     // Filter, sort with SQL's NULL order (ASC puts NULLs last, MongoDB first), limit:
     // all at the origin.
-    let plan = explain(&c, "SELECT _id, qty FROM shop.events WHERE kind LIKE 'view%' ORDER BY qty LIMIT 3").await;
+    let plan = explain(
+        &c,
+        "SELECT _id, qty FROM shop.events WHERE kind LIKE 'view%' ORDER BY qty LIMIT 3",
+    )
+    .await;
     let p = pipelines(&plan);
     assert_eq!(p.len(), 1, "{plan}");
-    for stage in [r#""pattern":"^view.*$""#, "$addFields", "$sort", r#"{"$limit":3}"#] {
+    for stage in [
+        r#""pattern":"^view.*$""#,
+        "$addFields",
+        "$sort",
+        r#"{"$limit":3}"#,
+    ] {
         assert!(p[0].contains(stage), "{stage} missing: {plan}");
     }
     assert!(!plan.contains("SortExec"), "{plan}");
@@ -84,7 +125,11 @@ async fn whole_mongodb_statements_become_one_pipeline() {
     assert!(!plan.contains("HashJoinExec"), "{plan}");
 
     // What cannot be translated runs here, over a pipeline that still filters.
-    let plan = explain(&c, "SELECT upper(kind), count(*) FROM shop.events WHERE qty = 3 GROUP BY upper(kind)").await;
+    let plan = explain(
+        &c,
+        "SELECT upper(kind), count(*) FROM shop.events WHERE qty = 3 GROUP BY upper(kind)",
+    )
+    .await;
     let p = pipelines(&plan);
     assert_eq!(p.len(), 1, "{plan}");
     assert!(p[0].contains(r#""qty":{"$eq":3}"#), "{plan}");
@@ -107,7 +152,11 @@ async fn documents_read(c: &tokio_postgres::Client, sql: &str) -> u64 {
         .split("output_rows=")
         .nth(1)
         .unwrap_or_else(|| panic!("no output_rows in {line}"));
-    rows.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    rows.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +165,11 @@ async fn pushdown_is_measured_in_documents_transferred() {
     let c = h.analyst().await;
     // 2000 events; the aggregate returns one document per kind.
     assert_eq!(
-        documents_read(&c, "SELECT kind, count(*), sum(amount) FROM shop.events GROUP BY kind").await,
+        documents_read(
+            &c,
+            "SELECT kind, count(*), sum(amount) FROM shop.events GROUP BY kind"
+        )
+        .await,
         6
     );
     assert_eq!(
@@ -133,10 +186,16 @@ async fn pushdown_is_measured_in_documents_transferred() {
 async fn wrong_types_empty_collections_and_dead_servers_have_sqlstates() {
     // A collection whose documents disagree with the declared column type.
     let client = mongodb::Client::with_uri_str(mongo_url()).await.unwrap();
-    let typed = client.database("shop_errors").collection::<mongodb::bson::Document>("typed");
+    let typed = client
+        .database("shop_errors")
+        .collection::<mongodb::bson::Document>("typed");
     typed.drop().await.unwrap();
     typed
-        .insert_many([doc! {"_id": 1, "n": 10}, doc! {"_id": 2, "n": "eleven"}, doc! {"_id": 3}])
+        .insert_many([
+            doc! {"_id": 1, "n": 10},
+            doc! {"_id": 2, "n": "eleven"},
+            doc! {"_id": 3},
+        ])
         .await
         .unwrap();
     let h = Harness::start_with(
@@ -149,7 +208,10 @@ async fn wrong_types_empty_collections_and_dead_servers_have_sqlstates() {
     // Rows that fit are fine, the missing field is NULL.
     assert_eq!(
         rows(&c, "SELECT id, n FROM errs.typed WHERE id <> 2 ORDER BY id").await,
-        vec![vec![Some("1".into()), Some("10".into())], vec![Some("3".into()), None]]
+        vec![
+            vec![Some("1".into()), Some("10".into())],
+            vec![Some("3".into()), None]
+        ]
     );
     let e = c
         .simple_query("SELECT id, n FROM errs.typed ORDER BY id")
@@ -157,18 +219,34 @@ async fn wrong_types_empty_collections_and_dead_servers_have_sqlstates() {
         .expect_err("a string in an int8 column fails");
     assert_eq!(sqlstate(&e), "42804", "{e:?}");
     let msg = common::message(&e);
-    assert!(msg.contains("column n") && msg.contains("expected int8, found string \"eleven\""), "{msg}");
+    assert!(
+        msg.contains("column n") && msg.contains("expected int8, found string \"eleven\""),
+        "{msg}"
+    );
 
-    let e = c.simple_query("SELECT * FROM errs.nothing").await.unwrap_err();
+    let e = c
+        .simple_query("SELECT * FROM errs.nothing")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "42P18", "{e:?}");
-    assert!(common::message(&e).contains("declare them with columns:"), "{}", common::message(&e));
+    assert!(
+        common::message(&e).contains("declare them with columns:"),
+        "{}",
+        common::message(&e)
+    );
 
     let started = std::time::Instant::now();
-    let e = c.simple_query("SELECT count(*) FROM gone.profiles").await.unwrap_err();
+    let e = c
+        .simple_query("SELECT count(*) FROM gone.profiles")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "08001", "{e:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     // The session and the other origins carry on.
-    assert_eq!(rows(&c, "SELECT count(*) FROM shop.profiles").await, vec![vec![Some("180".into())]]);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM shop.profiles").await,
+        vec![vec![Some("180".into())]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,12 +270,16 @@ async fn native_find_and_aggregate_return_arrow_batches() {
     let b = &batches[0];
     assert_eq!(b.schema().field(0).name(), "_id");
     assert_eq!(b.num_rows(), 1, "buy events have qty 6 and lower only");
-    assert_eq!(b.schema().field_with_name("total").unwrap().data_type(), &arrow::datatypes::DataType::Decimal128(38, 2));
+    assert_eq!(
+        b.schema().field_with_name("total").unwrap().data_type(),
+        &arrow::datatypes::DataType::Decimal128(38, 2)
+    );
     let found = events
         .find_json(r#"{"filter": {"_id": {"$lte": 3}}, "projection": {"kind": 1, "at": 1}, "sort": {"_id": -1}, "limit": 2}"#)
         .await
         .unwrap();
-    let ids = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(found[0].column(0));
+    let ids =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int32Type>(found[0].column(0));
     assert_eq!(ids.values().to_vec(), vec![3, 2]);
     assert!(matches!(
         found[0].schema().field_with_name("at").unwrap().data_type(),

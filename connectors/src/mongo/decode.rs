@@ -287,12 +287,15 @@ fn to_i64(v: &Bson) -> Option<i64> {
         Bson::Double(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(*f as i64),
         Bson::Decimal128(d) => {
             let (m, s) = parse_decimal(&d.to_string())?;
-            (s == 0).then_some(m).and_then(|m| i64::try_from(m).ok()).or_else(|| {
-                let m = rescale(m, s, 0)?;
-                (rescale(m, 0, s)? == parse_decimal(&d.to_string())?.0)
-                    .then(|| i64::try_from(m).ok())
-                    .flatten()
-            })
+            (s == 0)
+                .then_some(m)
+                .and_then(|m| i64::try_from(m).ok())
+                .or_else(|| {
+                    let m = rescale(m, s, 0)?;
+                    (rescale(m, 0, s)? == parse_decimal(&d.to_string())?.0)
+                        .then(|| i64::try_from(m).ok())
+                        .flatten()
+                })
         }
         _ => None,
     }
@@ -359,7 +362,11 @@ pub fn rescale(digits: i128, from: i32, to: i32) -> Option<i128> {
     let div = 10i128.checked_pow((from - to) as u32)?;
     let q = digits / div;
     let r = digits % div;
-    Some(if r.abs() * 2 >= div { q + digits.signum() } else { q })
+    Some(if r.abs() * 2 >= div {
+        q + digits.signum()
+    } else {
+        q
+    })
 }
 
 /// A Decimal128 holding `digits × 10^-scale` exactly.
@@ -370,7 +377,11 @@ pub fn decimal128(digits: i128, scale: i8) -> Option<Decimal128> {
     let text = if scale == 0 {
         abs
     } else if abs.len() > scale {
-        format!("{}.{}", &abs[..abs.len() - scale], &abs[abs.len() - scale..])
+        format!(
+            "{}.{}",
+            &abs[..abs.len() - scale],
+            &abs[abs.len() - scale..]
+        )
     } else {
         format!("0.{}{}", "0".repeat(scale - abs.len()), abs)
     };
@@ -405,9 +416,18 @@ mod tests {
             Field::new("city", DataType::Utf8, true),
         ]));
         let targets = vec![
-            Target { path: "n".into(), json: false },
-            Target { path: "price".into(), json: false },
-            Target { path: "addr.city".into(), json: false },
+            Target {
+                path: "n".into(),
+                json: false,
+            },
+            Target {
+                path: "price".into(),
+                json: false,
+            },
+            Target {
+                path: "addr.city".into(),
+                json: false,
+            },
         ];
         let docs = vec![
             doc! {"n": 1_i32, "price": Decimal128::from_str("9.99").unwrap(), "addr": {"city": "Oslo"}},
@@ -417,7 +437,11 @@ mod tests {
         let b = batch("m", &docs, &schema, &targets).unwrap();
         let n = b.column(0).as_primitive::<Int32Type>();
         assert_eq!((n.value(0), n.value(1), n.is_null(2)), (1, 2, true));
-        let p = b.column(1).as_any().downcast_ref::<Decimal128Array>().unwrap();
+        let p = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .unwrap();
         assert_eq!((p.value(0), p.value(1), p.is_null(2)), (999, 300, true));
         let c = b.column(2).as_string::<i32>();
         assert_eq!((c.value(0), c.is_null(1)), ("Oslo", true));
@@ -425,7 +449,11 @@ mod tests {
         let bad = vec![doc! {"_id": 7_i32, "n": "seven"}];
         let err = batch("m", &bad, &schema, &targets).unwrap_err();
         assert_eq!(err.sqlstate(), "42804");
-        assert!(err.to_string().contains("expected int4, found string \"seven\" (document _id 7)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("expected int4, found string \"seven\" (document _id 7)"),
+            "{err}"
+        );
         let frac = vec![doc! {"n": 1.5}];
         assert!(batch("m", &frac, &schema, &targets).is_err());
     }

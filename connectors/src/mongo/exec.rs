@@ -7,10 +7,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::ScalarValue;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
@@ -115,7 +115,9 @@ impl ExecutionPlan for MongoExec {
         if children.is_empty() {
             Ok(self)
         } else {
-            Err(DataFusionError::Internal("MongoExec has no children".into()))
+            Err(DataFusionError::Internal(
+                "MongoExec has no children".into(),
+            ))
         }
     }
 
@@ -195,4 +197,3 @@ fn empty_batch(schema: &SchemaRef, row: Option<Vec<ScalarValue>>) -> Result<Opti
         .collect::<Result<Vec<_>>>()?;
     Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
 }
-

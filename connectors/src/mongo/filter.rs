@@ -75,7 +75,11 @@ impl<F: Fields> Filters<'_, F> {
                     let (l, r) = (self.tr(left, want)?, self.tr(right, want)?);
                     // TRUE(a AND b) = TRUE(a) ∧ TRUE(b); FALSE(a AND b) = FALSE(a) ∨ FALSE(b).
                     let all = (*op == Operator::And) == want;
-                    Some(if all { doc! {"$and": [l, r]} } else { doc! {"$or": [l, r]} })
+                    Some(if all {
+                        doc! {"$and": [l, r]}
+                    } else {
+                        doc! {"$or": [l, r]}
+                    })
                 }
                 _ => self.comparison(left, *op, right, want),
             },
@@ -101,7 +105,9 @@ impl<F: Fields> Filters<'_, F> {
                 let (path, kind) = self.column(&list.expr)?;
                 let mut values = Vec::new();
                 for item in &list.list {
-                    let Expr::Literal(v, _) = item else { return None };
+                    let Expr::Literal(v, _) = item else {
+                        return None;
+                    };
                     values.extend(self.literal_eq(v, kind)?);
                 }
                 let positive = want != list.negated;
@@ -247,11 +253,15 @@ pub fn literal(v: &ScalarValue) -> Option<Bson> {
         ScalarValue::Float32(Some(f)) => Bson::Double(*f as f64),
         ScalarValue::Float64(Some(f)) => Bson::Double(*f),
         ScalarValue::Decimal128(Some(d), _, s) => Bson::Decimal128(decimal128(*d, *s)?),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Bson::String(s.clone())
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Bson::String(s.clone()),
+        ScalarValue::Date32(Some(d)) => {
+            Bson::DateTime(DateTime::from_millis(*d as i64 * 86_400_000))
         }
-        ScalarValue::Date32(Some(d)) => Bson::DateTime(DateTime::from_millis(*d as i64 * 86_400_000)),
-        ScalarValue::TimestampSecond(Some(t), _) => Bson::DateTime(DateTime::from_millis(t.checked_mul(1000)?)),
+        ScalarValue::TimestampSecond(Some(t), _) => {
+            Bson::DateTime(DateTime::from_millis(t.checked_mul(1000)?))
+        }
         ScalarValue::TimestampMillisecond(Some(t), _) => Bson::DateTime(DateTime::from_millis(*t)),
         // MongoDB dates hold milliseconds: a finer literal has no exact counterpart.
         ScalarValue::TimestampMicrosecond(Some(t), _) if t % 1000 == 0 => {
@@ -303,7 +313,11 @@ mod tests {
         fn field(&self, c: &Column) -> Option<(String, FieldKind)> {
             Some((
                 c.name.clone(),
-                if c.name == "id" { FieldKind::Text } else { FieldKind::Scalar },
+                if c.name == "id" {
+                    FieldKind::Text
+                } else {
+                    FieldKind::Scalar
+                },
             ))
         }
     }
@@ -316,7 +330,8 @@ mod tests {
             doc! {"a": {"$nin": [5, Bson::Null]}}
         );
         assert_eq!(
-            f.when_true(&!(col("a").gt(lit(5i32)).or(col("b").is_null()))).unwrap(),
+            f.when_true(&!(col("a").gt(lit(5i32)).or(col("b").is_null())))
+                .unwrap(),
             doc! {"$and": [{"a": {"$lte": 5}}, {"b": {"$ne": Bson::Null}}]}
         );
         assert_eq!(

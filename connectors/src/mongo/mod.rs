@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::logical_expr::{TableSource, TableProviderFilterPushDown};
+use datafusion::logical_expr::{TableProviderFilterPushDown, TableSource};
 use datafusion::optimizer::optimizer::Optimizer;
 use datafusion_federation::{
     FederatedTableProviderAdaptor, FederatedTableSource, FederationProvider,
@@ -110,8 +110,11 @@ impl MongoConnector {
                 collection,
                 pipeline,
             } => {
-                let json: serde_json::Value = serde_json::from_str(pipeline)
-                    .map_err(|e| ConnectorError::DataFusion(datafusion::error::DataFusionError::External(Box::new(e))))?;
+                let json: serde_json::Value = serde_json::from_str(pipeline).map_err(|e| {
+                    ConnectorError::DataFusion(datafusion::error::DataFusionError::External(
+                        Box::new(e),
+                    ))
+                })?;
                 let stages = match Bson::try_from(json) {
                     Ok(Bson::Array(stages)) => stages
                         .into_iter()
@@ -123,7 +126,9 @@ impl MongoConnector {
                     _ => {
                         return Err(ConnectorError::NoSchema {
                             origin: self.origin.clone(),
-                            message: format!("dataset {local_name}: the pipeline is not a list of stages"),
+                            message: format!(
+                                "dataset {local_name}: the pipeline is not a list of stages"
+                            ),
                         })
                     }
                 };
@@ -132,7 +137,9 @@ impl MongoConnector {
             DatasetSource::Query(_) => {
                 return Err(ConnectorError::NoSchema {
                     origin: self.origin.clone(),
-                    message: format!("dataset {local_name}: mongodb origins run pipelines, not SQL"),
+                    message: format!(
+                        "dataset {local_name}: mongodb origins run pipelines, not SQL"
+                    ),
                 })
             }
         };
@@ -205,24 +212,31 @@ impl MongoCollection {
 
     /// Runs a native `aggregate` (stages as Extended JSON) and returns Arrow batches
     /// with columns inferred from the result — for the step-graph API's native steps.
-    pub async fn aggregate_json(&self, pipeline: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    pub async fn aggregate_json(
+        &self,
+        pipeline: &str,
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
         let json: serde_json::Value = serde_json::from_str(pipeline).map_err(|e| {
             ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
                 "pipeline is not JSON: {e}"
             )))
         })?;
         let Ok(Bson::Array(stages)) = Bson::try_from(json) else {
-            return Err(ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(
-                "a pipeline is a JSON array of stages".into(),
-            )));
+            return Err(ConnectorError::DataFusion(
+                datafusion::error::DataFusionError::Plan(
+                    "a pipeline is a JSON array of stages".into(),
+                ),
+            ));
         };
         let stages: Vec<Document> = stages
             .into_iter()
             .map(|s| match s {
                 Bson::Document(d) => Ok(d),
-                _ => Err(ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(
-                    "each pipeline stage is a JSON object".into(),
-                ))),
+                _ => Err(ConnectorError::DataFusion(
+                    datafusion::error::DataFusionError::Plan(
+                        "each pipeline stage is a JSON object".into(),
+                    ),
+                )),
             })
             .collect::<Result<_>>()?;
         let docs: Vec<Document> = self
@@ -245,9 +259,9 @@ impl MongoCollection {
             )))
         })?;
         let Ok(Bson::Document(cmd)) = Bson::try_from(json) else {
-            return Err(ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(
-                "find takes a JSON object".into(),
-            )));
+            return Err(ConnectorError::DataFusion(
+                datafusion::error::DataFusionError::Plan("find takes a JSON object".into()),
+            ));
         };
         let mut stages = Vec::new();
         if let Ok(f) = cmd.get_document("filter") {
@@ -276,7 +290,10 @@ impl MongoCollection {
         self.documents_to_batches(&docs)
     }
 
-    fn documents_to_batches(&self, docs: &[Document]) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    fn documents_to_batches(
+        &self,
+        docs: &[Document],
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
         let columns = schema::infer(docs);
         let schema = schema::arrow_schema(&columns);
         let targets: Vec<decode::Target> = columns

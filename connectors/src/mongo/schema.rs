@@ -151,9 +151,8 @@ fn merge(a: ColumnType, b: ColumnType) -> ColumnType {
             precision: 38,
             scale: s1.max(s2),
         },
-        (Numeric { precision, scale }, Int4 | Int8) | (Int4 | Int8, Numeric { precision, scale }) => {
-            Numeric { precision, scale }
-        }
+        (Numeric { precision, scale }, Int4 | Int8)
+        | (Int4 | Int8, Numeric { precision, scale }) => Numeric { precision, scale },
         (Array(x), Array(y)) => match merge(*x, *y) {
             Jsonb => Jsonb,
             m => Array(Box::new(m)),
@@ -168,14 +167,17 @@ pub fn decimal_scale(text: &str) -> i32 {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
         None => (text, 0),
     };
-    let frac = mantissa.split_once('.').map(|(_, f)| f.len() as i32).unwrap_or(0);
+    let frac = mantissa
+        .split_once('.')
+        .map(|(_, f)| f.len() as i32)
+        .unwrap_or(0);
     (frac - exp).max(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mongodb::bson::{doc, oid::ObjectId, Decimal128, DateTime};
+    use mongodb::bson::{doc, oid::ObjectId, DateTime, Decimal128};
     use std::str::FromStr;
 
     #[test]

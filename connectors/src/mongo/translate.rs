@@ -238,7 +238,9 @@ fn prepare(plan: &LogicalPlan) -> Result<LogicalPlan> {
         .transform_up(|p| {
             if let LogicalPlan::TableScan(scan) = &p {
                 if let Some(fed) = datafusion_federation::get_table_source(&scan.source)? {
-                    if let Some(src) = (fed.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>() {
+                    if let Some(src) =
+                        (fed.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>()
+                    {
                         let source: Arc<dyn TableSource> = Arc::new(src.clone());
                         return Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
                             source,
@@ -264,11 +266,13 @@ fn mongo_source(source: &Arc<dyn TableSource>) -> Result<Option<MongoSource>> {
     if let Some(src) = (source.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>() {
         return Ok(Some(src.clone()));
     }
-    Ok(datafusion_federation::get_table_source(source)?.and_then(|fed| {
-        (fed.as_ref() as &dyn std::any::Any)
-            .downcast_ref::<MongoSource>()
-            .cloned()
-    }))
+    Ok(
+        datafusion_federation::get_table_source(source)?.and_then(|fed| {
+            (fed.as_ref() as &dyn std::any::Any)
+                .downcast_ref::<MongoSource>()
+                .cloned()
+        }),
+    )
 }
 
 /// Whether a scan filter on `table` translates exactly.
@@ -474,7 +478,10 @@ fn aggregate(mut pipe: Pipe, a: &Aggregate) -> Result<Option<Pipe>> {
             return Ok(None);
         }
         // null and a missing field are one group, as NULLs are in SQL.
-        id.insert(format!("g{g}"), doc! {"$ifNull": [format!("${path}"), Bson::Null]});
+        id.insert(
+            format!("g{g}"),
+            doc! {"$ifNull": [format!("${path}"), Bson::Null]},
+        );
         fields.push((format!("_id.g{g}"), *kind));
     }
     let mut group = doc! {"_id": if id.is_empty() { Bson::Null } else { Bson::Document(id) }};
@@ -482,10 +489,15 @@ fn aggregate(mut pipe: Pipe, a: &Aggregate) -> Result<Option<Pipe>> {
     let mut empty_row = Vec::new();
     let out_schema = a.schema.as_arrow();
     for (n, e) in a.aggr_expr.iter().enumerate() {
-        let Expr::AggregateFunction(AggregateFunction { func, params }) = e.clone().unalias() else {
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = e.clone().unalias()
+        else {
             return Ok(None);
         };
-        if params.distinct || params.filter.is_some() || !params.order_by.is_empty() || params.args.len() != 1 {
+        if params.distinct
+            || params.filter.is_some()
+            || !params.order_by.is_empty()
+            || params.args.len() != 1
+        {
             return Ok(None);
         }
         let name = format!("a{n}");
@@ -524,9 +536,15 @@ fn aggregate(mut pipe: Pipe, a: &Aggregate) -> Result<Option<Pipe>> {
                 fix.insert(&name, doc! {"$cond": [{"$gt": [format!("${count}"), 0]}, format!("${name}"), Bson::Null]});
                 (doc! {"$sum": format!("${path}")}, FieldKind::Scalar)
             }
-            ("avg", Some((path, FieldKind::Scalar))) => (doc! {"$avg": format!("${path}")}, FieldKind::Scalar),
-            ("min", Some((path, k))) if *k != FieldKind::Opaque => (doc! {"$min": format!("${path}")}, *k),
-            ("max", Some((path, k))) if *k != FieldKind::Opaque => (doc! {"$max": format!("${path}")}, *k),
+            ("avg", Some((path, FieldKind::Scalar))) => {
+                (doc! {"$avg": format!("${path}")}, FieldKind::Scalar)
+            }
+            ("min", Some((path, k))) if *k != FieldKind::Opaque => {
+                (doc! {"$min": format!("${path}")}, *k)
+            }
+            ("max", Some((path, k))) if *k != FieldKind::Opaque => {
+                (doc! {"$max": format!("${path}")}, *k)
+            }
             _ => return Ok(None),
         };
         group.insert(&name, acc);
@@ -615,7 +633,9 @@ fn join(mut left: Pipe, right: &Pipe, j: &Join) -> Option<Pipe> {
         "pipeline": sub,
         "as": &name,
     }});
-    left.stages.push(doc! {"$unwind": {"path": format!("${name}"), "preserveNullAndEmptyArrays": left_join}});
+    left.stages.push(
+        doc! {"$unwind": {"path": format!("${name}"), "preserveNullAndEmptyArrays": left_join}},
+    );
     left.fields.extend(
         right
             .fields

@@ -353,17 +353,14 @@ impl CatalogInfo for UserCatalogInfo {
                 None
             }
         };
-        Ok(
-            columns
-                .map(|columns| {
-                    self.viewer.pipeline.policy().visible_columns(
-                        &self.viewer.principal(),
-                        schema,
-                        table,
-                        &columns,
-                    )
-                }),
-        )
+        Ok(columns.map(|columns| {
+            self.viewer.pipeline.policy().visible_columns(
+                &self.viewer.principal(),
+                schema,
+                table,
+                &columns,
+            )
+        }))
     }
 
     async fn table_type(
