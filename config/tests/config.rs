@@ -328,7 +328,7 @@ fn mongodb_origins_and_datasets_load_and_mistakes_name_their_line() {
     );
     bad(
         format!("{base}  shop.x:\n    origin: docs\n    table: t\n    columns:\n      - {{ name: a, type: money }}\n"),
-        9,
+        8,
         "unknown type \"money\"",
     );
     bad(
