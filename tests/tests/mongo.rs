@@ -250,6 +250,66 @@ async fn wrong_types_empty_collections_and_dead_servers_have_sqlstates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_filters_masks_and_denied_columns_apply_to_collections() {
+    let h = Harness::start().await;
+    let rep = h
+        .connect(common::SHOP_REP.0, common::SHOP_REP.1)
+        .await
+        .unwrap();
+    // 40 of 180 profiles are gold.
+    assert_eq!(
+        rows(&rep, "SELECT count(*) FROM shop.profiles").await,
+        vec![vec![Some("40".into())]]
+    );
+    let e = rep
+        .simple_query("SELECT score FROM shop.profiles")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e:?}");
+    assert_eq!(
+        rows(
+            &rep,
+            "SELECT name, tier FROM shop.profiles WHERE customer_id = 4"
+        )
+        .await,
+        vec![vec![
+            Some("6de8477938d95213c7215db3bd405ff7".into()),
+            Some("gold".into())
+        ]]
+    );
+    // A silver profile is not there for this role.
+    assert!(
+        rows(&rep, "SELECT name FROM shop.profiles WHERE customer_id = 1")
+            .await
+            .is_empty()
+    );
+    // The row filter reaches MongoDB as a $match; the mask stays here.
+    let plan = explain(
+        &rep,
+        "SELECT name, balance FROM shop.profiles WHERE balance > 100",
+    )
+    .await;
+    let p = pipelines(&plan);
+    assert_eq!(p.len(), 1, "{plan}");
+    assert!(p[0].contains(r#""tier":{"$eq":"gold"}"#), "{plan}");
+    assert!(p[0].contains(r#""$gt":{"$numberDecimal":"#), "{plan}");
+    assert!(!p[0].contains("md5"), "{plan}");
+    // Joined with PostgreSQL: still only gold profiles.
+    let joined = rows(
+        &rep,
+        "SELECT count(*) FROM sales.customers c JOIN shop.profiles p ON p.customer_id = c.id",
+    )
+    .await;
+    let reference = h.pg.direct("reference").await;
+    let want = rows(
+        &reference,
+        "SELECT count(*) FROM sales.customers c JOIN shop.profiles p ON p.customer_id = c.id WHERE p.tier = 'gold'",
+    )
+    .await;
+    assert_eq!(joined, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_find_and_aggregate_return_arrow_batches() {
     use switchyard_config::MongoOrigin;
     use switchyard_connectors::mongo::MongoConnector;

@@ -153,6 +153,8 @@ impl ExecutionPlan for MongoExec {
                 .handle()
                 .aggregate(pipeline)
                 .batch_size(BATCH_DOCS as u32)
+                // Large $sort/$group spill instead of failing at the 100 MB stage limit.
+                .allow_disk_use(true)
                 .await
                 .map_err(|e| DataFusionError::from(super::error(&origin, e)))?;
             let mut docs = Vec::with_capacity(BATCH_DOCS);

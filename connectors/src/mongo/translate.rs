@@ -149,6 +149,15 @@ impl Pipe {
             project.insert("_id", 0);
         }
         let mut stages = self.stages;
+        // Right after the scan's own `$project`, one renaming `$project` does both.
+        if let Some(merged) = stages
+            .last()
+            .and_then(|last| last.get_document("$project").ok())
+            .and_then(|prev| compose(prev, &project))
+        {
+            stages.pop();
+            project = merged;
+        }
         stages.push(doc! {"$project": project});
         Ok(Arc::new(MongoExec::new(
             self.collection,
@@ -167,6 +176,30 @@ impl Pipe {
             )),
         })
     }
+}
+
+/// `outer` applied after `inner` as one `$project`, when `outer` only renames fields
+/// that `inner` copies from paths.
+fn compose(inner: &Document, outer: &Document) -> Option<Document> {
+    let mut merged = Document::new();
+    for (name, value) in outer {
+        match value {
+            Bson::String(reference) => {
+                let field = reference.strip_prefix('$')?;
+                match inner.get(field)? {
+                    Bson::String(path) if path.starts_with('$') => {
+                        merged.insert(name, path.clone());
+                    }
+                    _ => return None,
+                }
+            }
+            other if name == "_id" => {
+                merged.insert(name, other.clone());
+            }
+            _ => return None,
+        }
+    }
+    Some(merged)
 }
 
 /// Plans an already translated pipeline under a DataFusion node.
@@ -477,11 +510,14 @@ fn aggregate(mut pipe: Pipe, a: &Aggregate) -> Result<Option<Pipe>> {
         if *kind == FieldKind::Opaque {
             return Ok(None);
         }
-        // null and a missing field are one group, as NULLs are in SQL.
-        id.insert(
-            format!("g{g}"),
-            doc! {"$ifNull": [format!("${path}"), Bson::Null]},
-        );
+        // null and a missing field are one group, as NULLs are in SQL; text groups by
+        // its text (an ObjectId and its hex string are one value in SQL).
+        let key = if *kind == FieldKind::Text {
+            doc! {"$toString": format!("${path}")}
+        } else {
+            doc! {"$ifNull": [format!("${path}"), Bson::Null]}
+        };
+        id.insert(format!("g{g}"), key);
         fields.push((format!("_id.g{g}"), *kind));
     }
     let mut group = doc! {"_id": if id.is_empty() { Bson::Null } else { Bson::Document(id) }};

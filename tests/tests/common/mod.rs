@@ -79,6 +79,8 @@ pub const CRM_ONLY: (&str, &str) = ("crm_only", "crm-pw");
 pub const NORTH_REP: (&str, &str) = ("north_rep", "north-pw");
 pub const CAPPED: (&str, &str) = ("capped", "capped-pw");
 pub const STRICT: (&str, &str) = ("strict", "strict-pw");
+/// Reads gold-tier MongoDB profiles only, without scores, names hashed.
+pub const SHOP_REP: (&str, &str) = ("shop_rep", "shop-pw");
 
 /// The config the tests run with; `extra_origins` and `extra_datasets` are YAML lines
 /// appended to those sections.
@@ -91,6 +93,7 @@ users:
   - {{ name: north_rep, password: north-pw, roles: [regional], attributes: {{ region: north }} }}
   - {{ name: capped, password: capped-pw, roles: [limited] }}
   - {{ name: strict, password: strict-pw, roles: [strict] }}
+  - {{ name: shop_rep, password: shop-pw, roles: [shop_gold] }}
 roles:
   reader: {{ allow: ["*"], deny: ["sales.secrets"] }}
   crm: {{ allow: ["crm.*"] }}
@@ -111,6 +114,12 @@ roles:
       statement_timeout: 1s
       max_cartesian_rows: 1000
       max_concurrent_statements: 1
+  shop_gold:
+    allow: [shop.profiles, sales.customers]
+    columns:
+      shop.profiles: {{ deny: [score], mask: {{ name: hash }} }}
+    row_filters:
+      shop.profiles: "tier = 'gold'"
   strict:
     allow: ["sales.orders"]
     guardrails: {{ max_rows: 5, on_max_rows: error }}
