@@ -109,31 +109,7 @@ impl MongoConnector {
             DatasetSource::Pipeline {
                 collection,
                 pipeline,
-            } => {
-                let json: serde_json::Value = serde_json::from_str(pipeline).map_err(|e| {
-                    ConnectorError::DataFusion(datafusion::error::DataFusionError::External(
-                        Box::new(e),
-                    ))
-                })?;
-                let stages = match Bson::try_from(json) {
-                    Ok(Bson::Array(stages)) => stages
-                        .into_iter()
-                        .filter_map(|s| match s {
-                            Bson::Document(d) => Some(d),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => {
-                        return Err(ConnectorError::NoSchema {
-                            origin: self.origin.clone(),
-                            message: format!(
-                                "dataset {local_name}: the pipeline is not a list of stages"
-                            ),
-                        })
-                    }
-                };
-                (collection.clone(), stages)
-            }
+            } => (collection.clone(), parse_stages(pipeline)?),
             DatasetSource::Query(_) => {
                 return Err(ConnectorError::NoSchema {
                     origin: self.origin.clone(),
@@ -147,14 +123,7 @@ impl MongoConnector {
         let columns: Vec<MongoColumn> = if declared.is_empty() {
             let mut sample = base.clone();
             sample.push(mongodb::bson::doc! {"$limit": self.settings.sample_size as i64});
-            let docs: Vec<Document> = collection
-                .handle()
-                .aggregate(sample)
-                .await
-                .map_err(|e| error(&self.origin, e))?
-                .try_collect()
-                .await
-                .map_err(|e| error(&self.origin, e))?;
+            let docs = collection.run(sample).await?;
             if docs.is_empty() {
                 return Err(ConnectorError::NoSchema {
                     origin: self.origin.clone(),
@@ -181,6 +150,27 @@ impl MongoConnector {
         });
         Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
     }
+}
+
+/// A mistake in a native query, as a connector error.
+fn plan_error(message: String) -> ConnectorError {
+    ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(message))
+}
+
+/// Aggregation stages from Extended JSON text: an array of objects.
+fn parse_stages(pipeline: &str) -> Result<Vec<Document>> {
+    let json: serde_json::Value = serde_json::from_str(pipeline)
+        .map_err(|e| plan_error(format!("pipeline is not JSON: {e}")))?;
+    let Ok(Bson::Array(stages)) = Bson::try_from(json) else {
+        return Err(plan_error("a pipeline is a JSON array of stages".into()));
+    };
+    stages
+        .into_iter()
+        .map(|s| match s {
+            Bson::Document(d) => Ok(d),
+            _ => Err(plan_error("each pipeline stage is a JSON object".into())),
+        })
+        .collect()
 }
 
 fn filter_value(v: &FilterValue) -> Bson {
@@ -216,52 +206,28 @@ impl MongoCollection {
         &self,
         pipeline: &str,
     ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-        let json: serde_json::Value = serde_json::from_str(pipeline).map_err(|e| {
-            ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
-                "pipeline is not JSON: {e}"
-            )))
-        })?;
-        let Ok(Bson::Array(stages)) = Bson::try_from(json) else {
-            return Err(ConnectorError::DataFusion(
-                datafusion::error::DataFusionError::Plan(
-                    "a pipeline is a JSON array of stages".into(),
-                ),
-            ));
-        };
-        let stages: Vec<Document> = stages
-            .into_iter()
-            .map(|s| match s {
-                Bson::Document(d) => Ok(d),
-                _ => Err(ConnectorError::DataFusion(
-                    datafusion::error::DataFusionError::Plan(
-                        "each pipeline stage is a JSON object".into(),
-                    ),
-                )),
-            })
-            .collect::<Result<_>>()?;
-        let docs: Vec<Document> = self
-            .handle()
+        let docs = self.run(parse_stages(pipeline)?).await?;
+        self.documents_to_batches(&docs)
+    }
+
+    /// All documents `stages` return.
+    async fn run(&self, stages: Vec<Document>) -> Result<Vec<Document>> {
+        self.handle()
             .aggregate(stages)
             .await
             .map_err(|e| error(&self.origin, e))?
             .try_collect()
             .await
-            .map_err(|e| error(&self.origin, e))?;
-        self.documents_to_batches(&docs)
+            .map_err(|e| error(&self.origin, e))
     }
 
     /// Runs a native `find` (filter and options as Extended JSON, e.g.
     /// `{"filter": {...}, "projection": {...}, "sort": {...}, "limit": 10}`).
     pub async fn find_json(&self, command: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-        let json: serde_json::Value = serde_json::from_str(command).map_err(|e| {
-            ConnectorError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
-                "find is not JSON: {e}"
-            )))
-        })?;
+        let json: serde_json::Value = serde_json::from_str(command)
+            .map_err(|e| plan_error(format!("find is not JSON: {e}")))?;
         let Ok(Bson::Document(cmd)) = Bson::try_from(json) else {
-            return Err(ConnectorError::DataFusion(
-                datafusion::error::DataFusionError::Plan("find takes a JSON object".into()),
-            ));
+            return Err(plan_error("find takes a JSON object".into()));
         };
         let mut stages = Vec::new();
         if let Ok(f) = cmd.get_document("filter") {
@@ -279,14 +245,7 @@ impl MongoCollection {
         if let Ok(p) = cmd.get_document("projection") {
             stages.push(mongodb::bson::doc! {"$project": p.clone()});
         }
-        let docs: Vec<Document> = self
-            .handle()
-            .aggregate(stages)
-            .await
-            .map_err(|e| error(&self.origin, e))?
-            .try_collect()
-            .await
-            .map_err(|e| error(&self.origin, e))?;
+        let docs = self.run(stages).await?;
         self.documents_to_batches(&docs)
     }
 
