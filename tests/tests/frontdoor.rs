@@ -208,3 +208,50 @@ async fn extended_protocol_parameters_reach_the_origin_quoted() {
         .unwrap();
     assert!(!rows.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_inside_transaction_blocks() {
+    let h = Harness::start().await;
+    let c = h.analyst().await;
+    let e = c.simple_query("SAVEPOINT a").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P01", "{e:?}");
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("SAVEPOINT a").await.unwrap();
+    c.simple_query("SAVEPOINT b").await.unwrap();
+    c.simple_query("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    // b went with the rollback to a; a is still there.
+    let e = c.simple_query("RELEASE SAVEPOINT b").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "3B001", "{e:?}");
+    c.simple_query("ROLLBACK").await.unwrap();
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("SAVEPOINT a").await.unwrap();
+    c.simple_query("RELEASE SAVEPOINT a").await.unwrap();
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM sales.customers").await,
+        vec![vec![Some("200".into())]]
+    );
+    c.simple_query("COMMIT").await.unwrap();
+    // After an error the block cannot be resumed at a savepoint (documented).
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query("SAVEPOINT a").await.unwrap();
+    c.simple_query("SELECT * FROM sales.nope")
+        .await
+        .unwrap_err();
+    let e = c.simple_query("ROLLBACK TO SAVEPOINT a").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    c.simple_query("ROLLBACK").await.unwrap();
+    assert_eq!(rows(&c, "SELECT 1").await, vec![vec![Some("1".into())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_reads_as_postgresql_for_clients_that_parse_it() {
+    let h = Harness::start().await;
+    let c = h.analyst().await;
+    let v = rows(&c, "SELECT version()").await[0][0].clone().unwrap();
+    // SQLAlchemy and pgjdbc read the server version from this prefix.
+    assert!(v.starts_with("PostgreSQL 15.0 (Switchyard "), "{v}");
+    assert_eq!(
+        rows(&c, "SELECT to_regtype('integer'), to_regtype('hstore'), pg_get_serial_sequence('sales.orders', 'id')").await,
+        vec![vec![Some("23".into()), None, None]]
+    );
+}

@@ -97,6 +97,7 @@ impl Connection {
         let ctx = SessionContext::new_with_state(state);
         // current_user / session_user: rewritten by datafusion-postgres to session_user().
         ctx.register_udf(session_user_udf(Arc::clone(&user)));
+        super::functions::register(&ctx);
         let ctx = Arc::new(ctx);
         let texts = Arc::new(Mutex::new(QueryTexts::default()));
         let prepared = Arc::new(Mutex::new(HashMap::new()));
@@ -108,6 +109,7 @@ impl Connection {
         });
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             safety,
+            Arc::new(super::savepoint::SavepointHook::default()),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -604,6 +606,8 @@ fn passes_through(statement: &Statement) -> bool {
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
             | Statement::Fetch { .. }
             | Statement::Close { .. }
             | Statement::Discard { .. }
@@ -789,6 +793,14 @@ async fn declare_cursor(
         .as_ref()
         .map(|q| q.to_string())
         .unwrap_or_default();
+    // Kept with the portal so that Describe Portal <cursor> reports the cursor's
+    // columns (psycopg 3 reads rows with the types it describes).
+    let described = declare.for_query.as_ref().map(|q| {
+        (
+            datafusion::sql::sqlparser::ast::Statement::Query(q.clone()),
+            plan.clone(),
+        )
+    });
     let df = match ctx.execute_logical_plan(plan).await {
         Ok(df) => df,
         Err(e) => {
@@ -811,7 +823,11 @@ async fn declare_cursor(
         ..limits
     };
     let rows = running::guard(response, limits, Instant::now(), Some(audit), None);
-    let stored = Arc::new(StoredStatement::new(name.clone(), (text, None), vec![]));
+    let stored = Arc::new(StoredStatement::new(
+        name.clone(),
+        (text, described),
+        vec![],
+    ));
     let portal = Portal::new_cursor(name, stored);
     portal.start(rows).await;
     client.portal_store().put_portal(Arc::new(portal));

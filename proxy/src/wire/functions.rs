@@ -1,0 +1,237 @@
+//! PostgreSQL functions that clients call on connect or while reflecting a schema and
+//! that DataFusion and datafusion-pg-catalog lack (or word differently).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::{create_udf, SessionContext};
+
+/// Registers every function of this module in a session.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(version_udf());
+    ctx.register_udf(to_regtype_udf());
+    ctx.register_udf(no_serial_sequence_udf());
+    ctx.register_udf(ScalarUDF::from(JsonBuildObject::new()));
+    for name in [
+        "pg_collation_is_visible",
+        "pg_type_is_visible",
+        "pg_function_is_visible",
+    ] {
+        ctx.register_udf(ScalarUDF::from(Visible::new(name)));
+    }
+}
+
+/// `version()` as PostgreSQL words it: clients (SQLAlchemy, pgjdbc, DBeaver) read the
+/// server version from the leading `PostgreSQL N.N`, matching `server_version`.
+fn version_udf() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL 15.0 (Switchyard {}, Apache DataFusion {}) on {}-linux",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH
+    );
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    )
+}
+
+/// `to_regtype(name)`: the OID of a built-in type, NULL for any other name (psycopg 3
+/// and SQLAlchemy probe for extension types such as hstore this way).
+fn to_regtype_udf() -> ScalarUDF {
+    fn oid(name: &str) -> Option<i32> {
+        let name = name
+            .trim()
+            .trim_start_matches("pg_catalog.")
+            .to_ascii_lowercase();
+        let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        Some(match name.as_str() {
+            "bool" | "boolean" => 16,
+            "bytea" => 17,
+            "char" | "\"char\"" => 18,
+            "name" => 19,
+            "int8" | "bigint" => 20,
+            "int2" | "smallint" => 21,
+            "int4" | "integer" | "int" => 23,
+            "text" => 25,
+            "oid" => 26,
+            "json" => 114,
+            "float4" | "real" => 700,
+            "float8" | "double precision" => 701,
+            "varchar" | "character varying" => 1043,
+            "date" => 1082,
+            "time" | "time without time zone" => 1083,
+            "timestamp" | "timestamp without time zone" => 1114,
+            "timestamptz" | "timestamp with time zone" => 1184,
+            "interval" => 1186,
+            "numeric" | "decimal" => 1700,
+            "uuid" => 2950,
+            "jsonb" => 3802,
+            _ => return None,
+        })
+    }
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = datafusion::common::cast::as_string_array(&arrays[0])?;
+            let oids: datafusion::arrow::array::Int32Array =
+                names.iter().map(|n| n.and_then(oid)).collect();
+            Ok(ColumnarValue::Array(Arc::new(oids)))
+        }),
+    )
+}
+
+/// `pg_get_serial_sequence(table, column)`: always NULL — no column behind Switchyard
+/// draws from a sequence it could name (SQLAlchemy reflection asks).
+fn no_serial_sequence_udf() -> ScalarUDF {
+    create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+            ))
+        }),
+    )
+}
+
+/// `json_build_object(k1, v1, ...)`: a JSON object as text (SQLAlchemy's column
+/// reflection builds identity options with it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl JsonBuildObject {
+    fn new() -> Self {
+        JsonBuildObject {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return datafusion::common::plan_err!(
+                "json_build_object needs an even number of arguments"
+            );
+        }
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<_>>()?;
+        let mut out = StringBuilder::with_capacity(rows, rows * 32);
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                if key.is_null() {
+                    return datafusion::common::exec_err!("json_build_object: a key is NULL");
+                }
+                let key = match key {
+                    ScalarValue::Utf8(Some(k))
+                    | ScalarValue::LargeUtf8(Some(k))
+                    | ScalarValue::Utf8View(Some(k)) => k,
+                    other => other.to_string(),
+                };
+                object.insert(key, json_value(&pair[1], row)?);
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+fn json_value(array: &ArrayRef, row: usize) -> Result<serde_json::Value> {
+    use serde_json::Value;
+    if array.is_null(row) {
+        return Ok(Value::Null);
+    }
+    Ok(match ScalarValue::try_from_array(array, row)? {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(b),
+        ScalarValue::Int8(Some(n)) => n.into(),
+        ScalarValue::Int16(Some(n)) => n.into(),
+        ScalarValue::Int32(Some(n)) => n.into(),
+        ScalarValue::Int64(Some(n)) => n.into(),
+        ScalarValue::UInt32(Some(n)) => n.into(),
+        ScalarValue::UInt64(Some(n)) => n.into(),
+        ScalarValue::Float64(Some(f)) => {
+            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Value::String(s),
+        other => Value::String(other.to_string()),
+    })
+}
+
+/// `pg_<object>_is_visible(oid)`: true — every object Switchyard lists is on the
+/// search path clients use.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Visible {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl Visible {
+    fn new(name: &'static str) -> Self {
+        Visible {
+            name,
+            signature: Signature::any(1, Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Visible {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let input = args.args[0].to_array(args.number_rows)?;
+        let out: datafusion::arrow::array::BooleanArray = (0..args.number_rows)
+            .map(|row| (!input.is_null(row)).then_some(true))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}

@@ -1,0 +1,137 @@
+//! `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO SAVEPOINT` inside a transaction
+//! block (psycopg 3 nests `conn.transaction()` as savepoints; SQLAlchemy does so when it
+//! first connects). Statements through Switchyard change no data, so a savepoint has
+//! nothing to undo: the names are tracked so that an unknown one is 3B001 as in
+//! PostgreSQL, and using them outside a block is 25P01.
+//!
+//! Not supported: `ROLLBACK TO SAVEPOINT` after an error in the block (0A000; pgwire
+//! fixes a statement's transaction state before hooks run, so the block cannot be
+//! made usable again) — `ROLLBACK` the transaction instead.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::results::{Response, Tag};
+use pgwire::api::ClientInfo;
+use pgwire::error::PgWireResult;
+use pgwire::messages::response::TransactionStatus;
+
+use super::running::user_error;
+
+/// The per-session hook; see the module documentation.
+#[derive(Debug, Default)]
+pub struct SavepointHook {
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+impl SavepointHook {
+    fn answer(
+        &self,
+        statement: &Statement,
+        status: TransactionStatus,
+    ) -> Option<PgWireResult<Response>> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let (name, tag) = match statement {
+            Statement::Savepoint { name } => (name, "SAVEPOINT"),
+            Statement::ReleaseSavepoint { name } => (name, "RELEASE"),
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => (name, "ROLLBACK"),
+            // The block ends (or starts): no savepoints survive it.
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. } => {
+                names.clear();
+                return None;
+            }
+            _ => return None,
+        };
+        let name = name.value.clone();
+        Some(match status {
+            TransactionStatus::Idle => Err(user_error(
+                "25P01",
+                format!("{tag} can only be used in transaction blocks"),
+            )),
+            TransactionStatus::Error if tag == "ROLLBACK" => Err(user_error(
+                "0A000",
+                "ROLLBACK TO SAVEPOINT after an error is not supported; ROLLBACK the transaction"
+                    .into(),
+            )),
+            // Other statements in a failed block are refused by the transaction hook.
+            TransactionStatus::Error => return None,
+            TransactionStatus::Transaction => match tag {
+                "SAVEPOINT" => {
+                    names.push(name);
+                    Ok(Response::Execution(Tag::new("SAVEPOINT")))
+                }
+                _ => match names.iter().rposition(|n| *n == name) {
+                    None => Err(user_error(
+                        "3B001",
+                        format!("savepoint \"{name}\" does not exist"),
+                    )),
+                    Some(at) => {
+                        // RELEASE drops it and the later ones; ROLLBACK TO keeps it.
+                        names.truncate(if tag == "RELEASE" { at } else { at + 1 });
+                        Ok(Response::Execution(Tag::new(tag)))
+                    }
+                },
+            },
+        })
+    }
+}
+
+fn is_savepoint_statement(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Rollback {
+                savepoint: Some(_),
+                ..
+            }
+    )
+}
+
+#[async_trait]
+impl QueryHook for SavepointHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.answer(statement, client.transaction_status())
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // A plan with no columns; Execute answers (below).
+        is_savepoint_statement(statement).then(|| {
+            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            }))
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.answer(statement, client.transaction_status())
+    }
+}
