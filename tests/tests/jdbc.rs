@@ -17,7 +17,7 @@ fn run_java(port: u16, work: &Path) -> String {
 
 /// Compiles tests/clients/jdbc/<class>.java and runs it as `user` against `port`.
 fn run_program(class: &str, port: u16, user: (&str, &str), work: &Path) -> String {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("clients/jdbc/{class}.java"));
+    let src = common::tests_dir().join(format!("clients/jdbc/{class}.java"));
     let javac = Command::new("javac")
         .args(["-cp", JDBC_JAR, "-d"])
         .arg(work)

@@ -30,7 +30,7 @@ async fn node_postgres_and_pg_cursor_work_unchanged() {
         "postgresql://{}:{}@{}:{}/reference",
         h.pg.user, h.pg.password, h.pg.host, h.pg.port
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/node/clients.js");
+    let script = common::tests_dir().join("clients/node/clients.js");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .env("NODE_PATH", modules)

@@ -35,7 +35,7 @@ async fn psycopg_psycopg2_and_sqlalchemy_work_unchanged() {
         "postgresql://{}:{}@{}:{}/reference",
         h.pg.user, h.pg.password, h.pg.host, h.pg.port
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/clients.py");
+    let script = common::tests_dir().join("clients/python/clients.py");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python)
             .args(["-X", "faulthandler"])

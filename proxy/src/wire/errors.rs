@@ -71,6 +71,9 @@ fn classify_datafusion(error: &DataFusionError) -> (String, String) {
         if let Some(e) = current.downcast_ref::<SafetyError>() {
             return (e.sqlstate().into(), e.to_string());
         }
+        if let Some(e) = current.downcast_ref::<super::functions::UnknownSetting>() {
+            return ("42704".into(), e.to_string());
+        }
         if let Some(e) = current.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>() {
             return ("42601".into(), format!("syntax error: {e}"));
         }

@@ -17,6 +17,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(to_regtype_udf());
     ctx.register_udf(no_serial_sequence_udf());
     ctx.register_udf(ScalarUDF::from(JsonBuildObject::new()));
+    ctx.register_udf(current_setting_udf());
     for name in [
         "pg_collation_is_visible",
         "pg_type_is_visible",
@@ -111,6 +112,58 @@ fn no_serial_sequence_udf() -> ScalarUDF {
         }),
     )
 }
+
+/// `current_setting(name)`: the server settings clients read on connect (Grafana asks for
+/// `server_version_num`); an unknown name is 42704 as in PostgreSQL.
+fn current_setting_udf() -> ScalarUDF {
+    fn setting(name: &str) -> Option<&'static str> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "server_version_num" => "150000",
+            "server_version" => "15.0 (Switchyard)",
+            "server_encoding" | "client_encoding" => "UTF8",
+            "standard_conforming_strings" | "integer_datetimes" => "on",
+            "is_superuser" => "off",
+            "datestyle" => "ISO, MDY",
+            "intervalstyle" => "postgres",
+            "max_identifier_length" => "63",
+            "search_path" => "\"$user\", public",
+            "transaction_isolation" | "default_transaction_isolation" => "read committed",
+            "transaction_read_only" => "off",
+            "timezone" => "UTC",
+            _ => return None,
+        })
+    }
+    create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = datafusion::common::cast::as_string_array(&arrays[0])?;
+            let mut out = StringBuilder::with_capacity(names.len(), names.len() * 8);
+            for name in names.iter() {
+                match name {
+                    None => out.append_null(),
+                    Some(n) => match setting(n) {
+                        Some(v) => out.append_value(v),
+                        None => {
+                            return Err(datafusion::error::DataFusionError::External(Box::new(
+                                UnknownSetting(n.to_string()),
+                            )))
+                        }
+                    },
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    )
+}
+
+/// `current_setting` of a name Switchyard does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unrecognized configuration parameter \"{0}\"")]
+pub struct UnknownSetting(pub String);
 
 /// `json_build_object(k1, v1, ...)`: a JSON object as text (SQLAlchemy's column
 /// reflection builds identity options with it).

@@ -10,6 +10,6 @@ pub mod functions;
 pub mod guard;
 pub mod pgtext;
 pub mod running;
-pub mod savepoint;
 pub mod session;
 pub mod tls;
+pub mod transactions;

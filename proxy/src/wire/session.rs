@@ -109,7 +109,7 @@ impl Connection {
         });
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             safety,
-            Arc::new(super::savepoint::SavepointHook::default()),
+            Arc::new(super::transactions::TransactionHook::default()),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),

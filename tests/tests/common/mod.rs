@@ -162,6 +162,14 @@ local: {{ path: data/local.db }}
     )
 }
 
+/// This crate's folder, read when the test runs (cargo sets it): a test binary reused
+/// from another checkout of the same target dir must not read that checkout's files.
+pub fn tests_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The MongoDB-protocol test server (scripts/with-origins), database `shop`.
 pub fn mongo_url() -> String {
     std::env::var("SWITCHYARD_TEST_MONGO_URL")
@@ -170,7 +178,7 @@ pub fn mongo_url() -> String {
 
 /// Writes the SQLite and file origins into `dir`.
 pub fn write_origin_files(dir: &Path) {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let fixtures = tests_dir().join("fixtures");
     let crm = rusqlite::Connection::open(dir.join("crm.db")).unwrap();
     crm.execute_batch(&std::fs::read_to_string(fixtures.join("crm.sql")).unwrap())
         .unwrap();

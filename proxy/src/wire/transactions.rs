@@ -1,3 +1,8 @@
+//! Transaction statements datafusion-postgres's hooks leave out.
+//!
+//! `SHOW TRANSACTION ISOLATION LEVEL` answers as PostgreSQL does (`read committed`;
+//! pgjdbc and DBeaver ask on connect).
+//!
 //! `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO SAVEPOINT` inside a transaction
 //! block (psycopg 3 nests `conn.transaction()` as savepoints; SQLAlchemy does so when it
 //! first connects). Statements through Switchyard change no data, so a savepoint has
@@ -25,16 +30,19 @@ use super::running::user_error;
 
 /// The per-session hook; see the module documentation.
 #[derive(Debug, Default)]
-pub struct SavepointHook {
+pub struct TransactionHook {
     names: Arc<Mutex<Vec<String>>>,
 }
 
-impl SavepointHook {
+impl TransactionHook {
     fn answer(
         &self,
         statement: &Statement,
         status: TransactionStatus,
     ) -> Option<PgWireResult<Response>> {
+        if is_show_isolation(statement) {
+            return Some(Ok(isolation_level()));
+        }
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         let (name, tag) = match statement {
             Statement::Savepoint { name } => (name, "SAVEPOINT"),
@@ -86,6 +94,50 @@ impl SavepointHook {
     }
 }
 
+fn is_show_isolation(statement: &Statement) -> bool {
+    match statement {
+        Statement::ShowVariable { variable } => {
+            let words: Vec<String> = variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect();
+            words == ["transaction", "isolation", "level"] || words == ["transaction_isolation"]
+        }
+        _ => false,
+    }
+}
+
+/// The one row of `SHOW TRANSACTION ISOLATION LEVEL`.
+fn isolation_level() -> Response {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "transaction_isolation",
+        DataType::Utf8,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(StringArray::from(vec!["read committed"]))],
+    )
+    .expect("one text column");
+    let fields = Arc::new(
+        datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields(
+            &schema,
+            &pgwire::api::portal::Format::UnifiedText,
+            None,
+        )
+        .expect("text field"),
+    );
+    let rows =
+        datafusion_postgres::arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch);
+    Response::Query(pgwire::api::results::QueryResponse::new(
+        fields,
+        futures::stream::iter(rows),
+    ))
+}
+
 fn is_savepoint_statement(statement: &Statement) -> bool {
     matches!(
         statement,
@@ -99,7 +151,7 @@ fn is_savepoint_statement(statement: &Statement) -> bool {
 }
 
 #[async_trait]
-impl QueryHook for SavepointHook {
+impl QueryHook for TransactionHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
@@ -116,7 +168,7 @@ impl QueryHook for SavepointHook {
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         // A plan with no columns; Execute answers (below).
-        is_savepoint_statement(statement).then(|| {
+        (is_savepoint_statement(statement) || is_show_isolation(statement)).then(|| {
             Ok(LogicalPlan::EmptyRelation(EmptyRelation {
                 produce_one_row: false,
                 schema: Arc::new(DFSchema::empty()),
