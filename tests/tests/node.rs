@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::Harness;
 
 const CHECKS: &[&str] = &[

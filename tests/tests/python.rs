@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::Harness;
 
 /// The checks the script must report, in order.
