@@ -129,3 +129,38 @@ async fn jdbc_prepared_statements_and_fetch_size_streaming() {
     }
     assert!(out.contains("streamed 100000 10000100000"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_typed_parameters_java_types_and_sqlstates() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let work = h.dir.path().join("java-typed");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        run_program("TypedParameters", port, common::ANALYST, &work)
+    })
+    .await
+    .unwrap();
+    let runs: Vec<&str> = out.lines().filter(|l| l.starts_with("run ")).collect();
+    let want: Vec<String> = (1..=7)
+        .map(|i| {
+            format!(
+                "run {i} {} {} run {i}! {}.75 2024-02-29T12:30:{i:02}Z 2024-03-{i:02} {}",
+                41 + i,
+                2 * (5_000_000_000i64 + i as i64),
+                12 + i,
+                i % 2 != 0
+            )
+        })
+        .collect();
+    assert_eq!(runs, want, "{out}");
+    let states: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("sqlstate "))
+        .collect();
+    assert_eq!(
+        states,
+        ["42P01", "42703", "22012", "42601", "42501"],
+        "{out}"
+    );
+}
