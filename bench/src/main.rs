@@ -33,6 +33,13 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         iterations: usize,
     },
+    /// A large result streamed to the client, direct vs through Switchyard, with
+    /// Switchyard's peak memory (a separate `switchyard serve` process per size).
+    Stream {
+        /// Row counts to stream (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000_000, 5_000_000])]
+        rows: Vec<u64>,
+    },
     /// A selective filter + aggregate over a MongoDB collection, with and without pushdown.
     Mongo {
         /// Documents in the collection (loaded once, kept between runs of one server).
@@ -369,6 +376,179 @@ fn metric_count(text: &str) -> u64 {
     (value * scale).round() as u64
 }
 
+/// psql reading `sql` into /dev/null, with FETCH_COUNT (a cursor) unless 0 (one simple
+/// query, which psql holds whole); the elapsed time.
+fn psql_stream(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+    sql: &str,
+    fetch_count: u32,
+) -> Result<Duration> {
+    let t = Instant::now();
+    let out = std::process::Command::new("psql")
+        .env("PGPASSWORD", password)
+        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-v"])
+        .arg(format!("FETCH_COUNT={fetch_count}"))
+        .args([
+            "-h",
+            host,
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .stdout(std::process::Stdio::null())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(t.elapsed())
+}
+
+/// Rows of `sql` read in binary format (extended protocol), streamed; the elapsed time.
+async fn binary_stream(client: &Client, sql: &str, expect: u64) -> Result<Duration> {
+    use futures::TryStreamExt;
+    let t = Instant::now();
+    let rows = client.query_raw(sql, Vec::<i32>::new()).await?;
+    futures::pin_mut!(rows);
+    let mut n = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        let _: i64 = row.get(0);
+        n += 1;
+    }
+    anyhow::ensure!(n == expect, "{n} rows instead of {expect}");
+    Ok(t.elapsed())
+}
+
+/// Peak resident memory of a process, from /proc (kB).
+fn peak_rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc status")
+}
+
+async fn stream(sizes: Vec<u64>) -> Result<()> {
+    let o = origin()?;
+    let max = sizes.iter().copied().max().unwrap_or(0);
+    let direct = connect(&o.host, o.port, &o.user, &o.password, "sales").await?;
+    let have: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'bench_stream'",
+            &[],
+        )
+        .await?
+        .get(0);
+    if have == 0 {
+        let t = Instant::now();
+        direct
+            .batch_execute(&format!(
+                "CREATE TABLE sales.bench_stream AS SELECT i::bigint AS id, i * 1.5::float8 AS v, \
+                 md5(i::text) AS t, timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS ts \
+                 FROM generate_series(1, {max}) AS g(i)"
+            ))
+            .await?;
+        println!("created {max} rows in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("bench binary folder")?
+        .join("switchyard");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: bench/run builds it",
+        bin.display()
+    );
+    let dir = tempfile::tempdir()?;
+    println!("streaming N rows × 4 columns (bigint, float8, text, timestamptz), direct vs through Switchyard");
+    println!();
+    println!("| rows | format | direct | Switchyard | ratio | Switchyard peak RSS |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for n in sizes {
+        let sql = format!("SELECT id, v, t, ts FROM sales.bench_stream WHERE id <= {n}");
+        for format in [
+            "text (psql, FETCH_COUNT 10000: a cursor)",
+            "text (psql, one simple query)",
+            "binary (tokio-postgres, extended)",
+        ] {
+            // A fresh server per measurement: peak RSS only grows.
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                l.local_addr()?.port()
+            };
+            let file = dir.path().join("stream.yaml");
+            std::fs::write(
+                &file,
+                format!(
+                    r#"listen: 127.0.0.1:{port}
+users:
+  - {{ name: plain, password: pw, roles: [reader] }}
+roles:
+  reader: {{ allow: ["sales.*"] }}
+origins:
+  sales: {{ kind: postgres, url: "postgres://{user}:{pw}@{host}:{pgport}/sales?sslmode=disable" }}
+datasets:
+  sales: {{ origin: sales, tables: [sales.bench_stream] }}
+audit: {{ path: "{audit}" }}
+"#,
+                    user = o.user,
+                    pw = o.password,
+                    host = o.host,
+                    pgport = o.port,
+                    audit = dir.path().join("audit.jsonl").display(),
+                ),
+            )?;
+            let mut child = std::process::Command::new(&bin)
+                .args(["serve", "--config"])
+                .arg(&file)
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let mut up = false;
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::ensure!(up, "switchyard did not start");
+            let (d, s) = if format.starts_with("text") {
+                let fetch = if format.contains("cursor") { 10_000 } else { 0 };
+                let d = psql_stream(&o.host, o.port, &o.user, &o.password, "sales", &sql, fetch)?;
+                let s = psql_stream("127.0.0.1", port, "plain", "pw", "switchyard", &sql, fetch)?;
+                (d, s)
+            } else {
+                let proxied = connect("127.0.0.1", port, "plain", "pw", "switchyard").await?;
+                let d = binary_stream(&direct, &sql, n).await?;
+                let s = binary_stream(&proxied, &sql, n).await?;
+                (d, s)
+            };
+            let rss = peak_rss_kb(child.id())?;
+            let _ = child.kill();
+            let _ = child.wait();
+            println!(
+                "| {n} | {format} | {:.2} s | {:.2} s | {:.2}× | {:.0} MB |",
+                d.as_secs_f64(),
+                s.as_secs_f64(),
+                s.as_secs_f64() / d.as_secs_f64(),
+                rss as f64 / 1024.0
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Timings of `sql` with an index on `k` (dropped again afterwards).
 async fn indexed_run(url: &str, client: &Client, sql: &str, runs: usize) -> Result<(Stats, u64)> {
     let mongo = mongodb::Client::with_uri_str(url).await?;
@@ -511,5 +691,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Safety { iterations } => runtime.block_on(safety(iterations)),
         Command::Mongo { documents, runs } => runtime.block_on(mongo(documents, runs)),
+        Command::Stream { rows } => runtime.block_on(stream(rows)),
     }
 }

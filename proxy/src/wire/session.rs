@@ -332,6 +332,76 @@ impl ExtendedQueryHandler for QueryService {
         })
     }
 
+    /// An Execute without a row limit on a query streams its rows as they come.
+    /// pgwire 0.41's default path gathers every row of such an Execute in memory
+    /// before sending the first (`Portal::fetch(0)`), so a 5 M-row result held the
+    /// whole result in the proxy; everything else takes the default path.
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::portal::PortalExecutionState;
+        use pgwire::api::store::Entry;
+        use pgwire::api::PgWireConnectionState;
+        let name = message
+            .name
+            .as_deref()
+            .unwrap_or(pgwire::api::DEFAULT_NAME)
+            .to_string();
+        let portal = match client.portal_store().get_portal(&name) {
+            Some(Entry::Value(portal)) => Some(portal),
+            _ => None,
+        };
+        let streamable = match &portal {
+            Some(portal) => {
+                message.max_rows == 0
+                    && matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+                    && matches!(portal.statement.statement.1, Some((Statement::Query(_), _)))
+                    && matches!(*portal.state().lock().await, PortalExecutionState::Initial)
+            }
+            None => false,
+        };
+        let (Some(portal), true) = (portal, streamable) else {
+            return self._on_execute(client, message).await;
+        };
+        let status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+            Response::Query(mut results) => {
+                let tag = results.command_tag().to_owned();
+                let rows = results.data_rows();
+                let mut sent = 0;
+                while let Some(row) = futures::StreamExt::next(rows).await {
+                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                    sent += 1;
+                }
+                client
+                    .send(PgWireBackendMessage::CommandComplete(
+                        Tag::new(&tag).with_rows(sent).into(),
+                    ))
+                    .await?;
+                *portal.state().lock().await = PortalExecutionState::Finished;
+            }
+            Response::Error(e) => {
+                return Err(PgWireError::UserError(e));
+            }
+            _ => {
+                // A SELECT answers rows or an error; nothing else reaches here.
+                return Err(user_error("XX000", "unexpected response to a query".into()));
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
