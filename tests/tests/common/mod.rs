@@ -352,3 +352,35 @@ pub async fn explain(client: &Client, sql: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Runs a client program (`command`, given the Switchyard and reference PostgreSQL URLs
+/// as its last two arguments) and asserts it reported exactly `checks` as `ok <check>`
+/// lines and succeeded.
+pub async fn run_client_checks(h: &Harness, mut command: std::process::Command, checks: &[&str]) {
+    let proxy = format!(
+        "postgresql://{}:{}@127.0.0.1:{}/switchyard",
+        ANALYST.0,
+        ANALYST.1,
+        h.port()
+    );
+    let reference = format!(
+        "postgresql://{}:{}@{}:{}/reference",
+        h.pg.user, h.pg.password, h.pg.host, h.pg.port
+    );
+    command.arg(proxy).arg(reference);
+    let out =
+        tokio::task::spawn_blocking(move || command.output().expect("the client program runs"))
+            .await
+            .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let passed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .collect();
+    assert!(
+        out.status.success() && passed == checks,
+        "{}: passed {passed:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+}
