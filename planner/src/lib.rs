@@ -5,6 +5,7 @@
 //! [`AbsorbIntoFederated`] rule, which gives each origin its filters and columns.
 
 mod absorb;
+mod like_escape;
 mod unfederated;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_federation::FederatedQueryPlanner;
 
 pub use absorb::{portable, AbsorbIntoFederated};
+pub use like_escape::LikeEscape;
 pub use unfederated::Unfederated;
 
 /// The catalog clients see as their database.
@@ -40,10 +42,11 @@ pub fn session_config() -> SessionConfig {
     config
 }
 
-/// A session state with federation and our pushdown rule.
+/// A session state with federation, our pushdown rule and `LIKE ... ESCAPE` support.
 pub fn session_state() -> SessionState {
     let mut rules = datafusion_federation::default_optimizer_rules();
     rules.push(Arc::new(AbsorbIntoFederated));
+    rules.push(Arc::new(LikeEscape));
     SessionStateBuilder::new()
         .with_config(session_config())
         .with_default_features()

@@ -1,6 +1,6 @@
 //! Python clients through Switchyard (tests/clients/python/clients.py): psycopg 3
 //! (prepared statements, binary results and parameters, server-side cursors), psycopg2
-//! (named-cursor streaming, SQLSTATEs), SQLAlchemy 2 (table-name inspection and ORM
+//! (named-cursor streaming, SQLSTATEs), SQLAlchemy 2 (schema and table names, ORM
 //! queries), each answer compared with PostgreSQL's own.
 
 mod common;
@@ -14,7 +14,7 @@ const CHECKS: &[&str] = &[
     "psycopg3 server-side cursor streams 100000 rows",
     "psycopg2 named cursor streams 100000 rows",
     "psycopg2 errors carry SQLSTATE and the session recovers",
-    "SQLAlchemy inspect: table names",
+    "SQLAlchemy inspect: schema and table names",
     "SQLAlchemy ORM queries",
 ];
 

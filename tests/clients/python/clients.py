@@ -88,9 +88,8 @@ assert {"customers", "orders"} <= set(insp.get_table_names(schema="sales")), ins
 # Column, key and index reflection (get_columns & co.) do not work yet: SQLAlchemy's
 # pg_catalog query uses correlated scalar subqueries DataFusion cannot plan (issue 5).
 assert {"profiles", "events"} <= set(insp.get_table_names(schema="shop")), insp.get_table_names(schema="shop")
-# get_schema_names does not work yet: it filters with LIKE ... ESCAPE '/', and DataFusion
-# supports only the backslash as LIKE's escape (issue 5).
-ok("SQLAlchemy inspect: table names")
+assert {"sales", "shop"} <= set(insp.get_schema_names()), insp.get_schema_names()
+ok("SQLAlchemy inspect: schema and table names")
 
 
 class Base(orm.DeclarativeBase):
