@@ -9,6 +9,16 @@ mod common;
 use common::{explain, mongo_url, rows, sqlstate, Harness};
 use mongodb::bson::doc;
 
+/// EXPLAIN of `sql`, which must read MongoDB through exactly one pipeline; the plan and
+/// that pipeline's JSON.
+async fn one_pipeline(c: &tokio_postgres::Client, sql: &str) -> (String, String) {
+    let plan = explain(c, sql).await;
+    let p = pipelines(&plan);
+    assert_eq!(p.len(), 1, "{plan}");
+    let pipeline = p[0].clone();
+    (plan, pipeline)
+}
+
 /// The pipeline JSON of each MongoExec line of an EXPLAIN.
 fn pipelines(plan: &str) -> Vec<String> {
     plan.lines()
@@ -80,11 +90,9 @@ async fn psql_joins_postgres_with_mongodb_and_explain_shows_the_pipeline() {
 
     // A GROUP BY over the collection is a $group in the pipeline.
     let c = h.analyst().await;
-    let plan = explain(&c, "SELECT tier, count(*), sum(balance), avg(score) FROM shop.profiles WHERE active GROUP BY tier").await;
-    let p = pipelines(&plan);
-    assert_eq!(p.len(), 1, "{plan}");
+    let (plan, p) = one_pipeline(&c, "SELECT tier, count(*), sum(balance), avg(score) FROM shop.profiles WHERE active GROUP BY tier").await;
     for stage in ["$match", "$group", "$project"] {
-        assert!(p[0].contains(stage), "{stage} missing: {plan}");
+        assert!(p.contains(stage), "{stage} missing: {plan}");
     }
     assert!(
         !plan.contains("AggregateExec"),
@@ -98,41 +106,35 @@ async fn whole_mongodb_statements_become_one_pipeline() {
     let c = h.analyst().await;
     // Filter, sort with SQL's NULL order (ASC puts NULLs last, MongoDB first), limit:
     // all at the origin.
-    let plan = explain(
+    let (plan, p) = one_pipeline(
         &c,
         "SELECT _id, qty FROM shop.events WHERE kind LIKE 'view%' ORDER BY qty LIMIT 3",
     )
     .await;
-    let p = pipelines(&plan);
-    assert_eq!(p.len(), 1, "{plan}");
     for stage in [
         r#""pattern":"^view.*$""#,
         "$addFields",
         "$sort",
         r#"{"$limit":3}"#,
     ] {
-        assert!(p[0].contains(stage), "{stage} missing: {plan}");
+        assert!(p.contains(stage), "{stage} missing: {plan}");
     }
     assert!(!plan.contains("SortExec"), "{plan}");
 
     // A join of two collections of one database is a $lookup.
-    let plan = explain(&c, "SELECT p.tier, count(*) FROM shop.events e JOIN shop.profiles p ON p.customer_id = e.customer_id WHERE e.qty > 2 GROUP BY p.tier").await;
-    let p = pipelines(&plan);
-    assert_eq!(p.len(), 1, "{plan}");
+    let (plan, p) = one_pipeline(&c, "SELECT p.tier, count(*) FROM shop.events e JOIN shop.profiles p ON p.customer_id = e.customer_id WHERE e.qty > 2 GROUP BY p.tier").await;
     for stage in ["$lookup", "$unwind", "$group", r#""$gt":2"#] {
-        assert!(p[0].contains(stage), "{stage} missing: {plan}");
+        assert!(p.contains(stage), "{stage} missing: {plan}");
     }
     assert!(!plan.contains("HashJoinExec"), "{plan}");
 
     // What cannot be translated runs here, over a pipeline that still filters.
-    let plan = explain(
+    let (plan, p) = one_pipeline(
         &c,
         "SELECT upper(kind), count(*) FROM shop.events WHERE qty = 3 GROUP BY upper(kind)",
     )
     .await;
-    let p = pipelines(&plan);
-    assert_eq!(p.len(), 1, "{plan}");
-    assert!(p[0].contains(r#""qty":{"$eq":3}"#), "{plan}");
+    assert!(p.contains(r#""qty":{"$eq":3}"#), "{plan}");
     assert!(plan.contains("AggregateExec"), "{plan}");
 }
 
@@ -284,16 +286,14 @@ async fn row_filters_masks_and_denied_columns_apply_to_collections() {
             .is_empty()
     );
     // The row filter reaches MongoDB as a $match; the mask stays here.
-    let plan = explain(
+    let (plan, p) = one_pipeline(
         &rep,
         "SELECT name, balance FROM shop.profiles WHERE balance > 100",
     )
     .await;
-    let p = pipelines(&plan);
-    assert_eq!(p.len(), 1, "{plan}");
-    assert!(p[0].contains(r#""tier":{"$eq":"gold"}"#), "{plan}");
-    assert!(p[0].contains(r#""$gt":{"$numberDecimal":"#), "{plan}");
-    assert!(!p[0].contains("md5"), "{plan}");
+    assert!(p.contains(r#""tier":{"$eq":"gold"}"#), "{plan}");
+    assert!(p.contains(r#""$gt":{"$numberDecimal":"#), "{plan}");
+    assert!(!p.contains("md5"), "{plan}");
     // Joined with PostgreSQL: still only gold profiles.
     let joined = rows(
         &rep,

@@ -286,16 +286,12 @@ fn to_i64(v: &Bson) -> Option<i64> {
         Bson::Int64(n) => Some(*n),
         Bson::Double(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(*f as i64),
         Bson::Decimal128(d) => {
-            let (m, s) = parse_decimal(&d.to_string())?;
-            (s == 0)
-                .then_some(m)
-                .and_then(|m| i64::try_from(m).ok())
-                .or_else(|| {
-                    let m = rescale(m, s, 0)?;
-                    (rescale(m, 0, s)? == parse_decimal(&d.to_string())?.0)
-                        .then(|| i64::try_from(m).ok())
-                        .flatten()
-                })
+            // Only a whole number reads as an integer.
+            let (digits, scale) = parse_decimal(&d.to_string())?;
+            let unit = 10i128.checked_pow(scale as u32)?;
+            (digits % unit == 0)
+                .then(|| i64::try_from(digits / unit).ok())
+                .flatten()
         }
         _ => None,
     }
@@ -456,5 +452,9 @@ mod tests {
         );
         let frac = vec![doc! {"n": 1.5}];
         assert!(batch("m", &frac, &schema, &targets).is_err());
+        let dec = |t: &str| Bson::Decimal128(Decimal128::from_str(t).unwrap());
+        assert_eq!(to_i64(&dec("12.00")), Some(12));
+        assert_eq!(to_i64(&dec("-3E+2")), Some(-300));
+        assert_eq!(to_i64(&dec("12.50")), None);
     }
 }

@@ -270,16 +270,12 @@ fn prepare(plan: &LogicalPlan) -> Result<LogicalPlan> {
         .clone()
         .transform_up(|p| {
             if let LogicalPlan::TableScan(scan) = &p {
-                if let Some(fed) = datafusion_federation::get_table_source(&scan.source)? {
-                    if let Some(src) =
-                        (fed.as_ref() as &dyn std::any::Any).downcast_ref::<MongoSource>()
-                    {
-                        let source: Arc<dyn TableSource> = Arc::new(src.clone());
-                        return Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
-                            source,
-                            ..scan.clone()
-                        })));
-                    }
+                if let Some(src) = mongo_source(&scan.source)? {
+                    let source: Arc<dyn TableSource> = Arc::new(src);
+                    return Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
+                        source,
+                        ..scan.clone()
+                    })));
                 }
             }
             Ok(Transformed::no(p))
