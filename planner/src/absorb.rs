@@ -43,7 +43,7 @@ impl OptimizerRule for AbsorbIntoFederated {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        plan.transform_up(absorb)
+        plan.transform_up_with_subqueries(absorb)
     }
 }
 

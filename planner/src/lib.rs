@@ -5,6 +5,8 @@
 //! [`AbsorbIntoFederated`] rule, which gives each origin its filters and columns.
 
 mod absorb;
+mod constant_group_keys;
+mod derived_aggregate_names;
 mod like_escape;
 mod unfederated;
 
@@ -16,6 +18,8 @@ use datafusion::prelude::SessionConfig;
 use datafusion_federation::FederatedQueryPlanner;
 
 pub use absorb::{portable, AbsorbIntoFederated};
+pub use constant_group_keys::ConstantGroupKeys;
+pub use derived_aggregate_names::DerivedAggregateNames;
 pub use like_escape::LikeEscape;
 pub use unfederated::Unfederated;
 
@@ -45,6 +49,13 @@ pub fn session_config() -> SessionConfig {
 /// A session state with federation, our pushdown rule and `LIKE ... ESCAPE` support.
 pub fn session_state() -> SessionState {
     let mut rules = datafusion_federation::default_optimizer_rules();
+    // Before the federation rule, which follows scalar_subquery_to_join.
+    let decorrelated = rules
+        .iter()
+        .position(|r| r.name() == "scalar_subquery_to_join")
+        .map_or(0, |p| p + 1);
+    rules.insert(decorrelated, Arc::new(DerivedAggregateNames));
+    rules.insert(decorrelated, Arc::new(ConstantGroupKeys));
     rules.push(Arc::new(AbsorbIntoFederated));
     rules.push(Arc::new(LikeEscape));
     SessionStateBuilder::new()

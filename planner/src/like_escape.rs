@@ -33,7 +33,7 @@ impl OptimizerRule for LikeEscape {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        plan.transform_up(|node| {
+        plan.transform_up_with_subqueries(|node| {
             node.map_expressions(|e| {
                 e.transform_up(|e| match e {
                     Expr::Like(like) if like.escape_char.is_some_and(|c| c != '\\') => {
