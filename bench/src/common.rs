@@ -69,7 +69,6 @@ pub fn us(d: Duration) -> String {
 }
 
 /// A count as DataFusion prints metrics: `1234`, `12.34 K`, `1.00 M`.
-
 pub fn metric_count(text: &str) -> u64 {
     let number: String = text
         .chars()
@@ -87,7 +86,6 @@ pub fn metric_count(text: &str) -> u64 {
 }
 
 /// Peak resident memory of a process, from /proc (kB).
-
 pub fn peak_rss_kb(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
