@@ -5,6 +5,7 @@
 //! fails only the statements that read it, and the next statement tries again.
 
 pub mod catalog;
+pub mod derived_names;
 mod error;
 pub mod files;
 pub mod local;

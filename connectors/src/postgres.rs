@@ -32,6 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
 
+use crate::derived_names::OriginTable;
 use crate::query_table::QueryTable;
 use crate::{ConnectorError, Result};
 
@@ -504,7 +505,10 @@ impl PostgresConnector {
                         }
                         other => other,
                     })?;
-                Arc::new(RemoteTable::new(RemoteTableRef::from(reference), schema))
+                Arc::new(OriginTable(RemoteTable::new(
+                    RemoteTableRef::from(reference),
+                    schema,
+                )))
             }
             DatasetSource::Table { table, filters } => {
                 let sql = filtered_table_sql(&quoted(&parse_table_name(table)), filters);

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::Dialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion_federation::sql::{AstAnalyzer, SQLTable};
+use datafusion_federation::sql::{AstAnalyzer, LogicalOptimizer, SQLTable};
 
 /// A remote table whose rows are the result of `query` at the origin.
 #[derive(Debug)]
@@ -101,6 +101,10 @@ impl SQLTable for QueryTable {
 
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        Some(Box::new(crate::derived_names::name_derived_columns))
     }
 
     fn ast_analyzer(&self) -> Option<AstAnalyzer> {

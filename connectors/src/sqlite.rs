@@ -1,34 +1,54 @@
-//! SQLite origins (and the local store's file): federated through
-//! datafusion-table-providers' SQLite executor, with schemas taken from the
-//! declared column types rather than guessed from the first row.
+//! SQLite origins (and the local store's file): federated through our own
+//! streaming executor, with schemas taken from the declared column types rather
+//! than guessed from the first row.
+//!
+//! datafusion-table-providers' SQLite reader builds a whole result as one batch and,
+//! when that panics (a result over 2 GiB of text), kills its only connection until
+//! restart. Here each query opens its own read-only connection on a blocking thread
+//! and sends `BATCH_ROWS`-row batches through a bounded channel, so memory stays flat,
+//! a dropped stream interrupts SQLite, and a failure ends only its own statement.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
+use datafusion::sql::sqlparser::ast::{self, VisitMut};
 use datafusion::sql::sqlparser::dialect::SQLiteDialect;
-use datafusion_federation::sql::{SQLExecutor, SQLFederationProvider, SQLTableSource};
-use datafusion_federation::FederatedTableProviderAdaptor;
-use datafusion_table_providers::sql::db_connection_pool::sqlitepool::{
-    SqliteConnectionPool, SqliteConnectionPoolFactory,
+use datafusion::sql::unparser::dialect::{Dialect, SqliteDialect};
+use datafusion_federation::sql::{
+    AstAnalyzer, RemoteTable, RemoteTableRef, SQLExecutor, SQLFederationProvider, SQLTableSource,
 };
-use datafusion_table_providers::sql::db_connection_pool::Mode;
-use datafusion_table_providers::sqlite::sql_table::SQLiteTable;
-use datafusion_table_providers::sqlite::DynSqliteConnectionPool;
+use datafusion_federation::FederatedTableProviderAdaptor;
+use datafusion_table_providers::sqlite::sqlite_interval::SQLiteIntervalVisitor;
+use futures::StreamExt;
+use rusqlite::types::ValueRef;
 use switchyard_config::DatasetSource;
-use tokio::sync::OnceCell;
 
+use crate::derived_names::OriginTable;
 use crate::postgres::{filtered_table_sql, parse_table_name, placeholder, quoted};
 use crate::query_table::QueryTable;
 use crate::{ConnectorError, Result};
+
+/// Rows per Arrow batch, as for PostgreSQL origins.
+const BATCH_ROWS: usize = 4096;
 
 /// One SQLite database file.
 pub struct SqliteConnector {
     origin: String,
     path: PathBuf,
-    pool: OnceCell<Arc<DynSqliteConnectionPool>>,
+    provider: Arc<SQLFederationProvider>,
 }
 
 impl std::fmt::Debug for SqliteConnector {
@@ -43,90 +63,26 @@ impl std::fmt::Debug for SqliteConnector {
 impl SqliteConnector {
     /// A connector for the file at `path`; opened on first use.
     pub fn new(origin: &str, path: &Path) -> Self {
+        let executor = SqliteExecutor {
+            origin: origin.to_string(),
+            path: path.to_path_buf(),
+            readers: Arc::default(),
+        };
         SqliteConnector {
             origin: origin.to_string(),
             path: path.to_path_buf(),
-            pool: OnceCell::new(),
+            provider: Arc::new(SQLFederationProvider::new(Arc::new(executor))),
         }
-    }
-
-    async fn pool(&self) -> Result<Arc<DynSqliteConnectionPool>> {
-        let pool = self
-            .pool
-            .get_or_try_init(|| async {
-                if !self.path.is_file() {
-                    return Err(ConnectorError::Unreachable {
-                        origin: self.origin.clone(),
-                        message: format!("{} does not exist", self.path.display()),
-                    });
-                }
-                let path = self.path.to_string_lossy();
-                let pool: SqliteConnectionPool =
-                    SqliteConnectionPoolFactory::new(&path, Mode::File, Duration::from_secs(5))
-                        .build()
-                        .await
-                        .map_err(|e| ConnectorError::Unreachable {
-                            origin: self.origin.clone(),
-                            message: e.to_string(),
-                        })?;
-                let pool: Arc<DynSqliteConnectionPool> = Arc::new(pool);
-                Ok(pool)
-            })
-            .await?;
-        Ok(Arc::clone(pool))
     }
 
     /// Names of the tables in the file.
     pub fn table_names(&self) -> Result<Vec<String>> {
-        let conn = self.open_readonly()?;
-        let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .map_err(|e| self.error(e))?;
-        let names = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| self.error(e))?;
-        names
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.error(e))
-    }
-
-    fn open_readonly(&self) -> Result<rusqlite::Connection> {
-        rusqlite::Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .map_err(|e| ConnectorError::Unreachable {
-            origin: self.origin.clone(),
-            message: e.to_string(),
-        })
-    }
-
-    fn error(&self, e: rusqlite::Error) -> ConnectorError {
-        let message = e.to_string();
-        if message.contains("no such table") {
-            ConnectorError::NotFound {
-                origin: self.origin.clone(),
-                object: message.trim_start_matches("no such table: ").to_string(),
-            }
-        } else {
-            ConnectorError::Origin {
-                origin: self.origin.clone(),
-                code: "42000".into(),
-                message,
-            }
-        }
+        table_names(&self.origin, &self.path)
     }
 
     /// The Arrow schema of the rows `sql` returns, from SQLite's declared column types.
     pub fn describe(&self, sql: &str) -> Result<SchemaRef> {
-        let conn = self.open_readonly()?;
-        let stmt = conn.prepare(sql).map_err(|e| self.error(e))?;
-        let fields: Vec<Field> = stmt
-            .columns()
-            .iter()
-            .map(|c| Field::new(c.name(), affinity_type(c.decl_type()), true))
-            .collect();
-        Ok(Arc::new(Schema::new(fields)))
+        describe(&self.origin, &self.path, sql)
     }
 
     /// A federated table for a dataset; `local_name` is `schema.table` as clients see it.
@@ -135,48 +91,393 @@ impl SqliteConnector {
         local_name: &str,
         source: &DatasetSource,
     ) -> Result<Arc<dyn TableProvider>> {
-        let pool = self.pool().await?;
-        match source {
+        if !self.path.is_file() {
+            return Err(ConnectorError::Unreachable {
+                origin: self.origin.clone(),
+                message: format!("{} does not exist", self.path.display()),
+            });
+        }
+        let table: Arc<dyn datafusion_federation::sql::SQLTable> = match source {
             DatasetSource::Table { table, filters } if filters.is_empty() => {
                 let reference = parse_table_name(table);
                 let schema = self.describe(&format!("SELECT * FROM {}", quoted(&reference)))?;
-                let table = Arc::new(SQLiteTable::new_with_schema(&pool, schema, reference));
-                Ok(Arc::new(table.create_federated_table_provider()?))
+                Arc::new(OriginTable(RemoteTable::new(
+                    RemoteTableRef::from(reference),
+                    schema,
+                )))
             }
             DatasetSource::Table { table, filters } => {
                 let sql = filtered_table_sql(&quoted(&parse_table_name(table)), filters);
-                self.query_table(pool, local_name, &sql)
+                self.query_table(local_name, &sql)?
             }
-            DatasetSource::Query(sql) => self.query_table(pool, local_name, sql),
-            DatasetSource::Pipeline { .. } => Err(ConnectorError::DataFusion(
-                datafusion::error::DataFusionError::Plan(format!(
+            DatasetSource::Query(sql) => self.query_table(local_name, sql)?,
+            DatasetSource::Pipeline { .. } => {
+                return Err(ConnectorError::DataFusion(DataFusionError::Plan(format!(
                     "dataset {local_name}: pipelines are for mongodb origins"
-                )),
-            )),
-        }
+                ))))
+            }
+        };
+        let source = Arc::new(SQLTableSource::new_with_table(
+            Arc::clone(&self.provider),
+            table,
+        ));
+        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
     }
 
     fn query_table(
         &self,
-        pool: Arc<DynSqliteConnectionPool>,
         local_name: &str,
         sql: &str,
-    ) -> Result<Arc<dyn TableProvider>> {
+    ) -> Result<Arc<dyn datafusion_federation::sql::SQLTable>> {
         let schema = self.describe(&format!("SELECT * FROM ({sql}) AS q"))?;
-        let table = Arc::new(QueryTable::try_new(
+        Ok(Arc::new(QueryTable::try_new(
             placeholder(local_name),
             sql,
             &SQLiteDialect {},
             schema,
-        )?);
-        let executor: Arc<dyn SQLExecutor> = Arc::new(SQLiteTable::new_with_schema(
-            &pool,
-            Arc::new(Schema::empty()),
-            parse_table_name(local_name),
-        ));
-        let provider = Arc::new(SQLFederationProvider::new(executor));
-        let source = Arc::new(SQLTableSource::new_with_table(provider, table));
-        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
+        )?))
+    }
+}
+
+fn open_readonly(origin: &str, path: &Path) -> Result<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+        |e| ConnectorError::Unreachable {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        },
+    )
+}
+
+fn sqlite_error(origin: &str, e: rusqlite::Error) -> ConnectorError {
+    let message = e.to_string();
+    if message.contains("no such table") {
+        ConnectorError::NotFound {
+            origin: origin.to_string(),
+            object: message.trim_start_matches("no such table: ").to_string(),
+        }
+    } else if message.contains("interrupted") {
+        ConnectorError::DataFusion(DataFusionError::Execution(format!(
+            "origin {origin}: query interrupted"
+        )))
+    } else {
+        ConnectorError::Origin {
+            origin: origin.to_string(),
+            code: "42000".into(),
+            message,
+        }
+    }
+}
+
+fn table_names(origin: &str, path: &Path) -> Result<Vec<String>> {
+    let conn = open_readonly(origin, path)?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(|e| sqlite_error(origin, e))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| sqlite_error(origin, e))?;
+    names
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| sqlite_error(origin, e))
+}
+
+fn describe(origin: &str, path: &Path, sql: &str) -> Result<SchemaRef> {
+    let conn = open_readonly(origin, path)?;
+    let stmt = conn.prepare(sql).map_err(|e| sqlite_error(origin, e))?;
+    let fields: Vec<Field> = stmt
+        .columns()
+        .iter()
+        .map(|c| Field::new(c.name(), affinity_type(c.decl_type()), true))
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Runs the SQL federation cuts out for one SQLite file.
+struct SqliteExecutor {
+    origin: String,
+    path: PathBuf,
+    /// Queries whose reader thread is running.
+    readers: Arc<AtomicUsize>,
+}
+
+/// Counts a reader thread while it lives.
+struct ReaderCount(Arc<AtomicUsize>);
+
+impl ReaderCount {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        ReaderCount(Arc::clone(count))
+    }
+}
+
+impl Drop for ReaderCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// SQLite has no INTERVAL: `col + INTERVAL '1 day'` becomes `datetime(col, '+1 day')`.
+fn sqlite_ast_analyzer(statement: ast::Statement) -> DfResult<ast::Statement> {
+    match statement {
+        ast::Statement::Query(mut query) => {
+            let _ = query.visit(&mut SQLiteIntervalVisitor::default());
+            Ok(ast::Statement::Query(query))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Interrupts the query's SQLite connection when the stream reading it is dropped
+/// (cancel, LIMIT satisfied, client gone); harmless once the query has finished.
+struct InterruptOnDrop(rusqlite::InterruptHandle);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt();
+    }
+}
+
+#[async_trait]
+impl SQLExecutor for SqliteExecutor {
+    fn name(&self) -> &str {
+        "sqlite"
+    }
+
+    fn compute_context(&self) -> Option<String> {
+        // Tables of one file join there; different files never do.
+        Some(format!("sqlite:{}", self.path.display()))
+    }
+
+    fn dialect(&self) -> Arc<dyn Dialect> {
+        Arc::new(SqliteDialect {})
+    }
+
+    fn ast_analyzer(&self) -> Option<AstAnalyzer> {
+        Some(Box::new(sqlite_ast_analyzer))
+    }
+
+    fn execute(
+        &self,
+        query: &str,
+        schema: SchemaRef,
+        _filters: &[Arc<dyn PhysicalExpr>],
+    ) -> DfResult<SendableRecordBatchStream> {
+        tracing::debug!(origin = %self.origin, sql = %query, "origin query");
+        let conn = open_readonly(&self.origin, &self.path)?;
+        let interrupt = InterruptOnDrop(conn.get_interrupt_handle());
+        // Two batches in flight: SQLite reads ahead no further than that.
+        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+        let origin = self.origin.clone();
+        let sql = query.to_string();
+        let out_schema = Arc::clone(&schema);
+        let reader = ReaderCount::enter(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let _reader = reader;
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                stream_rows(&origin, &conn, &sql, &out_schema, &tx)
+            }));
+            let failure = match run {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => DataFusionError::Execution(format!(
+                    "origin {origin}: the SQLite reader failed unexpectedly"
+                )),
+            };
+            let _ = tx.blocking_send(Err(failure));
+        });
+        let batches = tokio_stream_from(rx).map(move |batch| {
+            let _keep = &interrupt;
+            batch
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    async fn table_names(&self) -> DfResult<Vec<String>> {
+        Ok(table_names(&self.origin, &self.path)?)
+    }
+
+    async fn get_table_schema(&self, table_name: &str) -> DfResult<SchemaRef> {
+        Ok(describe(
+            &self.origin,
+            &self.path,
+            &format!("SELECT * FROM {table_name}"),
+        )?)
+    }
+}
+
+/// The receiver as a stream (tokio's channel without the tokio-stream crate).
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<DfResult<RecordBatch>>,
+) -> impl futures::Stream<Item = DfResult<RecordBatch>> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+}
+
+/// Reads the rows of `sql` and sends them as batches of `schema`; stops quietly when
+/// the receiver is gone.
+fn stream_rows(
+    origin: &str,
+    conn: &rusqlite::Connection,
+    sql: &str,
+    schema: &SchemaRef,
+    tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
+) -> DfResult<()> {
+    let fail = |e: rusqlite::Error| DataFusionError::from(sqlite_error(origin, e));
+    let mut stmt = conn.prepare(sql).map_err(fail)?;
+    if stmt.column_count() != schema.fields().len() {
+        return Err(DataFusionError::Execution(format!(
+            "origin {origin}: the query returns {} columns where {} were planned",
+            stmt.column_count(),
+            schema.fields().len()
+        )));
+    }
+    let mut rows = stmt.query([]).map_err(fail)?;
+    let mut columns: Vec<ColumnBuilder> = schema
+        .fields()
+        .iter()
+        .map(|f| ColumnBuilder::for_type(f.data_type()))
+        .collect();
+    let mut count = 0;
+    loop {
+        let row = rows.next().map_err(fail)?;
+        let Some(row) = row else { break };
+        for (i, column) in columns.iter_mut().enumerate() {
+            let value = row.get_ref(i).map_err(fail)?;
+            column.push(value).map_err(|m| {
+                DataFusionError::Execution(format!(
+                    "origin {origin}: column {}: {m}",
+                    schema.field(i).name()
+                ))
+            })?;
+        }
+        count += 1;
+        if count == BATCH_ROWS {
+            let batch = finish_batch(&mut columns, schema)?;
+            if tx.blocking_send(Ok(batch)).is_err() {
+                return Ok(());
+            }
+            count = 0;
+        }
+    }
+    if count > 0 {
+        let batch = finish_batch(&mut columns, schema)?;
+        let _ = tx.blocking_send(Ok(batch));
+    }
+    Ok(())
+}
+
+fn finish_batch(columns: &mut [ColumnBuilder], schema: &SchemaRef) -> DfResult<RecordBatch> {
+    let arrays = columns
+        .iter_mut()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            let array = c.finish();
+            if array.data_type() == f.data_type() {
+                Ok(array)
+            } else {
+                Ok(cast(&array, f.data_type())?)
+            }
+        })
+        .collect::<DfResult<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
+}
+
+/// Collects one column in the Arrow type nearest SQLite's storage classes; the
+/// finished array is cast to the planned type.
+enum ColumnBuilder {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Binary(BinaryBuilder),
+    Text(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn for_type(data_type: &DataType) -> Self {
+        use DataType::*;
+        match data_type {
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => {
+                ColumnBuilder::Int(Int64Builder::new())
+            }
+            Float16 | Float32 | Float64 => ColumnBuilder::Float(Float64Builder::new()),
+            Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
+            Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => {
+                ColumnBuilder::Binary(BinaryBuilder::new())
+            }
+            // Text, decimals, dates and times: SQLite's text (or number) is parsed by
+            // Arrow's cast, which fails loudly on a value it cannot read.
+            _ => ColumnBuilder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn push(&mut self, value: ValueRef<'_>) -> std::result::Result<(), String> {
+        match (self, value) {
+            (ColumnBuilder::Int(b), ValueRef::Null) => b.append_null(),
+            (ColumnBuilder::Float(b), ValueRef::Null) => b.append_null(),
+            (ColumnBuilder::Bool(b), ValueRef::Null) => b.append_null(),
+            (ColumnBuilder::Binary(b), ValueRef::Null) => b.append_null(),
+            (ColumnBuilder::Text(b), ValueRef::Null) => b.append_null(),
+            (ColumnBuilder::Int(b), ValueRef::Integer(i)) => b.append_value(i),
+            (ColumnBuilder::Int(b), ValueRef::Real(f)) if f.fract() == 0.0 => {
+                b.append_value(f as i64)
+            }
+            (ColumnBuilder::Int(b), ValueRef::Text(t)) => {
+                let text = String::from_utf8_lossy(t);
+                let i = text
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("'{text}' is not an integer"))?;
+                b.append_value(i)
+            }
+            (ColumnBuilder::Float(b), ValueRef::Integer(i)) => b.append_value(i as f64),
+            (ColumnBuilder::Float(b), ValueRef::Real(f)) => b.append_value(f),
+            (ColumnBuilder::Float(b), ValueRef::Text(t)) => {
+                let text = String::from_utf8_lossy(t);
+                let f = text
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("'{text}' is not a number"))?;
+                b.append_value(f)
+            }
+            (ColumnBuilder::Bool(b), ValueRef::Integer(i)) => b.append_value(i != 0),
+            (ColumnBuilder::Bool(b), ValueRef::Real(f)) => b.append_value(f != 0.0),
+            (ColumnBuilder::Bool(b), ValueRef::Text(t)) => {
+                match String::from_utf8_lossy(t)
+                    .trim()
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "1" | "t" | "true" => b.append_value(true),
+                    "0" | "f" | "false" => b.append_value(false),
+                    other => return Err(format!("'{other}' is not a boolean")),
+                }
+            }
+            (ColumnBuilder::Binary(b), ValueRef::Blob(v) | ValueRef::Text(v)) => b.append_value(v),
+            (ColumnBuilder::Text(b), ValueRef::Text(t)) => {
+                b.append_value(String::from_utf8_lossy(t))
+            }
+            (ColumnBuilder::Text(b), ValueRef::Integer(i)) => b.append_value(i.to_string()),
+            (ColumnBuilder::Text(b), ValueRef::Real(f)) => b.append_value(f.to_string()),
+            (ColumnBuilder::Text(b), ValueRef::Blob(v)) => {
+                b.append_value(String::from_utf8_lossy(v))
+            }
+            (_, other) => {
+                return Err(format!(
+                    "SQLite returned a {} value that does not fit the planned type",
+                    other.data_type()
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Binary(b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+        }
     }
 }
 
@@ -203,8 +504,160 @@ fn affinity_type(declared: Option<&str>) -> DataType {
 
 #[cfg(test)]
 mod tests {
-    use super::affinity_type;
-    use datafusion::arrow::datatypes::DataType;
+    use super::*;
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Decimal128Type, Int32Type};
+    use futures::TryStreamExt;
+    use std::time::Duration;
+
+    fn store(rows: i64) -> (tempfile::TempDir, SqliteExecutor) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER, price REAL, name TEXT, flag BOOLEAN);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+             INSERT INTO t SELECT i, i * 0.5, 'row ' || i, i % 2 FROM n;
+             INSERT INTO t VALUES (NULL, NULL, NULL, NULL);",
+        )
+        .unwrap();
+        conn.execute("DELETE FROM t WHERE id > ?1", [rows]).unwrap();
+        let executor = SqliteExecutor {
+            origin: "lite".into(),
+            path,
+            readers: Arc::default(),
+        };
+        (dir, executor)
+    }
+
+    fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
+        Arc::new(Schema::new(
+            fields
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn rows_stream_in_bounded_batches_with_nulls() {
+        let (_dir, executor) = store(10_000);
+        let schema = schema(&[
+            ("id", DataType::Int64),
+            ("price", DataType::Float64),
+            ("name", DataType::Utf8),
+            ("flag", DataType::Boolean),
+        ]);
+        let batches: Vec<RecordBatch> = executor
+            .execute(
+                "SELECT id, price, name, flag FROM t ORDER BY id NULLS LAST",
+                schema,
+                &[],
+            )
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+        assert_eq!(sizes, vec![4096, 4096, 1809]);
+        let last = batches.last().unwrap();
+        let row = last.num_rows() - 2;
+        assert_eq!(
+            last.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(row),
+            10_000
+        );
+        assert_eq!(
+            last.column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(row),
+            5000.0
+        );
+        assert_eq!(last.column(2).as_string::<i32>().value(row), "row 10000");
+        assert!(!last.column(3).as_boolean().value(row));
+        for c in 0..4 {
+            assert!(last.column(c).is_null(row + 1), "column {c} keeps NULL");
+        }
+    }
+
+    #[tokio::test]
+    async fn values_are_cast_to_the_planned_types() {
+        let (_dir, executor) = store(3);
+        let schema = schema(&[
+            ("n", DataType::Int32),
+            ("total", DataType::Decimal128(10, 2)),
+            ("d", DataType::Date32),
+        ]);
+        let batches: Vec<RecordBatch> = executor
+            .execute(
+                "SELECT count(*), sum(price), '2024-02-29' FROM t",
+                schema,
+                &[],
+            )
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let b = &batches[0];
+        assert_eq!(b.column(0).as_primitive::<Int32Type>().value(0), 4);
+        assert_eq!(b.column(1).as_primitive::<Decimal128Type>().value(0), 300);
+        assert_eq!(b.column(2).data_type(), &DataType::Date32);
+    }
+
+    #[tokio::test]
+    async fn a_value_that_does_not_fit_fails_the_statement_only() {
+        let (_dir, executor) = store(5);
+        let ints = schema(&[("name", DataType::Int64)]);
+        let err = executor
+            .execute("SELECT name FROM t", ints, &[])
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("'row 1' is not an integer"),
+            "{err}"
+        );
+        // The origin still answers the next statement.
+        let batches: Vec<RecordBatch> = executor
+            .execute(
+                "SELECT id FROM t WHERE id = 5",
+                schema(&[("id", DataType::Int64)]),
+                &[],
+            )
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(batches[0].num_rows(), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_stream_interrupts_sqlite() {
+        let (_dir, executor) = store(100_000);
+        let schema = schema(&[("n", DataType::Int64)]);
+        // Sorting a 10^10-row cross join: SQLite would work for hours before a first row.
+        let mut stream = executor
+            .execute(
+                "SELECT a.id * b.id AS n FROM t a, t b ORDER BY n",
+                schema,
+                &[],
+            )
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_millis(500), stream.try_next()).await;
+        assert!(first.is_err(), "no row can be ready yet");
+        assert_eq!(executor.readers.load(Ordering::SeqCst), 1);
+        drop(stream);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while executor.readers.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn affinity_follows_sqlite_rules() {

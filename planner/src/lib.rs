@@ -6,7 +6,6 @@
 
 mod absorb;
 mod constant_group_keys;
-mod derived_aggregate_names;
 mod like_escape;
 mod unfederated;
 
@@ -19,7 +18,6 @@ use datafusion_federation::FederatedQueryPlanner;
 
 pub use absorb::{portable, AbsorbIntoFederated};
 pub use constant_group_keys::ConstantGroupKeys;
-pub use derived_aggregate_names::DerivedAggregateNames;
 pub use like_escape::LikeEscape;
 pub use unfederated::Unfederated;
 
@@ -54,7 +52,6 @@ pub fn session_state() -> SessionState {
         .iter()
         .position(|r| r.name() == "scalar_subquery_to_join")
         .map_or(0, |p| p + 1);
-    rules.insert(decorrelated, Arc::new(DerivedAggregateNames));
     rules.insert(decorrelated, Arc::new(ConstantGroupKeys));
     rules.push(Arc::new(AbsorbIntoFederated));
     rules.push(Arc::new(LikeEscape));

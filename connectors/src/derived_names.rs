@@ -1,0 +1,225 @@
+//! `derived_names`: in SQL for an origin, the columns of a derived table get explicit
+//! names.
+//!
+//! Decorrelated subqueries become `(SELECT 0.2 * avg(x), k ... GROUP BY k) AS
+//! __scalar_sq_1` joined on `__scalar_sq_1."0.2 * avg(t.x)"`: the outer query refers
+//! to each column by DataFusion's display name. The unparser writes computed columns
+//! (and aggregates, also those a projection between derived table and aggregate passes
+//! on, as `constant_group_keys` adds) without an alias, so PostgreSQL names them
+//! `avg` or `?column?` and refuses the reference (TPC-H Q2, Q17, Q20:
+//! `column "min(...)" does not exist`). Naming every column of the projections under a
+//! derived table after itself changes nothing here and makes the unparser write
+//! `avg(x) AS "avg(t.x)"` at the origin.
+//!
+//! It runs on each origin's part as the last step before unparsing (a table's
+//! `logical_optimizer`), after federation has renamed the tables to the origin's own
+//! names: earlier, that renaming would change the columns' names and not the aliases.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, Result, TableReference};
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection, SubqueryAlias};
+use datafusion_federation::sql::{LogicalOptimizer, RemoteTable, SQLTable};
+
+/// `plan` with the columns of every derived table named after themselves.
+pub fn name_derived_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let named = plan
+        .transform_up_with_subqueries(|node| {
+            let LogicalPlan::SubqueryAlias(alias) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(input) = named_outputs(&alias.input)? else {
+                return Ok(Transformed::no(node));
+            };
+            Ok(Transformed::yes(LogicalPlan::SubqueryAlias(
+                SubqueryAlias::try_new(Arc::new(input), alias.alias.clone())?,
+            )))
+        })?
+        .data;
+    matched_references(named)
+}
+
+/// Federation renames the tables in column names (`avg(sales.t.x)` becomes
+/// `avg(public.t.x)` when the origin's table is `public.t`) inside a derived table
+/// but not always in the references to it from outside. A reference to a derived
+/// table's column that is not there is pointed at the one column whose name matches
+/// once schema names are set aside.
+fn matched_references(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut columns: HashMap<TableReference, Vec<String>> = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::SubqueryAlias(alias) = node {
+            columns.insert(
+                alias.alias.clone(),
+                alias
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            );
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if columns.is_empty() {
+        return Ok(plan);
+    }
+    let fix = |c: &Column| -> Option<Column> {
+        let names = columns.get(c.relation.as_ref()?)?;
+        if names.contains(&c.name) {
+            return None;
+        }
+        let wanted = without_schemas(&c.name);
+        let mut found = names.iter().filter(|n| without_schemas(n) == wanted);
+        match (found.next(), found.next()) {
+            (Some(name), None) => Some(Column::new(c.relation.clone(), name)),
+            _ => None,
+        }
+    };
+    plan.transform_up_with_subqueries(|node| {
+        node.map_expressions(|e| {
+            e.transform(|e| match &e {
+                Expr::Column(c) => Ok(match fix(c) {
+                    Some(c) => Transformed::yes(Expr::Column(c)),
+                    None => Transformed::no(e),
+                }),
+                _ => Ok(Transformed::no(e)),
+            })
+        })
+    })
+    .map(|t| t.data)
+}
+
+/// `name` with every `schema.table.column` chain shortened to `table.column`.
+fn without_schemas(name: &str) -> String {
+    let ident = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(start) = rest.find(ident) {
+        out.push_str(&rest[..start]);
+        let chain = &rest[start..];
+        let end = chain.find(|c| !ident(c)).unwrap_or(chain.len());
+        let parts: Vec<&str> = chain[..end].split('.').collect();
+        let keep = if parts.len() >= 3 {
+            &parts[parts.len() - 2..]
+        } else {
+            &parts[..]
+        };
+        out.push_str(&keep.join("."));
+        rest = &chain[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A table of a SQL origin whose SQL gets [`name_derived_columns`].
+#[derive(Debug)]
+pub struct OriginTable(pub RemoteTable);
+
+impl SQLTable for OriginTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_reference(&self) -> TableReference {
+        SQLTable::table_reference(&self.0)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        SQLTable::schema(&self.0)
+    }
+
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        Some(Box::new(name_derived_columns))
+    }
+}
+
+/// `plan` with every output column explicitly named, or `None` if it already is (or
+/// is neither a projection nor an aggregate, whose columns the unparser names itself).
+fn named_outputs(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    match plan {
+        LogicalPlan::Aggregate(agg) => {
+            let columns = agg
+                .schema
+                .iter()
+                .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+                .collect::<Vec<_>>();
+            let projection = Projection::try_new(columns, Arc::new(plan.clone()))?;
+            Ok(Some(
+                named_outputs(&LogicalPlan::Projection(projection.clone()))?
+                    .unwrap_or(LogicalPlan::Projection(projection)),
+            ))
+        }
+        LogicalPlan::Projection(p) => {
+            let input = match p.input.as_ref() {
+                // A projection under this one is written as a derived table of its own.
+                inner @ LogicalPlan::Projection(_) => named_outputs(inner)?.map(Arc::new),
+                _ => None,
+            };
+            let unnamed = p.expr.iter().any(|e| !matches!(e, Expr::Alias(_)));
+            if input.is_none() && !unnamed {
+                return Ok(None);
+            }
+            let expr = p
+                .expr
+                .iter()
+                .zip(p.schema.iter())
+                .map(|(e, (q, f))| match e {
+                    Expr::Alias(_) => e.clone(),
+                    _ => e.clone().alias_qualified(q.cloned(), f.name()),
+                })
+                .collect();
+            let input = input.unwrap_or_else(|| Arc::clone(&p.input));
+            Ok(Some(LogicalPlan::Projection(Projection::try_new(
+                expr, input,
+            )?)))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::functions_aggregate::expr_fn::min;
+    use datafusion::logical_expr::{col, table_scan};
+    use datafusion::sql::unparser::plan_to_sql;
+
+    #[test]
+    fn schema_names_are_set_aside_in_chains_of_three() {
+        assert_eq!(
+            without_schemas("Decimal128(0.2,1,1) * avg(public.lineitem.l_quantity)"),
+            "Decimal128(0.2,1,1) * avg(lineitem.l_quantity)"
+        );
+        assert_eq!(without_schemas("min(t.v)"), "min(t.v)");
+    }
+
+    #[test]
+    fn an_aggregate_derived_table_names_its_columns_at_the_origin() {
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("v", DataType::Int32, false),
+        ]);
+        let plan = table_scan(Some("t"), &schema, None)
+            .unwrap()
+            .aggregate(vec![col("k")], vec![min(col("v"))])
+            .unwrap()
+            .alias("sq")
+            .unwrap()
+            .build()
+            .unwrap();
+        let before = plan_to_sql(&plan).unwrap().to_string();
+        assert!(!before.contains("AS \"min(t.v)\""), "{before}");
+        let after = name_derived_columns(plan.clone()).unwrap();
+        assert_ne!(after, plan);
+        assert_eq!(after.schema(), plan.schema(), "the names do not change");
+        let sql = plan_to_sql(&after).unwrap().to_string();
+        assert!(sql.contains("min(t.v) AS \"min(t.v)\""), "{sql}");
+        // Once named, nothing more to do.
+        assert_eq!(name_derived_columns(after.clone()).unwrap(), after);
+    }
+}
