@@ -525,11 +525,18 @@ async fn rows_from_origins(client: &Client, sql: &str) -> Result<BTreeMap<&'stat
     let mut by_origin = BTreeMap::new();
     for row in text_rows(client, &format!("EXPLAIN ANALYZE {sql}")).await? {
         let lines: Vec<&str> = row.iter().flatten().flat_map(|c| c.lines()).collect();
+        if std::env::var_os("SWITCHYARD_BENCH_SHOW_PLANS").is_some() {
+            eprintln!("{}", lines.join("\n"));
+        }
         for (i, line) in lines.iter().enumerate() {
             let origin = if line.contains("MongoExec:") {
                 "mongodb"
             } else if line.contains("SchemaCastScanExec") {
-                match lines.get(i + 1) {
+                // The origin's node is the next one below, past DataFusion's wrappers.
+                let below = lines[i + 1..]
+                    .iter()
+                    .find(|l| !l.contains("CooperativeExec"));
+                match below {
                     Some(next) if next.contains("VirtualExecutionPlan name=sqlite") => "local",
                     Some(next) if next.contains("VirtualExecutionPlan name=postgres") => "postgres",
                     _ => continue,

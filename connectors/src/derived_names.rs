@@ -40,7 +40,45 @@ pub fn name_derived_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
             )))
         })?
         .data;
-    matched_references(named)
+    matched_references(without_passthrough_projections(named)?)
+}
+
+/// A projection that only passes columns on, under another projection (with only
+/// sorts and limits between), is dropped.
+///
+/// The unparser writes it as `(SELECT ...) AS "derived_projection"` but keeps the
+/// upper projection's and the sort's references qualified by the tables inside it
+/// (TPC-H Q2: `missing FROM-clause entry for table "supplier"`). Without it the sort
+/// and limit see more columns, and the upper projection picks the same ones.
+fn without_passthrough_projections(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Projection(upper) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(input) = skip_passthrough(&upper.input)? else {
+            return Ok(Transformed::no(node));
+        };
+        Ok(Transformed::yes(LogicalPlan::Projection(
+            Projection::try_new(upper.expr.clone(), Arc::new(input))?,
+        )))
+    })
+    .map(|t| t.data)
+}
+
+/// `plan` (sorts and limits over a pass-through projection) without that projection.
+fn skip_passthrough(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    match plan {
+        LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
+            let Some(input) = skip_passthrough(plan.inputs()[0])? else {
+                return Ok(None);
+            };
+            Ok(Some(plan.with_new_exprs(plan.expressions(), vec![input])?))
+        }
+        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+            Ok(Some(p.input.as_ref().clone()))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Federation renames the tables in column names (`avg(sales.t.x)` becomes
@@ -137,6 +175,65 @@ impl SQLTable for OriginTable {
     }
 }
 
+/// A projection over a projection of plain columns and constants (what
+/// `constant_group_keys` puts over an aggregate) as one projection.
+///
+/// The unparser writes the lower one as a derived table but leaves the upper one's
+/// column references qualified by the tables inside it (`"lineitem"."l_partkey"` from
+/// outside `(...) AS "derived_projection"`), which PostgreSQL refuses. Substituting
+/// the lower projection's columns and constants into the upper one asks the same.
+fn merged(p: &Projection) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Projection(inner) = p.input.as_ref() else {
+        return Ok(None);
+    };
+    let plain = inner.expr.iter().all(|e| {
+        matches!(
+            e.clone().unalias_nested().data,
+            Expr::Column(_) | Expr::Literal(..)
+        )
+    });
+    if !plain {
+        return Ok(None);
+    }
+    let by_column: HashMap<Column, Expr> = inner
+        .schema
+        .iter()
+        .zip(&inner.expr)
+        .map(|((q, f), e)| {
+            (
+                Column::new(q.cloned(), f.name()),
+                e.clone().unalias_nested().data,
+            )
+        })
+        .collect();
+    let expr = p
+        .expr
+        .iter()
+        .zip(p.schema.iter())
+        .map(|(e, (q, f))| {
+            let substituted = e
+                .clone()
+                .transform(|e| match &e {
+                    Expr::Column(c) => Ok(match by_column.get(c) {
+                        Some(inner) => Transformed::yes(inner.clone()),
+                        None => Transformed::no(e),
+                    }),
+                    _ => Ok(Transformed::no(e)),
+                })?
+                .data;
+            // Keep the upper projection's output names exactly.
+            Ok(match substituted {
+                Expr::Alias(_) => substituted,
+                other => other.alias_qualified(q.cloned(), f.name()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(LogicalPlan::Projection(Projection::try_new(
+        expr,
+        Arc::clone(&inner.input),
+    )?)))
+}
+
 /// `plan` with every output column explicitly named, or `None` if it already is (or
 /// is neither a projection nor an aggregate, whose columns the unparser names itself).
 fn named_outputs(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
@@ -154,6 +251,9 @@ fn named_outputs(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
             ))
         }
         LogicalPlan::Projection(p) => {
+            if let Some(merged) = merged(p)? {
+                return Ok(Some(named_outputs(&merged)?.unwrap_or(merged)));
+            }
             let input = match p.input.as_ref() {
                 // A projection under this one is written as a derived table of its own.
                 inner @ LogicalPlan::Projection(_) => named_outputs(inner)?.map(Arc::new),
@@ -186,7 +286,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::functions_aggregate::expr_fn::min;
-    use datafusion::logical_expr::{col, table_scan};
+    use datafusion::logical_expr::{col, lit, table_scan};
     use datafusion::sql::unparser::plan_to_sql;
 
     #[test]
@@ -196,6 +296,33 @@ mod tests {
             "Decimal128(0.2,1,1) * avg(lineitem.l_quantity)"
         );
         assert_eq!(without_schemas("min(t.v)"), "min(t.v)");
+    }
+
+    #[test]
+    fn a_projection_over_plain_columns_merges_into_one_select() {
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("v", DataType::Int32, false),
+        ]);
+        let plan = table_scan(Some("t"), &schema, None)
+            .unwrap()
+            .aggregate(vec![col("k")], vec![min(col("v"))])
+            .unwrap()
+            .project(vec![col("t.k"), lit(true).alias("always"), col("min(t.v)")])
+            .unwrap()
+            .project(vec![col("min(t.v)") * lit(2), col("t.k"), col("always")])
+            .unwrap()
+            .alias("sq")
+            .unwrap()
+            .build()
+            .unwrap();
+        let after = name_derived_columns(plan.clone()).unwrap();
+        assert_eq!(after.schema(), plan.schema());
+        let sql = plan_to_sql(&after).unwrap().to_string();
+        assert_eq!(
+            sql,
+            "SELECT * FROM (SELECT (min(t.v) * 2) AS \"min(t.v) * Int32(2)\", t.k AS k, true AS \"always\" FROM t GROUP BY t.k) AS sq"
+        );
     }
 
     #[test]

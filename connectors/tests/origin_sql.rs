@@ -58,7 +58,9 @@ fn context(local_schema: &str) -> SessionContext {
         .unwrap();
     let provider = Arc::new(SQLFederationProvider::new(Arc::new(Unreached)));
     let decimal = DataType::Decimal128(15, 2);
-    let tables: [(&str, Vec<(&str, DataType)>); 4] = [
+    let text = DataType::Utf8;
+    let int = DataType::Int64;
+    let tables: [(&str, Vec<(&str, DataType)>); 6] = [
         (
             "lineitem",
             vec![
@@ -75,6 +77,9 @@ fn context(local_schema: &str) -> SessionContext {
                 ("p_partkey", DataType::Int64),
                 ("p_brand", DataType::Utf8),
                 ("p_name", DataType::Utf8),
+                ("p_mfgr", text.clone()),
+                ("p_type", text.clone()),
+                ("p_size", DataType::Int32),
             ],
         ),
         (
@@ -88,7 +93,27 @@ fn context(local_schema: &str) -> SessionContext {
         ),
         (
             "supplier",
-            vec![("s_suppkey", DataType::Int64), ("s_name", DataType::Utf8)],
+            vec![
+                ("s_suppkey", int.clone()),
+                ("s_name", text.clone()),
+                ("s_address", text.clone()),
+                ("s_nationkey", int.clone()),
+                ("s_phone", text.clone()),
+                ("s_acctbal", decimal.clone()),
+                ("s_comment", text.clone()),
+            ],
+        ),
+        (
+            "nation",
+            vec![
+                ("n_nationkey", int.clone()),
+                ("n_name", text.clone()),
+                ("n_regionkey", int.clone()),
+            ],
+        ),
+        (
+            "region",
+            vec![("r_regionkey", int.clone()), ("r_name", text.clone())],
         ),
     ];
     for (name, columns) in tables {
@@ -150,6 +175,12 @@ fn assert_names_resolve(sql: &str) {
         sql.contains("\"tpch\".\"lineitem\"") || sql.contains("\"tpch\".\"partsupp\""),
         "{sql}"
     );
+    // A decorrelated subquery is one SELECT at the origin: as a derived table inside
+    // another, its outer columns would name tables out of scope.
+    assert!(
+        !sql.contains("AS \"derived_projection\") AS \"__scalar_sq"),
+        "stacked derived tables:\n{sql}"
+    );
     let mut rest = sql;
     while let Some(start) = rest.find('"') {
         let after = &rest[start + 1..];
@@ -175,6 +206,30 @@ async fn q17_correlated_average_reaches_the_origin_as_valid_sql() {
     .await;
     for sql in parts {
         assert_names_resolve(&sql);
+    }
+}
+
+#[tokio::test]
+async fn q2_whole_reaches_the_origin_as_valid_sql() {
+    let parts = origin_sql(
+        "SELECT s_acctbal, s_name, n_name, p_partkey, p_mfgr, s_address, s_phone, s_comment
+         FROM tpch.part, tpch.supplier, tpch.partsupp, tpch.nation, tpch.region
+         WHERE p_partkey = ps_partkey AND s_suppkey = ps_suppkey AND p_size = 15
+           AND p_type LIKE '%BRASS' AND s_nationkey = n_nationkey
+           AND n_regionkey = r_regionkey AND r_name = 'EUROPE'
+           AND ps_supplycost = (
+             SELECT min(ps_supplycost) FROM tpch.partsupp, tpch.supplier, tpch.nation, tpch.region
+             WHERE p_partkey = ps_partkey AND s_suppkey = ps_suppkey
+               AND s_nationkey = n_nationkey AND n_regionkey = r_regionkey AND r_name = 'EUROPE')
+         ORDER BY s_acctbal DESC, n_name, s_name, p_partkey
+         LIMIT 100",
+    )
+    .await;
+    for sql in parts {
+        assert_names_resolve(&sql);
+        // Sorted and limited at the origin as one SELECT: a derived table under the
+        // ORDER BY would leave its tables out of the ORDER BY's scope.
+        assert!(!sql.contains("\"derived_projection\""), "{sql}");
     }
 }
 
