@@ -6,6 +6,7 @@
 
 pub mod catalog;
 mod error;
+pub mod facts;
 pub mod files;
 pub mod local;
 pub mod mongo;
