@@ -11,15 +11,18 @@
 //!   (SQLAlchemy's key and index reflection).
 //! - A scalar subquery whose single item is not an aggregate gets it wrapped in
 //!   `max()`: DataFusion plans a correlated scalar subquery only when aggregated
-//!   (psql's and SQLAlchemy's column defaults). One in a SELECT list is also
-//!   parenthesised, since datafusion-postgres replaces a correlated subquery there
-//!   by NULL. A catalog subquery returning more than one row (an error in
-//!   PostgreSQL) gives its largest value instead.
+//!   (psql's and SQLAlchemy's column defaults); conditions on the outer row alone
+//!   move into a `CASE WHEN ... THEN (subquery) END`; one correlated other than by
+//!   `inner column = outer column` becomes NULL (DataFusion cannot plan it). One in
+//!   a SELECT list is also parenthesised, since datafusion-postgres replaces a
+//!   correlated subquery there by NULL. A catalog subquery returning more than one
+//!   row (an error in PostgreSQL) gives its largest value instead.
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, Expr, GroupByExpr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
+    AccessExpr, BinaryOperator, Expr, GroupByExpr, TableFactor, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
     SelectItem, SetExpr, Statement, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -156,27 +159,196 @@ fn positions(array: &str) -> Option<Expr> {
     ))
 }
 
-/// Wraps the single item of a scalar subquery in max() unless it aggregates.
-fn aggregate_item(query: &mut Query) -> bool {
-    let SetExpr::Select(select) = query.body.as_mut() else {
+/// Names a column qualifier may use for the subquery's own tables.
+fn local_names(select: &datafusion::sql::sqlparser::ast::Select) -> HashSet<String> {
+    let mut names = HashSet::new();
+    let mut add = |factor: &TableFactor| match factor {
+        TableFactor::Table { name, alias, .. } => {
+            match alias {
+                Some(a) => {
+                    names.insert(a.name.value.to_lowercase());
+                }
+                None => {
+                    let parts: Vec<String> = name
+                        .0
+                        .iter()
+                        .filter_map(|p| p.as_ident())
+                        .map(|i| i.value.to_lowercase())
+                        .collect();
+                    names.insert(parts.join("."));
+                    if let Some(last) = parts.last() {
+                        names.insert(last.clone());
+                    }
+                }
+            }
+        }
+        TableFactor::Derived { alias: Some(a), .. } => {
+            names.insert(a.name.value.to_lowercase());
+        }
+        _ => {}
+    };
+    for table in &select.from {
+        add(&table.relation);
+        for join in &table.joins {
+            add(&join.relation);
+        }
+    }
+    names
+}
+
+/// Whether `expr` reads columns of the subquery's own tables and of the outer query.
+fn references(expr: &Expr, local: &HashSet<String>) -> (bool, bool) {
+    struct Refs<'a> {
+        local: &'a HashSet<String>,
+        inner: bool,
+        outer: bool,
+    }
+    impl Visitor for Refs<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Identifier(_) => self.inner = true,
+                Expr::CompoundIdentifier(parts) if parts.len() > 1 => {
+                    let qualifier = parts[..parts.len() - 1]
+                        .iter()
+                        .map(|p| p.value.to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    if self.local.contains(&qualifier) {
+                        self.inner = true;
+                    } else {
+                        self.outer = true;
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut refs = Refs {
+        local,
+        inner: false,
+        outer: false,
+    };
+    let _ = expr.visit(&mut refs);
+    (refs.inner, refs.outer)
+}
+
+/// Whether a subquery reads columns of the outer query.
+fn correlated(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
         return false;
     };
-    if select.projection.len() != 1 || !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty()) {
-        return false;
+    let local = local_names(select);
+    select
+        .selection
+        .as_ref()
+        .is_some_and(|w| references(w, &local).1)
+        || select.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                references(e, &local).1
+            }
+            _ => false,
+        })
+}
+
+fn conjuncts(expr: Expr, out: &mut Vec<Expr>) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+            conjuncts(*inner, out)
+        }
+        other => out.push(other),
     }
-    let item = match &mut select.projection[0] {
+}
+
+fn is_column(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+}
+
+/// A scalar subquery DataFusion can plan: its single item wrapped in max() unless it
+/// aggregates, conditions on the outer row alone moved into a CASE around it. A
+/// correlation DataFusion cannot plan (other than `inner column = outer column`)
+/// makes it NULL, as datafusion-postgres does in a SELECT list.
+fn plannable(query: &Query) -> Option<Expr> {
+    let null = Expr::value(datafusion::sql::sqlparser::ast::Value::Null);
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if select.projection.len() != 1
+        || !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+    {
+        return None;
+    }
+    let item = match &select.projection[0] {
         SelectItem::UnnamedExpr(e) => e,
         SelectItem::ExprWithAlias { expr, .. } => expr,
-        _ => return false,
+        _ => return None,
     };
-    if function_name(item).is_some_and(|n| AGGREGATES.contains(&n.as_str())) {
-        return false;
+    let local = local_names(select);
+    if references(item, &local).1 {
+        return Some(null);
     }
-    let Some(wrapped) = parse_expr(&format!("max({item})")) else {
-        return false;
+    let mut lifted = Vec::new();
+    let mut kept = Vec::new();
+    let mut parts = Vec::new();
+    if let Some(selection) = &select.selection {
+        conjuncts(selection.clone(), &mut parts);
+    }
+    for part in parts {
+        match references(&part, &local) {
+            (_, false) => kept.push(part),
+            (false, true) => lifted.push(part),
+            (true, true) => {
+                let equi = matches!(&part, Expr::BinaryOp { left, op: BinaryOperator::Eq, right }
+                    if is_column(left) && is_column(right)
+                        && references(left, &local).0 != references(right, &local).0);
+                if !equi {
+                    return Some(null);
+                }
+                kept.push(part);
+            }
+        }
+    }
+    let aggregated = function_name(item).is_some_and(|n| AGGREGATES.contains(&n.as_str()));
+    if aggregated && lifted.is_empty() {
+        // Already plannable as written.
+        return None;
+    }
+    let mut query = query.clone();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
     };
-    *item = wrapped;
-    true
+    if !aggregated {
+        let wrapped = parse_expr(&format!("max({item})"))?;
+        match &mut select.projection[0] {
+            SelectItem::UnnamedExpr(e) => *e = wrapped,
+            SelectItem::ExprWithAlias { expr, .. } => *expr = wrapped,
+            _ => return None,
+        }
+    }
+    select.selection = kept.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    });
+    let subquery = Expr::Subquery(Box::new(query));
+    if lifted.is_empty() {
+        return Some(subquery);
+    }
+    let condition = lifted
+        .iter()
+        .map(|c| format!("({c})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    parse_expr(&format!("CASE WHEN {condition} THEN ({subquery}) END"))
 }
 
 impl VisitorMut for Rewriter {
@@ -193,9 +365,13 @@ impl VisitorMut for Rewriter {
                     _ => continue,
                 };
                 if let Expr::Subquery(q) = expr {
+                    // Only a correlated one would be replaced; the others keep the
+                    // text as sent (datafusion-postgres matches some whole texts).
+                    if correlated(q) {
+                        self.changed = true;
+                    }
                     let q = q.clone();
                     *expr = Expr::Nested(Box::new(Expr::Subquery(q)));
-                    self.changed = true;
                 }
             }
         }
@@ -257,7 +433,8 @@ impl VisitorMut for Rewriter {
             _ => {}
         }
         if let Expr::Subquery(query) = expr {
-            if aggregate_item(query) {
+            if let Some(replacement) = plannable(query) {
+                *expr = replacement;
                 self.changed = true;
             }
         }
@@ -288,7 +465,14 @@ mod tests {
             sql.contains("((SELECT max(pg_catalog.pg_get_expr(d.adbin, d.adrelid, true))"),
             "{sql}"
         );
-        let sql = rewrite("SELECT (SELECT count(*) FROM pg_catalog.pg_class) FROM pg_catalog.pg_namespace").unwrap();
+        let sql = rewrite("SELECT a.attname, (SELECT d.adbin FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid AND a.atthasdef) FROM pg_catalog.pg_attribute a").unwrap();
+        assert!(
+            sql.contains("CASE WHEN (a.atthasdef) THEN ((SELECT max(d.adbin) FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid)) END"),
+            "{sql}"
+        );
+        let sql = rewrite("SELECT (SELECT c.collname FROM pg_catalog.pg_collation c WHERE c.oid <> a.attcollation) FROM pg_catalog.pg_attribute a").unwrap();
+        assert!(sql.starts_with("SELECT (NULL) FROM") || sql.starts_with("SELECT NULL FROM"), "{sql}");
+        let sql = rewrite("SELECT (SELECT count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) FROM pg_catalog.pg_namespace n").unwrap();
         assert!(sql.contains("((SELECT count(*)"), "{sql}");
     }
 
@@ -299,5 +483,14 @@ mod tests {
             None
         );
         assert_eq!(rewrite("SELECT 1"), None);
+    }
+
+    #[test]
+    fn texts_datafusion_postgres_matches_are_kept() {
+        // psql's publication query: an aggregated subquery, nothing to change.
+        assert_eq!(
+            rewrite("SELECT pubname, (CASE WHEN pr.prattrs IS NOT NULL THEN (SELECT string_agg(attname, ', ') FROM pg_catalog.pg_attribute WHERE attrelid = pr.prrelid) ELSE NULL END) FROM pg_catalog.pg_publication_rel pr"),
+            None
+        );
     }
 }
