@@ -370,6 +370,9 @@ struct Facts {
     attrdefs: Vec<Row>,
     index_classes: Vec<Row>,
     with_index: std::collections::HashSet<i32>,
+    /// Tables on either end of a foreign key (PostgreSQL's FK triggers; psql shows
+    /// foreign keys only for tables with triggers).
+    with_triggers: std::collections::HashSet<i32>,
     /// (table oid, column) → (not null, has default).
     columns: HashMap<(i32, String), (bool, bool)>,
     definitions: HashMap<i32, Definition>,
@@ -383,6 +386,7 @@ impl Facts {
             attrdefs: vec![],
             index_classes: vec![],
             with_index: Default::default(),
+            with_triggers: Default::default(),
             columns: HashMap::new(),
             definitions: HashMap::new(),
         };
@@ -545,6 +549,8 @@ impl Facts {
                             })
                             .map(|i| fact_oid(&["i", &target.schema, &target.name, i]))
                             .unwrap_or(0);
+                        out.with_triggers.insert(t.oid);
+                        out.with_triggers.insert(target.oid);
                         row.insert("confrelid", oid(target.oid));
                         row.insert("confkey", int2_list(&fkeys));
                         row.insert("confupdtype", text(fk.on_update.to_string()));
@@ -578,19 +584,25 @@ impl Facts {
         )?)
     }
 
-    /// pg_class with relhasindex set and the index rows appended.
+    /// pg_class with relhasindex / relhastriggers set and the index rows appended.
     fn class(&self, class: &RecordBatch) -> Result<RecordBatch> {
         let oids = int32(class, "oid")?;
         let schema = class.schema();
         let mut columns = Vec::with_capacity(schema.fields().len());
         for (i, f) in schema.fields().iter().enumerate() {
-            let base = if f.name() == "relhasindex" {
-                let patched: BooleanArray = (0..class.num_rows())
-                    .map(|r| Some(self.with_index.contains(&oids.value(r))))
-                    .collect();
-                Arc::new(patched) as ArrayRef
-            } else {
-                Arc::clone(class.column(i))
+            let set = match f.name().as_str() {
+                "relhasindex" => Some(&self.with_index),
+                "relhastriggers" => Some(&self.with_triggers),
+                _ => None,
+            };
+            let base = match set {
+                Some(set) => {
+                    let patched: BooleanArray = (0..class.num_rows())
+                        .map(|r| Some(set.contains(&oids.value(r))))
+                        .collect();
+                    Arc::new(patched) as ArrayRef
+                }
+                None => Arc::clone(class.column(i)),
             };
             let added = column(f, &self.index_classes)?;
             columns.push(concat(&[base.as_ref(), added.as_ref()])?);
@@ -731,9 +743,15 @@ fn attrdef_schema() -> SchemaRef {
 }
 
 /// Registers `pg_get_indexdef`, `pg_get_constraintdef` and `pg_get_expr` reading
-/// `definitions` (replacing datafusion-postgres's, which print empty strings).
+/// `definitions` (replacing datafusion-postgres's, which print empty strings), and
+/// `pg_get_triggerdef`.
 pub fn register(ctx: &SessionContext, definitions: &Arc<Definitions>) {
-    for which in [Printer::IndexDef, Printer::ConstraintDef, Printer::Expr] {
+    for which in [
+        Printer::IndexDef,
+        Printer::ConstraintDef,
+        Printer::Expr,
+        Printer::TriggerDef,
+    ] {
         ctx.register_udf(ScalarUDF::from(DefUdf {
             which,
             definitions: Arc::clone(definitions),
@@ -747,6 +765,8 @@ enum Printer {
     IndexDef,
     ConstraintDef,
     Expr,
+    /// There are no triggers (pg_trigger is empty); psql asks when relhastriggers.
+    TriggerDef,
 }
 
 #[derive(Debug)]
@@ -774,6 +794,7 @@ impl ScalarUDFImpl for DefUdf {
             Printer::IndexDef => "pg_get_indexdef",
             Printer::ConstraintDef => "pg_get_constraintdef",
             Printer::Expr => "pg_get_expr",
+            Printer::TriggerDef => "pg_get_triggerdef",
         }
     }
 
@@ -794,6 +815,11 @@ impl ScalarUDFImpl for DefUdf {
                 self.name()
             )));
         };
+        if self.which == Printer::TriggerDef {
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+            ));
+        }
         if self.which == Printer::Expr {
             // adbin already holds the printed expression.
             return Ok(ColumnarValue::Array(cast(first, &DataType::Utf8)?));

@@ -252,6 +252,22 @@ fn correlated(query: &Query) -> bool {
         })
 }
 
+/// Finds outer references in a FROM clause (a lateral table function's arguments).
+struct OuterIn<'a> {
+    local: &'a HashSet<String>,
+    outer: &'a mut bool,
+}
+
+impl Visitor for OuterIn<'_> {
+    type Break = ();
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if references(expr, self.local).1 {
+            *self.outer = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 fn conjuncts(expr: Expr, out: &mut Vec<Expr>) {
     match expr {
         Expr::BinaryOp {
@@ -273,8 +289,8 @@ fn is_column(expr: &Expr) -> bool {
     matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
 }
 
-/// A scalar subquery DataFusion can plan: its single item wrapped in max() unless it
-/// aggregates, conditions on the outer row alone moved into a CASE around it. A
+/// A scalar subquery DataFusion can plan: its single item (not an aggregate; those
+/// are left alone) wrapped in max(), conditions on the outer row alone moved into a CASE around it. A
 /// correlation DataFusion cannot plan (other than `inner column = outer column`)
 /// makes it NULL, as datafusion-postgres does in a SELECT list.
 fn plannable(query: &Query) -> Option<Expr> {
@@ -292,8 +308,21 @@ fn plannable(query: &Query) -> Option<Expr> {
         SelectItem::ExprWithAlias { expr, .. } => expr,
         _ => return None,
     };
+    if function_name(item).is_some_and(|n| AGGREGATES.contains(&n.as_str())) {
+        // Left as sent: DataFusion plans these as well as it can, and
+        // datafusion-postgres matches some whole texts containing them.
+        return None;
+    }
     let local = local_names(select);
-    if references(item, &local).1 {
+    let lateral = select.from.iter().any(|t| {
+        let mut outer = false;
+        let _ = t.visit(&mut OuterIn {
+            local: &local,
+            outer: &mut outer,
+        });
+        outer
+    });
+    if lateral || references(item, &local).1 {
         return Some(null);
     }
     let mut lifted = Vec::new();
@@ -317,22 +346,15 @@ fn plannable(query: &Query) -> Option<Expr> {
             }
         }
     }
-    let aggregated = function_name(item).is_some_and(|n| AGGREGATES.contains(&n.as_str()));
-    if aggregated && lifted.is_empty() {
-        // Already plannable as written.
-        return None;
-    }
     let mut query = query.clone();
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
     };
-    if !aggregated {
-        let wrapped = parse_expr(&format!("max({item})"))?;
-        match &mut select.projection[0] {
-            SelectItem::UnnamedExpr(e) => *e = wrapped,
-            SelectItem::ExprWithAlias { expr, .. } => *expr = wrapped,
-            _ => return None,
-        }
+    let wrapped = parse_expr(&format!("max({item})"))?;
+    match &mut select.projection[0] {
+        SelectItem::UnnamedExpr(e) => *e = wrapped,
+        SelectItem::ExprWithAlias { expr, .. } => *expr = wrapped,
+        _ => return None,
     }
     select.selection = kept.into_iter().reduce(|a, b| Expr::BinaryOp {
         left: Box::new(a),
