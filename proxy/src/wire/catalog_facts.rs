@@ -69,6 +69,8 @@ enum Kind {
     Constraint,
     Index,
     Attrdef,
+    /// pg_settings plus the index limits clients ask for (pgjdbc's getImportedKeys).
+    Settings,
 }
 
 /// pg_catalog with the origins' facts added.
@@ -111,10 +113,11 @@ impl SchemaProvider for FactsCatalog {
             "pg_constraint" => Kind::Constraint,
             "pg_index" => Kind::Index,
             "pg_attrdef" => Kind::Attrdef,
+            "pg_settings" => Kind::Settings,
             _ => return self.inner.table(name).await,
         };
         let schema = match kind {
-            Kind::Class | Kind::Attribute => match self.inner.table(name).await? {
+            Kind::Class | Kind::Attribute | Kind::Settings => match self.inner.table(name).await? {
                 Some(t) => t.schema(),
                 None => return Ok(None),
             },
@@ -199,6 +202,9 @@ impl FactsTable {
     }
 
     async fn build(&self, state: &dyn Session) -> Result<RecordBatch> {
+        if self.kind == Kind::Settings {
+            return settings(&self.inner_batch(state, "pg_settings").await?);
+        }
         let namespaces = self.inner_batch(state, "pg_namespace").await?;
         let class = self.inner_batch(state, "pg_class").await?;
         let attribute = self.inner_batch(state, "pg_attribute").await?;
@@ -255,7 +261,7 @@ impl FactsTable {
             Kind::Attribute => facts.attribute(&attribute),
             Kind::Constraint => facts.batch(&self.schema, &facts.constraints),
             Kind::Index => facts.batch(&self.schema, &facts.indexes),
-            Kind::Attrdef => facts.batch(&self.schema, &facts.attrdefs),
+            Kind::Attrdef | Kind::Settings => facts.batch(&self.schema, &facts.attrdefs),
         }
     }
 
@@ -634,6 +640,43 @@ impl Facts {
         }
         Ok(RecordBatch::try_new(schema, columns)?)
     }
+}
+
+/// PostgreSQL's compile-time index limits, read-only settings.
+const LIMITS: &[(&str, &str)] = &[("max_index_keys", "32"), ("max_identifier_length", "63")];
+
+/// pg_settings with [`LIMITS`] added where missing.
+fn settings(batch: &RecordBatch) -> Result<RecordBatch> {
+    let names = string(batch, "name")?;
+    let have: std::collections::HashSet<&str> = names.iter().flatten().collect();
+    let rows: Vec<Row> = LIMITS
+        .iter()
+        .filter(|(name, _)| !have.contains(name))
+        .map(|(name, value)| {
+            Row::from([
+                ("name", text(*name)),
+                ("setting", text(*value)),
+                ("category", text("Preset Options")),
+                ("context", text("internal")),
+                ("vartype", text("integer")),
+                ("source", text("default")),
+                ("min_val", text(*value)),
+                ("max_val", text(*value)),
+                ("reset_val", text(*value)),
+            ])
+        })
+        .collect();
+    let schema = batch.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let added = column(f, &rows)?;
+            Ok(concat(&[batch.column(i).as_ref(), added.as_ref()])?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// One column of `rows` for field `f`.
