@@ -118,6 +118,7 @@ impl SchemaProvider for FactsCatalog {
         };
         let schema = match kind {
             Kind::Class | Kind::Attribute | Kind::Settings => match self.inner.table(name).await? {
+                Some(t) if kind == Kind::Class => with_reloptions(&t.schema()),
                 Some(t) => t.schema(),
                 None => return Ok(None),
             },
@@ -613,6 +614,12 @@ impl Facts {
             let added = column(f, &self.index_classes)?;
             columns.push(concat(&[base.as_ref(), added.as_ref()])?);
         }
+        let schema = with_reloptions(&schema);
+        let rows = columns.first().map(|c| c.len()).unwrap_or(0);
+        columns.push(datafusion::arrow::array::new_null_array(
+            schema.field(schema.fields().len() - 1).data_type(),
+            rows,
+        ));
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
@@ -704,6 +711,21 @@ fn column(f: &Field, rows: &[Row]) -> Result<ArrayRef> {
     } else {
         Ok(cast(&array, f.data_type())?)
     }
+}
+
+/// pg_class as datafusion-pg-catalog builds it plus `reloptions` (always NULL),
+/// which SQLAlchemy's index reflection reads.
+fn with_reloptions(schema: &SchemaRef) -> SchemaRef {
+    if schema.column_with_name("reloptions").is_some() {
+        return Arc::clone(schema);
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(
+        "reloptions",
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        true,
+    ));
+    Arc::new(Schema::new(fields))
 }
 
 fn oid_col(name: &str, kind: &str) -> Field {

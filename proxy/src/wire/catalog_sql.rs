@@ -7,8 +7,10 @@
 //!   `unnest(generate_series(1, array_length(a)))` (pgjdbc's key and index
 //!   metadata); a bare `_pg_expandarray(a)` → `unnest(a)` and `(alias.keys).x` →
 //!   `alias.keys` to match.
-//! - `generate_subscripts(a, 1)` → `unnest(generate_series(1, array_length(a)))`
+//! - `generate_subscripts(a, d)` → `unnest(generate_series(1, array_length(a, d)))`
 //!   (SQLAlchemy's key and index reflection).
+//! - `CAST($n AS regclass)` → NULL (keeping `$n`): a relation named by a parameter
+//!   cannot be resolved at planning time.
 //! - A scalar subquery whose single item is not an aggregate gets it wrapped in
 //!   `max()`: DataFusion plans a correlated scalar subquery only when aggregated
 //!   (psql's and SQLAlchemy's column defaults); conditions on the outer row alone
@@ -252,6 +254,43 @@ fn correlated(query: &Query) -> bool {
         })
 }
 
+/// NULL, still naming the parameters `query` has (with their casts), so that the
+/// statement's parameters keep their numbers and types.
+fn null_keeping_parameters(query: &Query) -> Expr {
+    struct Params(Vec<String>);
+    impl Visitor for Params {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            let placeholder = |e: &Expr| {
+                matches!(e, Expr::Value(v) if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)))
+            };
+            match expr {
+                Expr::Cast { expr: inner, .. } if placeholder(inner) => {
+                    self.0.push(expr.to_string())
+                }
+                e if placeholder(e) && !self.0.iter().any(|p| p.contains(&e.to_string())) => {
+                    self.0.push(e.to_string())
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut params = Params(vec![]);
+    let _ = query.visit(&mut params);
+    let null = Expr::value(datafusion::sql::sqlparser::ast::Value::Null);
+    if params.0.is_empty() {
+        return null;
+    }
+    let condition = params
+        .0
+        .iter()
+        .map(|p| format!("{p} IS NULL"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    parse_expr(&format!("CASE WHEN {condition} THEN NULL END")).unwrap_or(null)
+}
+
 /// Finds outer references in a FROM clause (a lateral table function's arguments).
 struct OuterIn<'a> {
     local: &'a HashSet<String>,
@@ -294,7 +333,7 @@ fn is_column(expr: &Expr) -> bool {
 /// correlation DataFusion cannot plan (other than `inner column = outer column`)
 /// makes it NULL, as datafusion-postgres does in a SELECT list.
 fn plannable(query: &Query) -> Option<Expr> {
-    let null = Expr::value(datafusion::sql::sqlparser::ast::Value::Null);
+    let null = null_keeping_parameters(query);
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
@@ -435,6 +474,27 @@ impl VisitorMut for Rewriter {
     }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } = expr
+        {
+            let parameter = matches!(inner.as_ref(), Expr::Value(v)
+                if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)));
+            if parameter && data_type.to_string().eq_ignore_ascii_case("regclass") {
+                // A relation named by a bound parameter cannot be resolved when the
+                // statement is planned; it names no relation here (SQLAlchemy's
+                // pg_description joins, which are empty anyway).
+                if let Some(e) =
+                    parse_expr(&format!("CASE WHEN CAST({inner} AS TEXT) IS NULL THEN NULL END"))
+                {
+                    *expr = e;
+                    self.changed = true;
+                }
+                return ControlFlow::Continue(());
+            }
+        }
         match function_name(expr).as_deref() {
             Some("_pg_expandarray") => {
                 if let Some(array) = arguments(expr).first().map(|a| a.to_string()) {
@@ -445,8 +505,12 @@ impl VisitorMut for Rewriter {
                 }
             }
             Some("generate_subscripts") => {
-                if let Some(array) = arguments(expr).first().map(|a| a.to_string()) {
-                    if let Some(e) = positions(&array) {
+                let args = arguments(expr);
+                if let (Some(array), Some(dim)) = (args.first(), args.get(1)) {
+                    // The dimension stays (it may be a bound parameter).
+                    if let Some(e) = parse_expr(&format!(
+                        "unnest(generate_series(1, array_length({array}, {dim})))"
+                    )) {
                         *expr = e;
                         self.changed = true;
                     }
