@@ -461,7 +461,8 @@ impl Facts {
                     ("indisready", ScalarValue::Boolean(Some(true))),
                     ("indislive", ScalarValue::Boolean(Some(true))),
                     ("indkey", int2_list(&keys)),
-                    ("indoption", int2_list(&vec![0; keys.len()])),
+                    // int2vector, as PostgreSQL prints it ("0 0"): SQLAlchemy splits it.
+                    ("indoption", text(vec!["0"; keys.len()].join(" "))),
                 ]));
                 out.index_classes.push(Row::from([
                     ("oid", oid(index_oid)),
@@ -728,8 +729,9 @@ fn with_reloptions(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn oid_col(name: &str, kind: &str) -> Field {
-    oid_field(name, kind, false)
+/// An `oid` column (PostgreSQL's type for these, so clients read numbers).
+fn oid_col(name: &str) -> Field {
+    oid_field(name, kind::OID, false)
 }
 
 fn int2_vec(name: &str) -> Field {
@@ -742,18 +744,18 @@ fn int2_vec(name: &str) -> Field {
 
 fn constraint_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        oid_col("oid", kind::OID),
+        oid_col("oid"),
         Field::new("conname", DataType::Utf8, false),
-        oid_col("connamespace", kind::REGNAMESPACE),
+        oid_col("connamespace"),
         Field::new("contype", DataType::Utf8, false),
         Field::new("condeferrable", DataType::Boolean, false),
         Field::new("condeferred", DataType::Boolean, false),
         Field::new("convalidated", DataType::Boolean, false),
-        oid_col("conrelid", kind::REGCLASS),
-        oid_col("contypid", kind::REGTYPE),
-        oid_col("conindid", kind::REGCLASS),
-        oid_col("conparentid", kind::OID),
-        oid_col("confrelid", kind::REGCLASS),
+        oid_col("conrelid"),
+        oid_col("contypid"),
+        oid_col("conindid"),
+        oid_col("conparentid"),
+        oid_col("confrelid"),
         Field::new("confupdtype", DataType::Utf8, false),
         Field::new("confdeltype", DataType::Utf8, false),
         Field::new("confmatchtype", DataType::Utf8, false),
@@ -774,8 +776,8 @@ fn constraint_schema() -> SchemaRef {
 fn index_schema() -> SchemaRef {
     let flag = |n: &str| Field::new(n, DataType::Boolean, false);
     Arc::new(Schema::new(vec![
-        oid_col("indexrelid", kind::REGCLASS),
-        oid_col("indrelid", kind::REGCLASS),
+        oid_col("indexrelid"),
+        oid_col("indrelid"),
         Field::new("indnatts", DataType::Int16, false),
         Field::new("indnkeyatts", DataType::Int16, false),
         flag("indisunique"),
@@ -792,7 +794,7 @@ fn index_schema() -> SchemaRef {
         int2_vec("indkey"),
         int2_vec("indcollation"),
         int2_vec("indclass"),
-        int2_vec("indoption"),
+        Field::new("indoption", DataType::Utf8, false),
         Field::new("indexprs", DataType::Utf8, true),
         Field::new("indpred", DataType::Utf8, true),
     ]))
@@ -800,8 +802,8 @@ fn index_schema() -> SchemaRef {
 
 fn attrdef_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        oid_col("oid", kind::OID),
-        oid_col("adrelid", kind::REGCLASS),
+        oid_col("oid"),
+        oid_col("adrelid"),
         Field::new("adnum", DataType::Int16, false),
         Field::new("adbin", DataType::Utf8, true),
     ]))

@@ -9,6 +9,7 @@
 //!   `alias.keys` to match.
 //! - `generate_subscripts(a, d)` → `unnest(generate_series(1, array_length(a, d)))`
 //!   (SQLAlchemy's key and index reflection).
+//! - `indoption[i]` → the i-th (from 0) number of its text form "0 0" (int2vector).
 //! - `CAST($n AS regclass)` → NULL (keeping `$n`): a relation named by a parameter
 //!   cannot be resolved at planning time.
 //! - A scalar subquery whose single item is not an aggregate gets it wrapped in
@@ -24,7 +25,7 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, BinaryOperator, Expr, GroupByExpr, TableFactor, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
+    AccessExpr, BinaryOperator, Expr, GroupByExpr, Subscript, TableFactor, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
     SelectItem, SetExpr, Statement, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -158,6 +159,44 @@ fn strip_nested(expr: &Expr) -> &Expr {
 fn positions(array: &str) -> Option<Expr> {
     parse_expr(&format!(
         "unnest(generate_series(1, array_length({array}, 1)))"
+    ))
+}
+
+/// `indoption[i]` (pgjdbc's `I_INDOPTION[pos - 1]`): pg_index.indoption is an
+/// int2vector, here in its text form "0 0", whose subscripts start at 0.
+fn indoption_element(expr: &Expr) -> Option<Expr> {
+    let Expr::CompoundFieldAccess { root, access_chain } = expr else {
+        return None;
+    };
+    let (AccessExpr::Subscript(Subscript::Index { index }), before) = access_chain.split_last()?
+    else {
+        return None;
+    };
+    // `a.indoption[i]` parses as `a` then `.indoption` then `[i]`, or as `a.indoption` then `[i]`.
+    let (name, base) = match before {
+        [] => {
+            let name = match root.as_ref() {
+                Expr::Identifier(i) => i.value.clone(),
+                Expr::CompoundIdentifier(parts) => parts.last()?.value.clone(),
+                _ => return None,
+            };
+            (name, root.to_string())
+        }
+        [.., AccessExpr::Dot(Expr::Identifier(i))] => {
+            let base = Expr::CompoundFieldAccess {
+                root: root.clone(),
+                access_chain: before.to_vec(),
+            };
+            (i.value.clone(), base.to_string())
+        }
+        _ => return None,
+    };
+    let name = name.to_lowercase();
+    if name != "indoption" && name != "i_indoption" {
+        return None;
+    }
+    parse_expr(&format!(
+        "CAST(NULLIF(split_part({base}, ' ', ({index}) + 1), '') AS SMALLINT)"
     ))
 }
 
@@ -440,6 +479,11 @@ impl VisitorMut for Rewriter {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Some(e) = indoption_element(expr) {
+            *expr = e;
+            self.changed = true;
+            return ControlFlow::Continue(());
+        }
         if let Expr::CompoundFieldAccess { root, access_chain } = expr {
             let [AccessExpr::Dot(Expr::Identifier(key))] = access_chain.as_slice() else {
                 return ControlFlow::Continue(());
@@ -569,6 +613,15 @@ mod tests {
             None
         );
         assert_eq!(rewrite("SELECT 1"), None);
+    }
+
+    #[test]
+    fn indoption_subscripts_read_the_int2vector_text() {
+        let sql = rewrite("SELECT CASE tmp.I_INDOPTION[tmp.ORDINAL_POSITION - 1] & 1::smallint WHEN 1 THEN 'D' ELSE 'A' END FROM (SELECT i.indoption AS I_INDOPTION, 1 AS ORDINAL_POSITION FROM pg_catalog.pg_index i) tmp").unwrap();
+        assert!(
+            sql.contains("CAST(NULLIF(split_part(tmp.I_INDOPTION, ' ', (tmp.ORDINAL_POSITION - 1) + 1), '') AS SMALLINT)"),
+            "{sql}"
+        );
     }
 
     #[test]
