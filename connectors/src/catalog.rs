@@ -216,7 +216,11 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
                 let reference = crate::postgres::parse_table_name(table);
                 let schema = reference.schema().unwrap_or("public").to_string();
                 exposed
-                    .entry((dataset.origin.clone(), schema, reference.table().to_string()))
+                    .entry((
+                        dataset.origin.clone(),
+                        schema,
+                        reference.table().to_string(),
+                    ))
                     .or_insert_with(|| (dataset.schema.clone(), dataset.name.clone()));
             }
         }

@@ -172,9 +172,10 @@ pub async fn fetch(
             "u" => ConstraintKind::Unique,
             "c" => ConstraintKind::Check(row.get::<_, Option<String>>(12).unwrap_or_default()),
             _ => {
-                let (Some(schema), Some(rel)) =
-                    (row.get::<_, Option<String>>(3), row.get::<_, Option<String>>(4))
-                else {
+                let (Some(schema), Some(rel)) = (
+                    row.get::<_, Option<String>>(3),
+                    row.get::<_, Option<String>>(4),
+                ) else {
                     continue;
                 };
                 let Some((schema, table)) = resolve(&schema, &rel) else {

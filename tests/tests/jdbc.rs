@@ -194,10 +194,15 @@ async fn jdbc_keys_and_indexes_come_from_the_origin() {
         "index orders orders_customer_time_idx true 1 customer_id",
         "index orders orders_customer_time_idx true 2 ordered_at",
     ] {
-        assert!(lines.contains(&expected), "missing `{expected}`:\n{analyst}");
+        assert!(
+            lines.contains(&expected),
+            "missing `{expected}`:\n{analyst}"
+        );
     }
     assert!(
-        north.lines().any(|l| l == "index customers customers_email_key false 1 email"),
+        north
+            .lines()
+            .any(|l| l == "index customers customers_email_key false 1 email"),
         "{north}"
     );
     assert!(

@@ -62,7 +62,10 @@ async fn describe_shows_the_origins_keys_indexes_and_defaults() {
         "Foreign-key constraints:",
         "\"orders_customer_id_fkey\" FOREIGN KEY (customer_id) REFERENCES sales.customers(id)",
     ] {
-        assert!(out.contains(expected), "\\d sales.orders shows {expected}:\n{out}");
+        assert!(
+            out.contains(expected),
+            "\\d sales.orders shows {expected}:\n{out}"
+        );
     }
     let status = out
         .lines()

@@ -469,7 +469,9 @@ async fn catalog_facts_follow_grants_and_denied_columns() {
         JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'sales' \
         ORDER BY 1";
     let flat = |r: Vec<Vec<Option<String>>>| -> Vec<String> {
-        r.into_iter().map(|r| r[0].clone().unwrap_or_default()).collect()
+        r.into_iter()
+            .map(|r| r[0].clone().unwrap_or_default())
+            .collect()
     };
 
     let analyst = h.analyst().await;

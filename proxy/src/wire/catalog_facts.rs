@@ -189,11 +189,10 @@ struct Listed {
 
 impl FactsTable {
     async fn inner_batch(&self, state: &dyn Session, name: &str) -> Result<RecordBatch> {
-        let table = self
-            .inner
-            .table(name)
-            .await?
-            .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog.{name} is missing")))?;
+        let table =
+            self.inner.table(name).await?.ok_or_else(|| {
+                DataFusionError::Internal(format!("pg_catalog.{name} is missing"))
+            })?;
         let plan = table.scan(state, None, &[], None).await?;
         let batches = collect(plan, state.task_ctx()).await?;
         Ok(datafusion::arrow::compute::concat_batches(
@@ -241,7 +240,10 @@ impl FactsTable {
                 },
             );
         }
-        let (relids, attnames) = (int32(&attribute, "attrelid")?, string(&attribute, "attname")?);
+        let (relids, attnames) = (
+            int32(&attribute, "attrelid")?,
+            string(&attribute, "attname")?,
+        );
         let attnums = attribute
             .column_by_name("attnum")
             .ok_or_else(|| DataFusionError::Internal("pg_attribute.attnum".into()))?
@@ -358,7 +360,10 @@ fn am_oid(method: &str) -> i32 {
 type Row = HashMap<&'static str, ScalarValue>;
 
 fn int2_list(values: &[i16]) -> ScalarValue {
-    let scalars: Vec<ScalarValue> = values.iter().map(|v| ScalarValue::Int16(Some(*v))).collect();
+    let scalars: Vec<ScalarValue> = values
+        .iter()
+        .map(|v| ScalarValue::Int16(Some(*v)))
+        .collect();
     ScalarValue::List(ScalarValue::new_list_nullable(&scalars, &DataType::Int16))
 }
 
@@ -453,7 +458,10 @@ impl Facts {
                     ("indexrelid", oid(index_oid)),
                     ("indrelid", oid(t.oid)),
                     ("indnatts", ScalarValue::Int16(Some(n))),
-                    ("indnkeyatts", ScalarValue::Int16(Some(index.columns.len() as i16))),
+                    (
+                        "indnkeyatts",
+                        ScalarValue::Int16(Some(index.columns.len() as i16)),
+                    ),
                     ("indisunique", ScalarValue::Boolean(Some(index.unique))),
                     ("indisprimary", ScalarValue::Boolean(Some(index.primary))),
                     ("indimmediate", ScalarValue::Boolean(Some(true))),
@@ -551,7 +559,8 @@ impl Facts {
                                 target.facts.as_ref().is_some_and(|f| {
                                     f.indexes.iter().any(|x| {
                                         &x.name == *i
-                                            && x.all_columns().all(|c| target.attnums.contains_key(c))
+                                            && x.all_columns()
+                                                .all(|c| target.attnums.contains_key(c))
                                     })
                                 })
                             })
@@ -701,7 +710,11 @@ fn column(f: &Field, rows: &[Row]) -> Result<ArrayRef> {
     };
     let values: Vec<ScalarValue> = rows
         .iter()
-        .map(|r| r.get(f.name().as_str()).cloned().unwrap_or_else(|| fill.clone()))
+        .map(|r| {
+            r.get(f.name().as_str())
+                .cloned()
+                .unwrap_or_else(|| fill.clone())
+        })
         .collect();
     if values.is_empty() {
         return Ok(datafusion::arrow::array::new_empty_array(f.data_type()));
@@ -894,9 +907,11 @@ impl ScalarUDFImpl for DefUdf {
         let oids = cast(first, &DataType::Int32)?;
         let oids = oids.as_primitive::<Int32Type>();
         let column = match arrays.get(1) {
-            Some(c) if self.which == Printer::IndexDef => {
-                Some(cast(c, &DataType::Int32)?.as_primitive::<Int32Type>().clone())
-            }
+            Some(c) if self.which == Printer::IndexDef => Some(
+                cast(c, &DataType::Int32)?
+                    .as_primitive::<Int32Type>()
+                    .clone(),
+            ),
             _ => None,
         };
         let out: StringArray = (0..rows)

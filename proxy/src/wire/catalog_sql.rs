@@ -25,8 +25,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, BinaryOperator, Expr, GroupByExpr, Subscript, TableFactor, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName, Query,
-    SelectItem, SetExpr, Statement, Visit, VisitMut, Visitor, VisitorMut,
+    AccessExpr, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    ObjectName, Query, SelectItem, SetExpr, Statement, Subscript, TableFactor, Visit, VisitMut,
+    Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -204,25 +205,23 @@ fn indoption_element(expr: &Expr) -> Option<Expr> {
 fn local_names(select: &datafusion::sql::sqlparser::ast::Select) -> HashSet<String> {
     let mut names = HashSet::new();
     let mut add = |factor: &TableFactor| match factor {
-        TableFactor::Table { name, alias, .. } => {
-            match alias {
-                Some(a) => {
-                    names.insert(a.name.value.to_lowercase());
-                }
-                None => {
-                    let parts: Vec<String> = name
-                        .0
-                        .iter()
-                        .filter_map(|p| p.as_ident())
-                        .map(|i| i.value.to_lowercase())
-                        .collect();
-                    names.insert(parts.join("."));
-                    if let Some(last) = parts.last() {
-                        names.insert(last.clone());
-                    }
+        TableFactor::Table { name, alias, .. } => match alias {
+            Some(a) => {
+                names.insert(a.name.value.to_lowercase());
+            }
+            None => {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .filter_map(|p| p.as_ident())
+                    .map(|i| i.value.to_lowercase())
+                    .collect();
+                names.insert(parts.join("."));
+                if let Some(last) = parts.last() {
+                    names.insert(last.clone());
                 }
             }
-        }
+        },
         TableFactor::Derived { alias: Some(a), .. } => {
             names.insert(a.name.value.to_lowercase());
         }
@@ -300,9 +299,7 @@ fn null_keeping_parameters(query: &Query) -> Expr {
     impl Visitor for Params {
         type Break = ();
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            let placeholder = |e: &Expr| {
-                matches!(e, Expr::Value(v) if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)))
-            };
+            let placeholder = |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)));
             match expr {
                 Expr::Cast { expr: inner, .. } if placeholder(inner) => {
                     self.0.push(expr.to_string())
@@ -356,7 +353,15 @@ fn conjuncts(expr: Expr, out: &mut Vec<Expr>) {
             conjuncts(*left, out);
             conjuncts(*right, out);
         }
-        Expr::Nested(inner) if matches!(inner.as_ref(), Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
             conjuncts(*inner, out)
         }
         other => out.push(other),
@@ -530,9 +535,9 @@ impl VisitorMut for Rewriter {
                 // A relation named by a bound parameter cannot be resolved when the
                 // statement is planned; it names no relation here (SQLAlchemy's
                 // pg_description joins, which are empty anyway).
-                if let Some(e) =
-                    parse_expr(&format!("CASE WHEN CAST({inner} AS TEXT) IS NULL THEN NULL END"))
-                {
+                if let Some(e) = parse_expr(&format!(
+                    "CASE WHEN CAST({inner} AS TEXT) IS NULL THEN NULL END"
+                )) {
                     *expr = e;
                     self.changed = true;
                 }
@@ -601,7 +606,10 @@ mod tests {
             "{sql}"
         );
         let sql = rewrite("SELECT (SELECT c.collname FROM pg_catalog.pg_collation c WHERE c.oid <> a.attcollation) FROM pg_catalog.pg_attribute a").unwrap();
-        assert!(sql.starts_with("SELECT (NULL) FROM") || sql.starts_with("SELECT NULL FROM"), "{sql}");
+        assert!(
+            sql.starts_with("SELECT (NULL) FROM") || sql.starts_with("SELECT NULL FROM"),
+            "{sql}"
+        );
         let sql = rewrite("SELECT (SELECT count(*) FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid) FROM pg_catalog.pg_namespace n").unwrap();
         assert!(sql.contains("((SELECT count(*)"), "{sql}");
     }

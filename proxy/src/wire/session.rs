@@ -299,7 +299,8 @@ impl SimpleQueryHandler for QueryService {
     {
         super::guard::check(query)?;
         let rewritten = super::guard::rewrite(query);
-        let rewritten = super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
+        let rewritten =
+            super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
         let query = rewritten.as_deref().unwrap_or(query);
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryTexts::from_sql(query);
         let token = self.begin(client);
