@@ -92,7 +92,7 @@ fn catalog_only(statement: &Statement) -> bool {
                 .first()
                 .is_some_and(|s| s == "pg_catalog" || s == "information_schema")
                 || (parts.len() == 1 && parts[0].starts_with("pg_"))
-                || parts.last().is_some_and(|s| s == "generate_series");
+                || parts == ["generate_series"];
             // CTE and derived-table names are not relations; an unqualified name that
             // is none of the above could be a user table, so the statement is left alone.
             if !catalog {
@@ -621,6 +621,10 @@ mod tests {
             None
         );
         assert_eq!(rewrite("SELECT 1"), None);
+        assert_eq!(
+            rewrite("SELECT (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = g.x) FROM sales.generate_series g"),
+            None
+        );
     }
 
     #[test]
