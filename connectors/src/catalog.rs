@@ -10,6 +10,7 @@ use datafusion::prelude::SessionContext;
 use switchyard_config::{Config, Dataset, DatasetSource, OriginKind};
 use tokio::sync::Mutex;
 
+use crate::facts::TableFacts;
 use crate::local::{LocalStore, LOCAL_SCHEMA};
 use crate::mongo::MongoConnector;
 use crate::postgres::PostgresConnector;
@@ -76,12 +77,53 @@ struct Entry {
     dataset: Dataset,
     connector: Arc<Connector>,
     resolved: Mutex<Option<Arc<dyn TableProvider>>>,
+    /// The origin's catalog facts, read on first use (a failure is not kept).
+    facts: tokio::sync::OnceCell<Option<Arc<TableFacts>>>,
 }
+
+/// Origin table (origin, schema, table) → the dataset (schema, name) exposing it whole.
+type Exposed = BTreeMap<(String, String, String), (String, String)>;
 
 /// A schema whose tables live at origins.
 #[derive(Debug)]
 pub struct OriginSchema {
     tables: BTreeMap<String, Arc<Entry>>,
+    exposed: Arc<Exposed>,
+}
+
+impl OriginSchema {
+    /// The origin's catalog facts about dataset `name` (keys, indexes, NOT NULL,
+    /// defaults), read once. `None` for datasets that are not a whole PostgreSQL table.
+    pub async fn facts(&self, name: &str) -> Result<Option<Arc<TableFacts>>> {
+        let Some(entry) = self.tables.get(name) else {
+            return Ok(None);
+        };
+        let facts = entry
+            .facts
+            .get_or_try_init(|| async {
+                let (Connector::Postgres(pg), DatasetSource::Table { table, filters }) =
+                    (entry.connector.as_ref(), &entry.dataset.source)
+                else {
+                    return Ok(None);
+                };
+                if !filters.is_empty() {
+                    return Ok(None);
+                }
+                let origin = entry.dataset.origin.clone();
+                let exposed = Arc::clone(&self.exposed);
+                let resolve = move |schema: &str, table: &str| {
+                    exposed
+                        .get(&(origin.clone(), schema.to_string(), table.to_string()))
+                        .cloned()
+                };
+                let reference = crate::postgres::parse_table_name(table);
+                let facts = crate::facts::fetch(pg.pool(), &reference, &resolve).await?;
+                tracing::debug!(table = %entry.dataset.qualified_name(), "read catalog facts");
+                Ok::<_, ConnectorError>(Some(Arc::new(facts)))
+            })
+            .await?;
+        Ok(facts.clone())
+    }
 }
 
 #[async_trait]
@@ -163,9 +205,27 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
                 dataset: dataset.clone(),
                 connector,
                 resolved: Mutex::new(None),
+                facts: tokio::sync::OnceCell::new(),
             }),
         );
     }
+    let mut exposed = Exposed::new();
+    for dataset in &config.datasets {
+        if let DatasetSource::Table { table, filters } = &dataset.source {
+            if filters.is_empty() {
+                let reference = crate::postgres::parse_table_name(table);
+                let schema = reference.schema().unwrap_or("public").to_string();
+                exposed
+                    .entry((
+                        dataset.origin.clone(),
+                        schema,
+                        reference.table().to_string(),
+                    ))
+                    .or_insert_with(|| (dataset.schema.clone(), dataset.name.clone()));
+            }
+        }
+    }
+    let exposed = Arc::new(exposed);
 
     let store = LocalStore::open(&config.local.path)?;
     let local = Arc::new(Connector::Sqlite(store.connector()));
@@ -190,6 +250,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
                 dataset,
                 connector: Arc::clone(&local),
                 resolved: Mutex::new(None),
+                facts: tokio::sync::OnceCell::new(),
             }),
         );
     }
@@ -206,7 +267,8 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
         .catalog(&catalog_name)
         .expect("the default catalog exists");
     for (schema, tables) in schemas {
-        catalog.register_schema(&schema, Arc::new(OriginSchema { tables }))?;
+        let exposed = Arc::clone(&exposed);
+        catalog.register_schema(&schema, Arc::new(OriginSchema { tables, exposed }))?;
     }
     Ok(origins)
 }

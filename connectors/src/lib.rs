@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod derived_names;
 mod error;
+pub mod facts;
 pub mod files;
 pub mod local;
 pub mod mongo;

@@ -254,6 +254,16 @@ impl PgPool {
         Ok(Arc::new(Schema::new(fields)))
     }
 
+    /// The rows of a small catalog query taking one text parameter.
+    pub(crate) async fn query(self: &Arc<Self>, sql: &str, param: &str) -> Result<Vec<Row>> {
+        let conn = self.checkout().await?;
+        let client = conn.client.as_ref().expect("checked-out connection");
+        client
+            .query(sql, &[&param])
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
     /// Streams the rows of `sql` as Arrow batches of `schema`.
     pub fn query_stream(
         self: &Arc<Self>,

@@ -164,3 +164,49 @@ async fn jdbc_typed_parameters_java_types_and_sqlstates() {
         "{out}"
     );
 }
+
+/// DatabaseMetaData's keys and indexes are the origin's; a role that may not read
+/// customers.created_at sees no index on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_keys_and_indexes_come_from_the_origin() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let work = h.dir.path().join("java");
+    std::fs::create_dir_all(&work).unwrap();
+    let (analyst, north) = tokio::task::spawn_blocking(move || {
+        (
+            run_program("KeysAndIndexes", port, common::ANALYST, &work),
+            run_program("KeysAndIndexes", port, NORTH_REP, &work),
+        )
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = analyst.lines().collect();
+    for expected in [
+        "pk customers id 1 customers_pkey",
+        "pk orders id 1 orders_pkey",
+        "imported customers.id orders.customer_id 1 orders_customer_id_fkey customers_pkey",
+        "exported customers.id orders.customer_id 1 orders_customer_id_fkey customers_pkey",
+        "index customers customers_pkey false 1 id",
+        "index customers customers_email_key false 1 email",
+        "index customers customers_created_at_idx true 1 created_at",
+        "index orders orders_pkey false 1 id",
+        "index orders orders_customer_time_idx true 1 customer_id",
+        "index orders orders_customer_time_idx true 2 ordered_at",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing `{expected}`:\n{analyst}"
+        );
+    }
+    assert!(
+        north
+            .lines()
+            .any(|l| l == "index customers customers_email_key false 1 email"),
+        "{north}"
+    );
+    assert!(
+        !north.contains("created_at"),
+        "an index on a denied column is listed:\n{north}"
+    );
+}

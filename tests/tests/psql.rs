@@ -40,6 +40,61 @@ async fn meta_commands_list_and_describe_datasets() {
     );
 }
 
+/// `\d` shows what the PostgreSQL origin declares: NOT NULL, defaults, the primary
+/// key and other indexes, foreign keys; a role that may not read a column sees no
+/// index on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_the_origins_keys_indexes_and_defaults() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        common::psql(port, common::ANALYST, &["-c", "\\d sales.orders"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    for expected in [
+        "not null",
+        "'new'::text",
+        "Indexes:",
+        "\"orders_pkey\" PRIMARY KEY, btree (id)",
+        "\"orders_customer_time_idx\" btree (customer_id, ordered_at)",
+        "Foreign-key constraints:",
+        "\"orders_customer_id_fkey\" FOREIGN KEY (customer_id) REFERENCES sales.customers(id)",
+    ] {
+        assert!(
+            out.contains(expected),
+            "\\d sales.orders shows {expected}:\n{out}"
+        );
+    }
+    let status = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("status"))
+        .unwrap_or_default();
+    assert!(status.contains("not null"), "status is NOT NULL:\n{out}");
+    let amount = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("amount"))
+        .unwrap_or_default();
+    assert!(!amount.contains("not null"), "amount is nullable:\n{out}");
+
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        common::psql(port, common::NORTH_REP, &["-c", "\\d sales.customers"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"customers_pkey\" PRIMARY KEY, btree (id)")
+            && out.contains("\"customers_email_key\" UNIQUE CONSTRAINT, btree (email)"),
+        "keys on visible columns are shown:\n{out}"
+    );
+    assert!(
+        !out.contains("created_at"),
+        "nothing names the denied column:\n{out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_join_and_its_explain() {
     let h = Harness::start().await;

@@ -1,7 +1,7 @@
 //! Python clients through Switchyard (tests/clients/python/clients.py): psycopg 3
 //! (prepared statements, binary results and parameters, server-side cursors), psycopg2
-//! (named-cursor streaming, SQLSTATEs), SQLAlchemy 2 (schema and table names, ORM
-//! queries), each answer compared with PostgreSQL's own.
+//! (named-cursor streaming, SQLSTATEs), SQLAlchemy 2 (schema and table names, keys,
+//! indexes, nullable and defaults, ORM queries), each answer compared with PostgreSQL's own.
 
 mod common;
 
@@ -15,6 +15,7 @@ const CHECKS: &[&str] = &[
     "psycopg2 named cursor streams 100000 rows",
     "psycopg2 errors carry SQLSTATE and the session recovers",
     "SQLAlchemy inspect: schema and table names",
+    "SQLAlchemy inspect: keys, indexes, nullable and defaults",
     "SQLAlchemy ORM queries",
 ];
 

@@ -453,3 +453,59 @@ async fn with_fsync_interval_an_idle_log_is_synced_within_seconds() {
         Ok(records as u64)
     );
 }
+
+/// The origins' keys and indexes follow the grants: a role sees constraints and
+/// indexes only on tables it may read, and none naming a column it may not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_facts_follow_grants_and_denied_columns() {
+    let h = Harness::start().await;
+    const CONSTRAINTS: &str = "SELECT c.relname || '.' || con.conname || ' ' || con.contype \
+        FROM pg_catalog.pg_constraint con JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'sales' \
+        ORDER BY 1";
+    const INDEXES: &str = "SELECT t.relname || '.' || ci.relname \
+        FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ci ON ci.oid = i.indexrelid \
+        JOIN pg_catalog.pg_class t ON t.oid = i.indrelid \
+        JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'sales' \
+        ORDER BY 1";
+    let flat = |r: Vec<Vec<Option<String>>>| -> Vec<String> {
+        r.into_iter()
+            .map(|r| r[0].clone().unwrap_or_default())
+            .collect()
+    };
+
+    let analyst = h.analyst().await;
+    assert_eq!(
+        flat(rows(&analyst, INDEXES).await),
+        vec![
+            "customers.customers_created_at_idx",
+            "customers.customers_email_key",
+            "customers.customers_pkey",
+            "orders.orders_customer_time_idx",
+            "orders.orders_pkey",
+        ]
+    );
+
+    // north_rep: customers without created_at, orders.
+    let north = h.connect(NORTH_REP.0, NORTH_REP.1).await.unwrap();
+    assert_eq!(
+        flat(rows(&north, CONSTRAINTS).await),
+        vec![
+            "customers.customers_email_key u",
+            "customers.customers_pkey p",
+            "orders.orders_customer_id_fkey f",
+            "orders.orders_pkey p",
+        ]
+    );
+    let indexes = flat(rows(&north, INDEXES).await);
+    assert!(
+        !indexes.iter().any(|i| i.contains("created_at")),
+        "an index on a denied column is listed: {indexes:?}"
+    );
+    assert_eq!(indexes.len(), 4, "{indexes:?}");
+
+    // crm_only reads no sales table: no sales constraints or indexes at all.
+    let crm = h.connect(CRM_ONLY.0, CRM_ONLY.1).await.unwrap();
+    assert!(rows(&crm, CONSTRAINTS).await.is_empty());
+    assert!(rows(&crm, INDEXES).await.is_empty());
+}

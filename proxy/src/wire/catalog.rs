@@ -51,6 +51,7 @@ pub fn session_state(
     pipeline: Arc<Pipeline>,
     user: Arc<OnceLock<String>>,
     static_tables: Arc<PgCatalogStaticTables>,
+    definitions: Arc<super::catalog_facts::Definitions>,
 ) -> SessionState {
     let viewer = Viewer { pipeline, user };
     let shared = Arc::clone(base.catalog_list());
@@ -62,6 +63,13 @@ pub fn session_state(
         PgCatalogSchemaProvider::try_new(info, static_tables, EmptyContextProvider)
             .expect("pg_catalog over a catalog list"),
     );
+    // Keys, indexes, defaults and NOT NULL from the origins, over the same listing.
+    let pg_catalog: Arc<dyn SchemaProvider> = Arc::new(super::catalog_facts::FactsCatalog::new(
+        pg_catalog,
+        Arc::clone(&shared),
+        catalog,
+        definitions,
+    ));
     let views: Arc<dyn CatalogProviderList> = Arc::new(ViewList {
         shared: Arc::clone(&shared),
         viewer: viewer.clone(),

@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod cancel;
 pub mod catalog;
+pub mod catalog_facts;
+pub mod catalog_sql;
 pub mod copy;
 pub mod errors;
 pub mod functions;

@@ -87,17 +87,20 @@ impl Connection {
     /// Handlers for a new connection, with its own DataFusion session.
     pub fn new(shared: Arc<Shared>) -> Self {
         let user = Arc::new(OnceLock::new());
+        let definitions = Arc::new(super::catalog_facts::Definitions::default());
         let state = super::catalog::session_state(
             &shared.base.state(),
             switchyard_planner::CATALOG,
             Arc::clone(&shared.pipeline),
             Arc::clone(&user),
             Arc::clone(&shared.pg_static),
+            Arc::clone(&definitions),
         );
         let ctx = SessionContext::new_with_state(state);
         // current_user / session_user: rewritten by datafusion-postgres to session_user().
         ctx.register_udf(session_user_udf(Arc::clone(&user)));
         super::functions::register(&ctx);
+        super::catalog_facts::register(&ctx, &definitions);
         let ctx = Arc::new(ctx);
         let texts = Arc::new(Mutex::new(QueryTexts::default()));
         let prepared = Arc::new(Mutex::new(HashMap::new()));
@@ -296,6 +299,8 @@ impl SimpleQueryHandler for QueryService {
     {
         super::guard::check(query)?;
         let rewritten = super::guard::rewrite(query);
+        let rewritten =
+            super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
         let query = rewritten.as_deref().unwrap_or(query);
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryTexts::from_sql(query);
         let token = self.begin(client);
@@ -553,6 +558,8 @@ impl QueryParser for GuardedParser {
         }
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = texts;
         let rewritten = super::guard::rewrite(sql);
+        let rewritten =
+            super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(sql)).or(rewritten);
         let parsed = self
             .inner
             .parse_sql(client, rewritten.as_deref().unwrap_or(sql), types)

@@ -85,11 +85,29 @@ ok("psycopg2 errors carry SQLSTATE and the session recovers")
 engine = sa.create_engine(proxy_dsn.replace("postgresql://", "postgresql+psycopg://"))
 insp = sa.inspect(engine)
 assert {"customers", "orders"} <= set(insp.get_table_names(schema="sales")), insp.get_table_names(schema="sales")
-# Column, key and index reflection (get_columns & co.) do not work yet: SQLAlchemy's
-# pg_catalog query uses correlated scalar subqueries DataFusion cannot plan (issue 5).
 assert {"profiles", "events"} <= set(insp.get_table_names(schema="shop")), insp.get_table_names(schema="shop")
 assert {"sales", "shop"} <= set(insp.get_schema_names()), insp.get_schema_names()
 ok("SQLAlchemy inspect: schema and table names")
+
+# Keys, indexes, NOT NULL and defaults are the origin's (compared with PostgreSQL's own).
+ref_insp = sa.inspect(sa.create_engine(reference_dsn.replace("postgresql://", "postgresql+psycopg://")))
+for table in ("customers", "orders"):
+    got = insp.get_pk_constraint(table, schema="sales")
+    want = ref_insp.get_pk_constraint(table, schema="sales")
+    assert (got["name"], got["constrained_columns"]) == (want["name"], want["constrained_columns"]), (got, want)
+    got = insp.get_foreign_keys(table, schema="sales")
+    want = ref_insp.get_foreign_keys(table, schema="sales")
+    key = lambda fks: sorted((f["name"], f["constrained_columns"], f["referred_schema"], f["referred_table"], f["referred_columns"]) for f in fks)
+    assert key(got) == key(want), (got, want)
+    got = insp.get_indexes(table, schema="sales")
+    want = ref_insp.get_indexes(table, schema="sales")
+    key = lambda ixs: sorted((i["name"], i["unique"], i["column_names"]) for i in ixs)
+    assert key(got) == key(want), (got, want)
+    got = insp.get_columns(table, schema="sales")
+    want = ref_insp.get_columns(table, schema="sales")
+    key = lambda cols: [(c["name"], c["nullable"], c["default"]) for c in cols]
+    assert key(got) == key(want), (got, want)
+ok("SQLAlchemy inspect: keys, indexes, nullable and defaults")
 
 
 class Base(orm.DeclarativeBase):
