@@ -9,9 +9,11 @@
 //! `avg` or `?column?` and refuses the reference (TPC-H Q2, Q17, Q20:
 //! `column "min(...)" does not exist`). Naming every column of the projections under a
 //! derived table after itself changes nothing here and makes the unparser write
-//! `avg(x) AS "avg(t.x)"` at the origin.
+//! `avg(x) AS "avg(t.x)"` at the origin. Two more shapes the unparser writes with
+//! tables out of scope are reshaped on the way ([`merged`], [`without_passthrough_projections`]),
+//! and references federation renamed inconsistently are matched ([`matched_references`]).
 //!
-//! It runs on each origin's part as the last step before unparsing (a table's
+//! It all runs on each origin's part as the last step before unparsing (a table's
 //! `logical_optimizer`), after federation has renamed the tables to the origin's own
 //! names: earlier, that renaming would change the columns' names and not the aliases.
 
@@ -21,7 +23,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, Result, TableReference};
+use datafusion::common::{Column, DFSchema, Result, TableReference};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, SubqueryAlias};
 use datafusion_federation::sql::{LogicalOptimizer, RemoteTable, SQLTable};
 
@@ -153,28 +155,6 @@ fn without_schemas(name: &str) -> String {
     out
 }
 
-/// A table of a SQL origin whose SQL gets [`name_derived_columns`].
-#[derive(Debug)]
-pub struct OriginTable(pub RemoteTable);
-
-impl SQLTable for OriginTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn table_reference(&self) -> TableReference {
-        SQLTable::table_reference(&self.0)
-    }
-
-    fn schema(&self) -> SchemaRef {
-        SQLTable::schema(&self.0)
-    }
-
-    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
-        Some(Box::new(name_derived_columns))
-    }
-}
-
 /// A projection over a projection of plain columns and constants (what
 /// `constant_group_keys` puts over an aggregate) as one projection.
 ///
@@ -209,8 +189,7 @@ fn merged(p: &Projection) -> Result<Option<LogicalPlan>> {
     let expr = p
         .expr
         .iter()
-        .zip(p.schema.iter())
-        .map(|(e, (q, f))| {
+        .map(|e| {
             let substituted = e
                 .clone()
                 .transform(|e| match &e {
@@ -221,17 +200,26 @@ fn merged(p: &Projection) -> Result<Option<LogicalPlan>> {
                     _ => Ok(Transformed::no(e)),
                 })?
                 .data;
-            // Keep the upper projection's output names exactly.
-            Ok(match substituted {
-                Expr::Alias(_) => substituted,
-                other => other.alias_qualified(q.cloned(), f.name()),
-            })
+            Ok(substituted)
         })
         .collect::<Result<Vec<_>>>()?;
+    // The upper projection's output names, exactly.
     Ok(Some(LogicalPlan::Projection(Projection::try_new(
-        expr,
+        named_after(expr, &p.schema),
         Arc::clone(&inner.input),
     )?)))
+}
+
+/// Each expression aliased to the name `schema` gives its column, unless it already
+/// has an alias: the unparser then writes that name at the origin.
+fn named_after(expr: Vec<Expr>, schema: &DFSchema) -> Vec<Expr> {
+    expr.into_iter()
+        .zip(schema.iter())
+        .map(|(e, (q, f))| match e {
+            Expr::Alias(_) => e,
+            other => other.alias_qualified(q.cloned(), f.name()),
+        })
+        .collect()
 }
 
 /// `plan` with every output column explicitly named, or `None` if it already is (or
@@ -263,21 +251,35 @@ fn named_outputs(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
             if input.is_none() && !unnamed {
                 return Ok(None);
             }
-            let expr = p
-                .expr
-                .iter()
-                .zip(p.schema.iter())
-                .map(|(e, (q, f))| match e {
-                    Expr::Alias(_) => e.clone(),
-                    _ => e.clone().alias_qualified(q.cloned(), f.name()),
-                })
-                .collect();
             let input = input.unwrap_or_else(|| Arc::clone(&p.input));
             Ok(Some(LogicalPlan::Projection(Projection::try_new(
-                expr, input,
+                named_after(p.expr.clone(), &p.schema),
+                input,
             )?)))
         }
         _ => Ok(None),
+    }
+}
+
+/// A table of a SQL origin whose SQL gets [`name_derived_columns`].
+#[derive(Debug)]
+pub struct OriginTable(pub RemoteTable);
+
+impl SQLTable for OriginTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_reference(&self) -> TableReference {
+        SQLTable::table_reference(&self.0)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        SQLTable::schema(&self.0)
+    }
+
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        Some(Box::new(name_derived_columns))
     }
 }
 
@@ -288,6 +290,18 @@ mod tests {
     use datafusion::functions_aggregate::expr_fn::min;
     use datafusion::logical_expr::{col, lit, table_scan};
     use datafusion::sql::unparser::plan_to_sql;
+
+    /// `SELECT k, min(v) FROM t GROUP BY k`, to build on.
+    fn grouped_t() -> datafusion::logical_expr::LogicalPlanBuilder {
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int32, false),
+            Field::new("v", DataType::Int32, false),
+        ]);
+        table_scan(Some("t"), &schema, None)
+            .unwrap()
+            .aggregate(vec![col("k")], vec![min(col("v"))])
+            .unwrap()
+    }
 
     #[test]
     fn schema_names_are_set_aside_in_chains_of_three() {
@@ -300,14 +314,7 @@ mod tests {
 
     #[test]
     fn a_projection_over_plain_columns_merges_into_one_select() {
-        let schema = Schema::new(vec![
-            Field::new("k", DataType::Int32, false),
-            Field::new("v", DataType::Int32, false),
-        ]);
-        let plan = table_scan(Some("t"), &schema, None)
-            .unwrap()
-            .aggregate(vec![col("k")], vec![min(col("v"))])
-            .unwrap()
+        let plan = grouped_t()
             .project(vec![col("t.k"), lit(true).alias("always"), col("min(t.v)")])
             .unwrap()
             .project(vec![col("min(t.v)") * lit(2), col("t.k"), col("always")])
@@ -327,18 +334,7 @@ mod tests {
 
     #[test]
     fn an_aggregate_derived_table_names_its_columns_at_the_origin() {
-        let schema = Schema::new(vec![
-            Field::new("k", DataType::Int32, false),
-            Field::new("v", DataType::Int32, false),
-        ]);
-        let plan = table_scan(Some("t"), &schema, None)
-            .unwrap()
-            .aggregate(vec![col("k")], vec![min(col("v"))])
-            .unwrap()
-            .alias("sq")
-            .unwrap()
-            .build()
-            .unwrap();
+        let plan = grouped_t().alias("sq").unwrap().build().unwrap();
         let before = plan_to_sql(&plan).unwrap().to_string();
         assert!(!before.contains("AS \"min(t.v)\""), "{before}");
         let after = name_derived_columns(plan.clone()).unwrap();

@@ -410,12 +410,11 @@ impl ColumnBuilder {
     }
 
     fn push(&mut self, value: ValueRef<'_>) -> std::result::Result<(), String> {
+        if let ValueRef::Null = value {
+            self.append_null();
+            return Ok(());
+        }
         match (self, value) {
-            (ColumnBuilder::Int(b), ValueRef::Null) => b.append_null(),
-            (ColumnBuilder::Float(b), ValueRef::Null) => b.append_null(),
-            (ColumnBuilder::Bool(b), ValueRef::Null) => b.append_null(),
-            (ColumnBuilder::Binary(b), ValueRef::Null) => b.append_null(),
-            (ColumnBuilder::Text(b), ValueRef::Null) => b.append_null(),
             (ColumnBuilder::Int(b), ValueRef::Integer(i)) => b.append_value(i),
             (ColumnBuilder::Int(b), ValueRef::Real(f)) if f.fract() == 0.0 => {
                 b.append_value(f as i64)
@@ -468,6 +467,16 @@ impl ColumnBuilder {
             }
         }
         Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Int(b) => b.append_null(),
+            ColumnBuilder::Float(b) => b.append_null(),
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Binary(b) => b.append_null(),
+            ColumnBuilder::Text(b) => b.append_null(),
+        }
     }
 
     fn finish(&mut self) -> ArrayRef {
@@ -530,6 +539,18 @@ mod tests {
         (dir, executor)
     }
 
+    /// Every batch `sql` returns as `fields`, or the statement's error.
+    async fn read(
+        executor: &SqliteExecutor,
+        sql: &str,
+        fields: &[(&str, DataType)],
+    ) -> DfResult<Vec<RecordBatch>> {
+        executor
+            .execute(sql, schema(fields), &[])?
+            .try_collect()
+            .await
+    }
+
     fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
         Arc::new(Schema::new(
             fields
@@ -542,22 +563,18 @@ mod tests {
     #[tokio::test]
     async fn rows_stream_in_bounded_batches_with_nulls() {
         let (_dir, executor) = store(10_000);
-        let schema = schema(&[
-            ("id", DataType::Int64),
-            ("price", DataType::Float64),
-            ("name", DataType::Utf8),
-            ("flag", DataType::Boolean),
-        ]);
-        let batches: Vec<RecordBatch> = executor
-            .execute(
-                "SELECT id, price, name, flag FROM t ORDER BY id NULLS LAST",
-                schema,
-                &[],
-            )
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let batches = read(
+            &executor,
+            "SELECT id, price, name, flag FROM t ORDER BY id NULLS LAST",
+            &[
+                ("id", DataType::Int64),
+                ("price", DataType::Float64),
+                ("name", DataType::Utf8),
+                ("flag", DataType::Boolean),
+            ],
+        )
+        .await
+        .unwrap();
         let sizes: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
         assert_eq!(sizes, vec![4096, 4096, 1809]);
         let last = batches.last().unwrap();
@@ -584,21 +601,17 @@ mod tests {
     #[tokio::test]
     async fn values_are_cast_to_the_planned_types() {
         let (_dir, executor) = store(3);
-        let schema = schema(&[
-            ("n", DataType::Int32),
-            ("total", DataType::Decimal128(10, 2)),
-            ("d", DataType::Date32),
-        ]);
-        let batches: Vec<RecordBatch> = executor
-            .execute(
-                "SELECT count(*), sum(price), '2024-02-29' FROM t",
-                schema,
-                &[],
-            )
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let batches = read(
+            &executor,
+            "SELECT count(*), sum(price), '2024-02-29' FROM t",
+            &[
+                ("n", DataType::Int32),
+                ("total", DataType::Decimal128(10, 2)),
+                ("d", DataType::Date32),
+            ],
+        )
+        .await
+        .unwrap();
         let b = &batches[0];
         assert_eq!(b.column(0).as_primitive::<Int32Type>().value(0), 4);
         assert_eq!(b.column(1).as_primitive::<Decimal128Type>().value(0), 300);
@@ -608,28 +621,25 @@ mod tests {
     #[tokio::test]
     async fn a_value_that_does_not_fit_fails_the_statement_only() {
         let (_dir, executor) = store(5);
-        let ints = schema(&[("name", DataType::Int64)]);
-        let err = executor
-            .execute("SELECT name FROM t", ints, &[])
-            .unwrap()
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap_err();
+        let err = read(
+            &executor,
+            "SELECT name FROM t",
+            &[("name", DataType::Int64)],
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.to_string().contains("'row 1' is not an integer"),
             "{err}"
         );
         // The origin still answers the next statement.
-        let batches: Vec<RecordBatch> = executor
-            .execute(
-                "SELECT id FROM t WHERE id = 5",
-                schema(&[("id", DataType::Int64)]),
-                &[],
-            )
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let batches = read(
+            &executor,
+            "SELECT id FROM t WHERE id = 5",
+            &[("id", DataType::Int64)],
+        )
+        .await
+        .unwrap();
         assert_eq!(batches[0].num_rows(), 1);
     }
 

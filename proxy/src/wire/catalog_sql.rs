@@ -81,18 +81,9 @@ fn catalog_only(statement: &Statement) -> bool {
     impl Visitor for Tables {
         type Break = ();
         fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-            let parts: Vec<String> = relation
-                .0
-                .iter()
-                .filter_map(|p| p.as_ident())
-                .map(|i| i.value.to_lowercase())
-                .collect();
+            let parts = super::guard::relation_parts(relation);
             self.any = true;
-            let catalog = parts
-                .first()
-                .is_some_and(|s| s == "pg_catalog" || s == "information_schema")
-                || (parts.len() == 1 && parts[0].starts_with("pg_"))
-                || parts == ["generate_series"];
+            let catalog = super::guard::is_catalog_relation(&parts) || parts == ["generate_series"];
             // CTE and derived-table names are not relations; an unqualified name that
             // is none of the above could be a user table, so the statement is left alone.
             if !catalog {

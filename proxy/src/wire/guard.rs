@@ -15,6 +15,25 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use pgwire::error::{ErrorInfo, PgWireError};
 
+/// A relation's name parts, lower-cased as PostgreSQL folds them.
+pub(super) fn relation_parts(relation: &ObjectName) -> Vec<String> {
+    relation
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+        .collect()
+}
+
+/// Whether a relation is one of the catalog's (pg_catalog, information_schema, or an
+/// unqualified `pg_*` name), as opposed to a possible user table.
+pub(super) fn is_catalog_relation(parts: &[String]) -> bool {
+    parts
+        .first()
+        .is_some_and(|s| s == "pg_catalog" || s == "information_schema")
+        || (parts.len() == 1 && parts[0].starts_with("pg_"))
+}
+
 #[derive(Default)]
 struct Scan {
     user_table: bool,
@@ -25,17 +44,7 @@ impl Visitor for Scan {
     type Break = ();
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-        let parts: Vec<String> = relation
-            .0
-            .iter()
-            .filter_map(|p| p.as_ident())
-            .map(|i| i.value.to_lowercase())
-            .collect();
-        let catalog = parts
-            .first()
-            .is_some_and(|s| s == "pg_catalog" || s == "information_schema")
-            || (parts.len() == 1 && parts[0].starts_with("pg_"));
-        if !catalog {
+        if !is_catalog_relation(&relation_parts(relation)) {
             self.user_table = true;
         }
         ControlFlow::Continue(())
