@@ -11,9 +11,11 @@ pub mod facts;
 pub mod files;
 pub mod local;
 pub mod mongo;
+mod pg_rows;
 pub mod postgres;
 mod query_table;
 pub mod sqlite;
 
 pub use catalog::{install, Origins};
 pub use error::{ConnectorError, Result};
+pub use postgres::PG_TYPE_KEY;

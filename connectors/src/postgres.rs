@@ -5,7 +5,7 @@
 //! that an unreachable origin fails within the connect timeout with SQLSTATE 08001
 //! instead of a 30 s checkout timeout, a broken connection reports 08006, and a
 //! statement dropped mid-stream (cancel, LIMIT satisfied) cancels its backend query.
-//! Rows are converted to Arrow by datafusion-table-providers' `rows_to_arrow`.
+//! Rows are converted to Arrow by [`crate::pg_rows`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,13 +19,13 @@ use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{PhysicalExpr, SendableRecordBatchStream};
+use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect as PgParseDialect;
 use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
 use datafusion_federation::sql::{
-    RemoteTable, RemoteTableRef, SQLExecutor, SQLFederationProvider, SQLTableSource,
+    AstAnalyzer, RemoteTable, RemoteTableRef, SQLExecutor, SQLFederationProvider, SQLTableSource,
 };
 use datafusion_federation::FederatedTableProviderAdaptor;
-use datafusion_table_providers::sql::arrow_sql_gen::postgres::rows_to_arrow;
 use futures::StreamExt;
 use switchyard_config::{DatasetSource, PostgresOrigin};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -249,7 +249,7 @@ impl PgPool {
                         type_name: column.type_().name().to_string(),
                     }
                 })?;
-            fields.push(Field::new(column.name(), data_type, true));
+            fields.push(field(column.name(), column.type_(), data_type));
         }
         Ok(Arc::new(Schema::new(fields)))
     }
@@ -324,50 +324,54 @@ impl PgPool {
 }
 
 /// Converts rows to a batch of exactly `schema` (types cast by position where the
-/// origin's result differs, e.g. an unconstrained numeric).
+/// origin's result differs, e.g. a count PostgreSQL sends as int8).
 fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
-    // PostgreSQL chooses a numeric result's scale per value (e.g. 16 digits for a
-    // division) where DataFusion's plan fixed one; decode wide, then round to the
-    // plan's type by the cast below instead of failing on the extra digits.
-    let decode_schema = Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Decimal128(_, s) if *s < 20 => f
-                    .as_ref()
-                    .clone()
-                    .with_data_type(DataType::Decimal128(38, 20)),
-                _ => f.as_ref().clone(),
-            })
-            .collect::<Vec<_>>(),
-    ));
-    let batch = rows_to_arrow(rows, &Some(decode_schema))
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    if batch.num_columns() != schema.fields().len() {
+    let Some(first) = rows.first() else {
+        return Ok(RecordBatch::new_empty(Arc::clone(schema)));
+    };
+    if first.columns().len() != schema.fields().len() {
         return Err(DataFusionError::Internal(format!(
             "origin returned {} columns, expected {}",
-            batch.num_columns(),
+            first.columns().len(),
             schema.fields().len()
         )));
     }
-    let columns = batch
+    let columns = first
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
+        .enumerate()
+        .map(|(i, (column, field))| {
+            let array = crate::pg_rows::column(rows, i, column.type_(), field.data_type())?;
+            if array.data_type() == field.data_type() {
+                Ok(array)
             } else {
-                cast(c, f.data_type())
+                Ok(cast(&array, field.data_type())?)
             }
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .collect::<DfResult<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+/// Field metadata naming the PostgreSQL type of a column Arrow holds as text
+/// (`uuid`, `json`, `jsonb`), so that the front door describes it as that type.
+pub const PG_TYPE_KEY: &str = "switchyard.pg_type";
+
+/// The field for a column of PostgreSQL type `t`.
+pub fn field(name: &str, t: &Type, data_type: DataType) -> Field {
+    let field = Field::new(name, data_type, true);
+    match *t {
+        Type::UUID | Type::JSON | Type::JSONB => field.with_metadata(
+            [(PG_TYPE_KEY.to_string(), t.name().to_string())]
+                .into_iter()
+                .collect(),
+        ),
+        _ => field,
+    }
+}
+
 /// The Arrow type Switchyard uses for a PostgreSQL type (None: not supported yet).
-/// Kept in step with `rows_to_arrow`, which decodes the values.
+/// Kept in step with [`crate::pg_rows`], which decodes the values.
 pub fn arrow_type(t: &Type, type_modifier: i32) -> Option<DataType> {
     let list = |inner: DataType| DataType::List(Arc::new(Field::new("item", inner, true)));
     Some(match *t {
@@ -397,10 +401,43 @@ pub fn arrow_type(t: &Type, type_modifier: i32) -> Option<DataType> {
         Type::INT8_ARRAY => list(DataType::Int64),
         Type::FLOAT4_ARRAY => list(DataType::Float32),
         Type::FLOAT8_ARRAY => list(DataType::Float64),
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => list(DataType::Utf8),
+        Type::TEXT_ARRAY
+        | Type::VARCHAR_ARRAY
+        | Type::BPCHAR_ARRAY
+        | Type::NAME_ARRAY
+        | Type::UUID_ARRAY
+        | Type::JSON_ARRAY
+        | Type::JSONB_ARRAY => list(DataType::Utf8),
         Type::BOOL_ARRAY => list(DataType::Boolean),
+        Type::BYTEA_ARRAY => list(DataType::Binary),
+        Type::DATE_ARRAY => list(DataType::Date32),
+        Type::TIMESTAMP_ARRAY => list(DataType::Timestamp(TimeUnit::Nanosecond, None)),
+        Type::TIMESTAMPTZ_ARRAY => list(DataType::Timestamp(
+            TimeUnit::Nanosecond,
+            Some("UTC".into()),
+        )),
+        Type::INTERVAL_ARRAY => list(DataType::Interval(IntervalUnit::MonthDayNano)),
+        Type::NUMERIC_ARRAY => list(numeric_type(type_modifier)),
         _ => return None,
     })
+}
+
+/// DataFusion writes a binary literal as `X'dead'`, which PostgreSQL reads as a bit
+/// string; `'\xdead'::bytea` is the bytea it means.
+fn bytea_literal(e: &mut ast::Expr) {
+    if let ast::Expr::Value(v) = e {
+        if let ast::Value::HexStringLiteral(hex) = &v.value {
+            *e = ast::Expr::Cast {
+                kind: ast::CastKind::DoubleColon,
+                expr: Box::new(ast::Expr::value(ast::Value::SingleQuotedString(format!(
+                    "\\x{hex}"
+                )))),
+                data_type: ast::DataType::Bytea,
+                array: false,
+                format: None,
+            };
+        }
+    }
 }
 
 /// numeric(p, s) keeps its precision and scale; unconstrained numeric gets Decimal128(38, 10).
@@ -446,6 +483,16 @@ impl SQLExecutor for PgExecutor {
 
     fn dialect(&self) -> Arc<dyn Dialect> {
         Arc::new(PostgreSqlDialect {})
+    }
+
+    fn ast_analyzer(&self) -> Option<AstAnalyzer> {
+        Some(Box::new(|mut statement: ast::Statement| {
+            let _ = ast::visit_expressions_mut(&mut statement, |e| {
+                bytea_literal(e);
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            Ok(statement)
+        }))
     }
 
     fn execute(

@@ -6,13 +6,13 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::encode::encode_dataframe;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Projection, ScalarUDF, Volatility};
 use datafusion::prelude::{create_udf, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -117,9 +117,11 @@ impl Connection {
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
-        let inner = DfSessionService::new_with_hooks(ctx, hooks);
+        let inner = DfSessionService::new_with_hooks(Arc::clone(&ctx), hooks.clone());
         let service = Arc::new(QueryService {
             inner,
+            ctx,
+            hooks,
             cancels: Arc::clone(&shared.cancels),
             shared: Arc::clone(&shared),
             texts,
@@ -172,6 +174,10 @@ impl PgWireServerHandlers for Connection {
 /// datafusion-postgres's query service with cancellation around every statement.
 pub struct QueryService {
     inner: DfSessionService,
+    /// The session datafusion-postgres runs statements in (queries' Execute is ours).
+    ctx: Arc<SessionContext>,
+    /// The statement hooks, in the order datafusion-postgres calls them.
+    hooks: Vec<Arc<dyn QueryHook>>,
     cancels: Arc<CancelRegistry>,
     shared: Arc<Shared>,
     texts: Arc<Mutex<QueryTexts>>,
@@ -258,16 +264,64 @@ impl QueryService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let run = <DfSessionService as ExtendedQueryHandler>::do_query(
-            &self.inner,
-            client,
-            portal,
-            max_rows,
-        );
+        let run = async {
+            match &portal.statement.statement.1 {
+                Some((statement @ Statement::Query(_), plan)) => {
+                    self.run_query(client, portal, statement, plan).await
+                }
+                _ => {
+                    <DfSessionService as ExtendedQueryHandler>::do_query(
+                        &self.inner,
+                        client,
+                        portal,
+                        max_rows,
+                    )
+                    .await
+                }
+            }
+        };
         tokio::select! {
             r = run => r,
             _ = token.cancelled() => Err(PgWireError::QueryCanceled),
         }
+    }
+
+    /// A query's Execute: datafusion-postgres's steps (parameters, hooks, run), with
+    /// our parameter decoding ([`super::params`]) and row encoding ([`super::encode`]).
+    async fn run_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<DfStatement>,
+        statement: &Statement,
+        plan: &LogicalPlan,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let params = super::params::values(portal, plan)?;
+        for hook in &self.hooks {
+            if let Some(response) = hook
+                .handle_extended_query(statement, plan, &params, &self.ctx, client)
+                .await
+            {
+                return response;
+            }
+        }
+        let plan = plan
+            .clone()
+            .replace_params_with_values(&params)
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let response = encode_dataframe(df, &portal.result_column_format, Some(options)).await?;
+        Ok(Response::Query(response))
     }
 
     /// The cancel token for the statement about to run, registering the session on first use.
@@ -573,7 +627,10 @@ impl QueryParser for GuardedParser {
     }
 
     fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {
-        self.inner.get_parameter_types(stmt)
+        match stmt {
+            (_, Some((_, plan))) => super::params::wire_types(plan),
+            _ => Ok(vec![]),
+        }
     }
 
     fn get_result_schema(
@@ -581,7 +638,17 @@ impl QueryParser for GuardedParser {
         stmt: &DfStatement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.inner.get_result_schema(stmt, column_format)
+        // As datafusion-postgres does, with our column types (uuid, json, jsonb).
+        match stmt {
+            (_, Some((_, plan))) if !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) => {
+                super::encode::pg_fields(
+                    plan.schema().as_arrow(),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                )
+            }
+            _ => Ok(vec![]),
+        }
     }
 }
 

@@ -123,15 +123,10 @@ fn isolation_level() -> Response {
     )
     .expect("one text column");
     let fields = Arc::new(
-        datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields(
-            &schema,
-            &pgwire::api::portal::Format::UnifiedText,
-            None,
-        )
-        .expect("text field"),
+        super::encode::pg_fields(&schema, &pgwire::api::portal::Format::UnifiedText, None)
+            .expect("text field"),
     );
-    let rows =
-        datafusion_postgres::arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch);
+    let rows = super::encode::encode_batch(Arc::clone(&fields), batch);
     Response::Query(pgwire::api::results::QueryResponse::new(
         fields,
         futures::stream::iter(rows),

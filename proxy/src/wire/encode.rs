@@ -1,0 +1,455 @@
+//! Arrow batches to PostgreSQL rows: each column's wire type, and its values as
+//! PostgreSQL writes them.
+//!
+//! arrow-pg encodes most values. This module decides the wire type of a column
+//! (a connector's [`PG_TYPE_KEY`] names uuid, json and jsonb, which Arrow stores as
+//! text) and writes the values where arrow-pg's form differs from PostgreSQL's:
+//! a NULL interval (arrow-pg writes the slot's zero), interval and float text
+//! (`04:05:06.5`, `156`, `1e+20`, `Infinity`), uuid and jsonb in binary format.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use datafusion::arrow::array::{
+    Array, AsArray, IntervalDayTimeArray, IntervalMonthDayNanoArray, IntervalYearMonthArray,
+    RecordBatch,
+};
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema};
+use datafusion::dataframe::DataFrame;
+use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type;
+use datafusion_postgres::arrow_pg::encoder::encode_value;
+use futures::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse};
+use pgwire::api::Type;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+use pgwire::types::ToSqlText;
+use postgres_types::{IsNull, ToSql};
+use switchyard_connectors::PG_TYPE_KEY;
+
+/// The wire type of an Arrow field: the connector's PostgreSQL type where it named
+/// one, else arrow-pg's mapping.
+pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
+    let named = field
+        .metadata()
+        .get(PG_TYPE_KEY)
+        .and_then(|name| match name.as_str() {
+            "uuid" => Some(Type::UUID),
+            "json" => Some(Type::JSON),
+            "jsonb" => Some(Type::JSONB),
+            _ => None,
+        });
+    match named {
+        Some(t) if is_text(field.data_type()) => Ok(t),
+        _ => field_into_pg_type(field),
+    }
+}
+
+/// The RowDescription of `schema` in `format`.
+pub fn pg_fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let info = FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f)?,
+                format.format_for(i),
+            );
+            Ok(match &options {
+                Some(o) => info.with_format_options(Arc::clone(o)),
+                None => info,
+            })
+        })
+        .collect()
+}
+
+/// Runs `df` and streams its rows encoded in `format`.
+pub async fn encode_dataframe(
+    df: DataFrame,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<QueryResponse> {
+    let fields = Arc::new(pg_fields(df.schema().as_arrow(), format, options)?);
+    let batches = df
+        .execute_stream()
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let for_rows = Arc::clone(&fields);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
+                Ok(batch) => Box::new(encode_batch(Arc::clone(&for_rows), batch)),
+                Err(e) => Box::new(std::iter::once(Err(PgWireError::ApiError(Box::new(e))))),
+            };
+            futures::stream::iter(rows)
+        })
+        .flatten();
+    Ok(QueryResponse::new(fields, rows))
+}
+
+/// The rows of `batch`, one DataRow each, for columns described by `fields`.
+pub fn encode_batch(
+    fields: Arc<Vec<FieldInfo>>,
+    batch: RecordBatch,
+) -> impl Iterator<Item = PgWireResult<DataRow>> + Send + Sync {
+    let writers: Vec<Writer> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(fields.iter())
+        .map(|(f, info)| Writer::for_column(f.data_type(), info))
+        .collect();
+    let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
+    let schema = batch.schema();
+    (0..batch.num_rows()).map(move |row| {
+        for (col, writer) in writers.iter().enumerate() {
+            let array = batch.column(col);
+            let field = &fields[col];
+            if array.is_null(row) {
+                encoder.encode_field_with_type_and_format(
+                    &None::<i32>,
+                    field.datatype(),
+                    field.format(),
+                    field.format_options(),
+                )?;
+                continue;
+            }
+            let own = match writer {
+                Writer::ArrowPg => None,
+                Writer::FloatText => Some(float_text(array, row, field.format_options())),
+                Writer::IntervalText => interval_text(array, row),
+                Writer::UuidBinary => Some(uuid_binary(array.as_string::<i32>().value(row))?),
+                Writer::JsonbBinary => {
+                    let text = array.as_string::<i32>().value(row);
+                    let mut out = Vec::with_capacity(text.len() + 1);
+                    out.push(1); // jsonb binary format version
+                    out.extend_from_slice(text.as_bytes());
+                    Some(out)
+                }
+            };
+            match own {
+                Some(bytes) => encoder.encode_field_with_type_and_format(
+                    &Raw(&bytes),
+                    field.datatype(),
+                    field.format(),
+                    field.format_options(),
+                )?,
+                None => encode_value(&mut encoder, array, row, schema.field(col), field)?,
+            }
+        }
+        Ok(encoder.take_row())
+    })
+}
+
+/// Who writes a column's non-NULL values.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    ArrowPg,
+    FloatText,
+    IntervalText,
+    UuidBinary,
+    JsonbBinary,
+}
+
+impl Writer {
+    fn for_column(data_type: &DataType, field: &FieldInfo) -> Writer {
+        let text = field.format() == FieldFormat::Text;
+        match data_type {
+            DataType::Float32 | DataType::Float64 if text => Writer::FloatText,
+            DataType::Interval(_) if text && is_postgres_style(field.format_options()) => {
+                Writer::IntervalText
+            }
+            DataType::Utf8 if !text && *field.datatype() == Type::UUID => Writer::UuidBinary,
+            DataType::Utf8 if !text && *field.datatype() == Type::JSONB => Writer::JsonbBinary,
+            _ => Writer::ArrowPg,
+        }
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8)
+}
+
+fn is_postgres_style(options: &FormatOptions) -> bool {
+    options.interval_style.eq_ignore_ascii_case("postgres")
+}
+
+/// Bytes already in the column's wire form.
+#[derive(Debug)]
+struct Raw<'a>(&'a [u8]);
+
+impl ToSql for Raw<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for Raw<'_> {
+    fn to_sql_text(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+        _: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+}
+
+fn float_text(array: &dyn Array, row: usize, options: &FormatOptions) -> Vec<u8> {
+    let text = match array.data_type() {
+        DataType::Float32 => {
+            let v = array
+                .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+                .value(row);
+            pg_float(v as f64, 6, options.extra_float_digits, Some(v))
+        }
+        _ => {
+            let v = array
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(row);
+            pg_float(v, 15, options.extra_float_digits, None)
+        }
+    };
+    text.into_bytes()
+}
+
+/// float4/float8 text as PostgreSQL 12+ writes it: the shortest text that reads back
+/// to the same value (`extra_float_digits` > 0, the default), else `%.{DIG+extra}g`;
+/// positional notation for decimal exponents in [-4, DIG), else `1.5e+20`.
+fn pg_float(v: f64, dig: i32, extra: i8, as_f32: Option<f32>) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // Scientific form gives the significant digits and the decimal exponent.
+    let sci = if extra > 0 {
+        match as_f32 {
+            Some(f) => format!("{f:e}"),
+            None => format!("{v:e}"),
+        }
+    } else {
+        let digits = (dig + extra as i32).max(1) as usize;
+        format!("{:.*e}", digits - 1, v)
+    };
+    let (mantissa, exponent) = sci.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("{:e} exponent is a number");
+    let negative = mantissa.starts_with('-');
+    let mut digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+    }
+    let threshold = if extra > 0 {
+        dig
+    } else {
+        (dig + extra as i32).max(1)
+    };
+    let mut out = String::with_capacity(digits.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    if exponent < -4 || exponent >= threshold {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exponent < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exponent.abs()));
+    } else if exponent < 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
+        out.push_str(&digits);
+    } else {
+        let int_len = exponent as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    out
+}
+
+/// An interval's months, days and microseconds (PostgreSQL keeps microseconds).
+fn interval_parts(array: &dyn Array, row: usize) -> Option<(i64, i64, i64)> {
+    let any = array.as_any();
+    match array.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = any.downcast_ref::<IntervalMonthDayNanoArray>()?.value(row);
+            Some((v.months as i64, v.days as i64, v.nanoseconds / 1000))
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let v = any.downcast_ref::<IntervalDayTimeArray>()?.value(row);
+            Some((0, v.days as i64, v.milliseconds as i64 * 1000))
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            let v = any.downcast_ref::<IntervalYearMonthArray>()?.value(row);
+            Some((v as i64, 0, 0))
+        }
+        _ => None,
+    }
+}
+
+fn interval_text(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
+    let (months, days, micros) = interval_parts(array, row)?;
+    Some(pg_interval(months, days, micros).into_bytes())
+}
+
+/// An interval in IntervalStyle `postgres` (PostgreSQL's EncodeInterval):
+/// `1 year 2 mons 3 days 04:05:06.5`, `-1 days +02:00:00`, `00:00:00`.
+fn pg_interval(months: i64, days: i64, micros: i64) -> String {
+    let mut out = String::new();
+    let mut is_zero = true;
+    let mut is_before = false;
+    for (value, unit) in [(months / 12, "year"), (months % 12, "mon"), (days, "day")] {
+        if value == 0 {
+            continue;
+        }
+        if !is_zero {
+            out.push(' ');
+        }
+        if is_before && value > 0 {
+            out.push('+');
+        }
+        out.push_str(&format!(
+            "{value} {unit}{}",
+            if value != 1 { "s" } else { "" }
+        ));
+        is_before = value < 0;
+        is_zero = false;
+    }
+    if is_zero || micros != 0 {
+        let hours = micros / 3_600_000_000;
+        let minutes = micros / 60_000_000 % 60;
+        let seconds = micros / 1_000_000 % 60;
+        let fraction = micros % 1_000_000;
+        if !is_zero {
+            out.push(' ');
+        }
+        if micros < 0 {
+            out.push('-');
+        } else if is_before {
+            out.push('+');
+        }
+        out.push_str(&format!(
+            "{:02}:{:02}:{:02}",
+            hours.abs(),
+            minutes.abs(),
+            seconds.abs()
+        ));
+        if fraction != 0 {
+            let digits = format!("{:06}", fraction.abs());
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+    }
+    out
+}
+
+/// A uuid's 16 bytes from its text (hyphens and braces as PostgreSQL accepts them).
+fn uuid_binary(text: &str) -> PgWireResult<Vec<u8>> {
+    let hex: Vec<u8> = text
+        .bytes()
+        .filter(|b| !matches!(b, b'-' | b'{' | b'}'))
+        .collect();
+    let bad = || {
+        PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+            "ERROR".into(),
+            "22P02".into(),
+            format!("invalid input syntax for type uuid: \"{text}\""),
+        )))
+    };
+    if hex.len() != 32 {
+        return Err(bad());
+    }
+    hex.chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f8(v: f64) -> String {
+        pg_float(v, 15, 1, None)
+    }
+
+    #[test]
+    fn floats_print_as_postgres_prints_them() {
+        assert_eq!(f8(156.0), "156");
+        assert_eq!(f8(1.5), "1.5");
+        assert_eq!(f8(-0.25), "-0.25");
+        assert_eq!(f8(0.0001), "0.0001");
+        assert_eq!(f8(0.00001), "1e-05");
+        assert_eq!(f8(1e15), "1e+15");
+        assert_eq!(f8(123456789012345.0), "123456789012345");
+        assert_eq!(f8(1.2345678901234567e300), "1.2345678901234567e+300");
+        assert_eq!(f8(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(f8(f64::INFINITY), "Infinity");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(f8(-0.0), "-0");
+        assert_eq!(pg_float(1.1f32 as f64, 6, 1, Some(1.1)), "1.1");
+        assert_eq!(pg_float(1234567.0, 6, 1, Some(1234567.0)), "1.234567e+06");
+        // extra_float_digits = 0: %.15g
+        assert_eq!(pg_float(0.1 + 0.2, 15, 0, None), "0.3");
+    }
+
+    #[test]
+    fn intervals_print_as_postgres_prints_them() {
+        let day = 86_400_000_000i64;
+        assert_eq!(
+            pg_interval(14, 3, 4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000),
+            "1 year 2 mons 3 days 04:05:06.5"
+        );
+        assert_eq!(pg_interval(0, 0, 0), "00:00:00");
+        assert_eq!(pg_interval(0, 1, 0), "1 day");
+        assert_eq!(pg_interval(0, -1, 2 * 3_600_000_000), "-1 days +02:00:00");
+        assert_eq!(pg_interval(0, 0, -1_000_000), "-00:00:01");
+        assert_eq!(pg_interval(-13, 0, 0), "-1 years -1 mons");
+        assert_eq!(pg_interval(0, 0, 30 * day), "720:00:00");
+        assert_eq!(pg_interval(1, 0, 1), "1 mon 00:00:00.000001");
+    }
+
+    #[test]
+    fn uuids_are_sixteen_bytes() {
+        let b = uuid_binary("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+        assert_eq!(b.len(), 16);
+        assert_eq!(b[0], 0xa0);
+        assert_eq!(b[15], 0x11);
+        assert!(uuid_binary("nope").is_err());
+    }
+}

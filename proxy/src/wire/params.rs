@@ -1,0 +1,191 @@
+//! Bind parameters: the types a prepared statement reports in ParameterDescription,
+//! and the values an Execute binds.
+//!
+//! arrow-pg decodes the values; two things are ours. A parameter compared with a
+//! uuid, json or jsonb column is described as that type (the column's
+//! [`switchyard_connectors::PG_TYPE_KEY`]), so drivers bind e.g. a Java `UUID`. And
+//! a uuid, json or jsonb value, which arrow-pg cannot decode, is handed to it as the
+//! text PostgreSQL would read: the plan holds these columns as text, and the
+//! origin reads the literal back as its own type.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
+use pgwire::api::portal::Portal;
+use pgwire::api::stmt::StoredStatement;
+use pgwire::api::Type;
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::Bind;
+
+/// One parameter as the plan sees it: its Arrow type and its wire type.
+struct Param {
+    data_type: Option<DataType>,
+    wire: Type,
+}
+
+/// The plan's parameters in `$1, $2, …` order.
+fn params(plan: &LogicalPlan) -> PgWireResult<Vec<Param>> {
+    let inferred = plan
+        .get_parameter_types()
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    // `$1::int4` leaves the placeholder untyped; the cast names its type. A
+    // placeholder compared with a column carries that column's field.
+    let mut cast_types: HashMap<String, DataType> = HashMap::new();
+    let mut wire_types: HashMap<String, Type> = HashMap::new();
+    let _ = plan.apply(|node| {
+        for expr in node.expressions() {
+            let _ = expr.apply(|e| {
+                match e {
+                    Expr::Cast(c) => {
+                        if let Expr::Placeholder(p) = c.expr.as_ref() {
+                            cast_types.insert(p.id.clone(), c.field.data_type().clone());
+                        }
+                    }
+                    Expr::Placeholder(p) => {
+                        if let Some(field) = &p.field {
+                            if let Ok(t) = super::encode::pg_type(field) {
+                                wire_types.insert(p.id.clone(), t);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let mut ids: Vec<(&String, &Option<DataType>)> = inferred.iter().collect();
+    ids.sort_by_key(|(id, _)| {
+        id.trim_start_matches('$')
+            .parse::<u32>()
+            .unwrap_or(u32::MAX)
+    });
+    ids.into_iter()
+        .map(|(id, data_type)| {
+            let data_type = data_type.clone().or_else(|| cast_types.get(id).cloned());
+            let wire = match (wire_types.get(id), &data_type) {
+                (Some(t), _) => t.clone(),
+                (None, Some(d)) => into_pg_type(d)?,
+                (None, None) => Type::UNKNOWN,
+            };
+            Ok(Param { data_type, wire })
+        })
+        .collect()
+}
+
+/// The parameter types reported for a prepared statement.
+pub fn wire_types(plan: &LogicalPlan) -> PgWireResult<Vec<Type>> {
+    Ok(params(plan)?.into_iter().map(|p| p.wire).collect())
+}
+
+/// The values bound to `portal`'s parameters.
+pub fn values<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<ParamValues> {
+    let params = params(plan)?;
+    let declared = |i: usize| {
+        portal
+            .statement
+            .parameter_types
+            .get(i)
+            .cloned()
+            .flatten()
+            .or_else(|| params.get(i).map(|p| p.wire.clone()))
+    };
+    let textual = |i: usize| matches!(declared(i), Some(Type::UUID | Type::JSON | Type::JSONB));
+    let inferred: Vec<Option<&DataType>> = params.iter().map(|p| p.data_type.as_ref()).collect();
+    let mut wire: Vec<Option<&Type>> = params.iter().map(|p| Some(&p.wire)).collect();
+    if !(0..portal.parameter_len()).any(textual) {
+        return deserialize_parameters_with_server_types(portal, &inferred, &wire);
+    }
+    let mut formats = Vec::with_capacity(portal.parameter_len());
+    let mut values = Vec::with_capacity(portal.parameter_len());
+    let mut types = Vec::with_capacity(portal.parameter_len());
+    for (i, value) in portal.parameters.iter().enumerate() {
+        let binary = portal.parameter_format.is_binary(i);
+        if !textual(i) {
+            formats.push(i16::from(binary));
+            values.push(value.clone());
+            types.push(declared(i));
+            continue;
+        }
+        let text = match (value, binary) {
+            (Some(v), true) => Some(text_of_binary(declared(i).as_ref(), v)?),
+            (v, _) => v.clone(),
+        };
+        formats.push(0);
+        values.push(text);
+        types.push(Some(Type::TEXT));
+        if let Some(w) = wire.get_mut(i) {
+            *w = Some(&Type::TEXT);
+        }
+    }
+    let statement = Arc::new(StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        types,
+    ));
+    let bind = Bind::new(None, None, formats, values, vec![]);
+    let as_text = Portal::try_new(&bind, statement)?;
+    deserialize_parameters_with_server_types(&as_text, &inferred, &wire)
+}
+
+/// A uuid, json or jsonb parameter's binary form as text.
+fn text_of_binary(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
+    let bad = |what: &str| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "22P03".into(),
+            format!("incorrect binary data format in bind parameter ({what})"),
+        )))
+    };
+    match t {
+        Some(&Type::UUID) => {
+            if value.len() != 16 {
+                return Err(bad("uuid is 16 bytes"));
+            }
+            let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+            Ok(Bytes::from(format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            )))
+        }
+        Some(&Type::JSONB) => match value.first() {
+            Some(1) => Ok(value.slice(1..)),
+            _ => Err(bad("unsupported jsonb version")),
+        },
+        _ => Ok(value.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_uuid_and_jsonb_read_as_text() {
+        let uuid = Bytes::from(vec![
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ]);
+        assert_eq!(
+            text_of_binary(Some(&Type::UUID), &uuid).unwrap(),
+            Bytes::from("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        );
+        assert_eq!(
+            text_of_binary(Some(&Type::JSONB), &Bytes::from(&b"\x01{\"a\":1}"[..])).unwrap(),
+            Bytes::from("{\"a\":1}")
+        );
+        assert!(text_of_binary(Some(&Type::UUID), &Bytes::from("short")).is_err());
+    }
+}
