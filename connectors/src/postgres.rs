@@ -354,18 +354,20 @@ fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
 }
 
 /// Field metadata naming the PostgreSQL type of a column Arrow holds as text
-/// (`uuid`, `json`, `jsonb`), so that the front door describes it as that type.
+/// (`uuid`, `json`, `jsonb`, `varchar`, `bpchar`, `name`), so that the front door
+/// describes it as that type.
 pub const PG_TYPE_KEY: &str = "switchyard.pg_type";
 
 /// The field for a column of PostgreSQL type `t`.
 pub fn field(name: &str, t: &Type, data_type: DataType) -> Field {
     let field = Field::new(name, data_type, true);
     match *t {
-        Type::UUID | Type::JSON | Type::JSONB => field.with_metadata(
-            [(PG_TYPE_KEY.to_string(), t.name().to_string())]
-                .into_iter()
-                .collect(),
-        ),
+        Type::UUID | Type::JSON | Type::JSONB | Type::VARCHAR | Type::BPCHAR | Type::NAME => field
+            .with_metadata(
+                [(PG_TYPE_KEY.to_string(), t.name().to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
         _ => field,
     }
 }

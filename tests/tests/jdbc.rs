@@ -154,6 +154,13 @@ async fn jdbc_typed_parameters_java_types_and_sqlstates() {
         })
         .collect();
     assert_eq!(runs, want, "{out}");
+    let typed: Vec<&str> = out.lines().filter(|l| l.starts_with("typed ")).collect();
+    let want: Vec<String> = (1..=7)
+        .map(|i| {
+            format!("typed {i} 1 a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 4 1 year 2 mons 3 days 04:05:06.5")
+        })
+        .collect();
+    assert_eq!(typed, want, "{out}");
     let states: Vec<&str> = out
         .lines()
         .filter_map(|l| l.strip_prefix("sqlstate "))

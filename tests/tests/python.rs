@@ -30,3 +30,25 @@ async fn psycopg_psycopg2_and_sqlalchemy_work_unchanged() {
         .arg(common::tests_dir().join("clients/python/clients.py"));
     common::run_client_checks(&h, command, CHECKS).await;
 }
+
+/// Every type of kinds.all_types through psycopg 3 (tests/clients/python/all_types.py):
+/// the same type oids and values as PostgreSQL in text and binary format, and each
+/// scalar value bound back as a binary parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_reads_and_binds_as_postgresql_sends_it() {
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON")
+        .expect("SWITCHYARD_TEST_PYTHON is not set: run the tests through scripts/test");
+    let h = Harness::start().await;
+    let mut command = std::process::Command::new(python);
+    command.arg(common::tests_dir().join("clients/python/all_types.py"));
+    common::run_client_checks(
+        &h,
+        command,
+        &[
+            "every type in text format, as PostgreSQL sends it",
+            "every type in binary format, as PostgreSQL sends it",
+            "every scalar type as a binary parameter",
+        ],
+    )
+    .await;
+}

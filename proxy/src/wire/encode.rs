@@ -7,14 +7,17 @@
 //! a NULL interval (arrow-pg writes the slot's zero), interval and float text
 //! (`04:05:06.5`, `156`, `1e+20`, `Infinity`), uuid and jsonb in binary format.
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
+use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
     Array, AsArray, IntervalDayTimeArray, IntervalMonthDayNanoArray, IntervalYearMonthArray,
     RecordBatch,
 };
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema};
 use datafusion::dataframe::DataFrame;
 use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type;
@@ -40,6 +43,9 @@ pub fn pg_type(field: &Arc<Field>) -> PgWireResult<Type> {
             "uuid" => Some(Type::UUID),
             "json" => Some(Type::JSON),
             "jsonb" => Some(Type::JSONB),
+            "varchar" => Some(Type::VARCHAR),
+            "bpchar" => Some(Type::BPCHAR),
+            "name" => Some(Type::NAME),
             _ => None,
         });
     match named {
@@ -89,7 +95,7 @@ pub async fn encode_dataframe(
     let rows = batches
         .map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
-                Ok(batch) => Box::new(encode_batch(Arc::clone(&for_rows), batch)),
+                Ok(batch) => encode_batch(Arc::clone(&for_rows), batch),
                 Err(e) => Box::new(std::iter::once(Err(PgWireError::ApiError(Box::new(e))))),
             };
             futures::stream::iter(rows)
@@ -98,11 +104,78 @@ pub async fn encode_dataframe(
     Ok(QueryResponse::new(fields, rows))
 }
 
+/// The session's output settings: DateStyle, IntervalStyle, extra_float_digits and
+/// TimeZone (which pgwire's own reading leaves out).
+pub fn format_options(metadata: &HashMap<String, String>) -> FormatOptions {
+    let mut options = FormatOptions::from_client_metadata(metadata);
+    if let Some(zone) = metadata
+        .get("timezone")
+        .or_else(|| metadata.get("TimeZone"))
+    {
+        options.time_zone = zone.clone();
+    }
+    options
+}
+
+/// `batch` with its timestamptz values shown in the session's time zone, as
+/// PostgreSQL shows them (the instants are unchanged).
+fn in_session_zone(batch: RecordBatch, options: &FormatOptions) -> PgWireResult<RecordBatch> {
+    let zone: Arc<str> = Arc::from(options.time_zone.as_str());
+    if zone.parse::<Tz>().is_err() {
+        return Ok(batch);
+    }
+    fn zoned(data_type: &DataType, zone: &Arc<str>) -> Option<DataType> {
+        match data_type {
+            DataType::Timestamp(unit, Some(tz)) if tz != zone => {
+                Some(DataType::Timestamp(*unit, Some(Arc::clone(zone))))
+            }
+            DataType::List(f) => zoned(f.data_type(), zone)
+                .map(|t| DataType::List(Arc::new(f.as_ref().clone().with_data_type(t)))),
+            _ => None,
+        }
+    }
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| zoned(f.data_type(), &zone).is_some())
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        match zoned(f.data_type(), &zone) {
+            Some(t) => {
+                columns.push(cast(c, &t).map_err(|e| PgWireError::ApiError(Box::new(e)))?);
+                fields.push(Arc::new(f.as_ref().clone().with_data_type(t)));
+            }
+            None => {
+                columns.push(Arc::clone(c));
+                fields.push(Arc::clone(f));
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))
+}
+
 /// The rows of `batch`, one DataRow each, for columns described by `fields`.
 pub fn encode_batch(
     fields: Arc<Vec<FieldInfo>>,
     batch: RecordBatch,
-) -> impl Iterator<Item = PgWireResult<DataRow>> + Send + Sync {
+) -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+    let (batch, zoning) = match fields.first() {
+        Some(f) => match in_session_zone(batch.clone(), f.format_options()) {
+            Ok(b) => (b, None),
+            Err(e) => (batch, Some(e)),
+        },
+        None => (batch, None),
+    };
+    if let Some(e) = zoning {
+        return Box::new(std::iter::once(Err(e)))
+            as Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync>;
+    }
     let writers: Vec<Writer> = batch
         .schema()
         .fields()
@@ -112,7 +185,7 @@ pub fn encode_batch(
         .collect();
     let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
     let schema = batch.schema();
-    (0..batch.num_rows()).map(move |row| {
+    Box::new((0..batch.num_rows()).map(move |row| {
         for (col, writer) in writers.iter().enumerate() {
             let array = batch.column(col);
             let field = &fields[col];
@@ -129,6 +202,8 @@ pub fn encode_batch(
                 Writer::ArrowPg => None,
                 Writer::FloatText => Some(float_text(array, row, field.format_options())),
                 Writer::IntervalText => interval_text(array, row),
+                Writer::ArrayText => Some(array_text(array, row, field.format_options())?),
+                Writer::ZonedText => zoned_text(array, row),
                 Writer::UuidBinary => Some(uuid_binary(array.as_string::<i32>().value(row))?),
                 Writer::JsonbBinary => {
                     let text = array.as_string::<i32>().value(row);
@@ -149,7 +224,7 @@ pub fn encode_batch(
             }
         }
         Ok(encoder.take_row())
-    })
+    }))
 }
 
 /// Who writes a column's non-NULL values.
@@ -160,6 +235,8 @@ enum Writer {
     IntervalText,
     UuidBinary,
     JsonbBinary,
+    ArrayText,
+    ZonedText,
 }
 
 impl Writer {
@@ -170,6 +247,8 @@ impl Writer {
             DataType::Interval(_) if text && is_postgres_style(field.format_options()) => {
                 Writer::IntervalText
             }
+            DataType::List(_) if text => Writer::ArrayText,
+            DataType::Timestamp(_, Some(_)) if text => Writer::ZonedText,
             DataType::Utf8 if !text && *field.datatype() == Type::UUID => Writer::UuidBinary,
             DataType::Utf8 if !text && *field.datatype() == Type::JSONB => Writer::JsonbBinary,
             _ => Writer::ArrowPg,
@@ -296,6 +375,115 @@ fn pg_float(v: f64, dig: i32, extra: i8, as_f32: Option<f32>) -> String {
         }
     }
     out
+}
+
+/// A list in PostgreSQL's array text form: `{1,NULL,"a b","x\"y"}`, each element
+/// written as the column of its type would be.
+fn array_text(array: &dyn Array, row: usize, options: &FormatOptions) -> PgWireResult<Vec<u8>> {
+    let list = array.as_list::<i32>();
+    let values = list.value(row);
+    let element = match list.data_type() {
+        DataType::List(f) => Arc::clone(f),
+        _ => unreachable!("as_list checked the type"),
+    };
+    let info = FieldInfo::new(
+        element.name().clone(),
+        None,
+        None,
+        pg_type(&element)?,
+        FieldFormat::Text,
+    )
+    .with_format_options(Arc::new(options.clone()));
+    let fields = Arc::new(vec![info]);
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Arc::clone(&element)])),
+        vec![values],
+    )
+    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let timestamps = matches!(
+        element.data_type(),
+        DataType::Timestamp(..) | DataType::Time64(_) | DataType::Time32(_)
+    );
+    let mut out = vec![b'{'];
+    for (i, encoded) in encode_batch(fields, batch).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let encoded = encoded?;
+        let Some(Some(text)) = super::pgtext::fields(&encoded).and_then(|f| f.first().copied())
+        else {
+            out.extend_from_slice(b"NULL");
+            continue;
+        };
+        let text = String::from_utf8_lossy(text);
+        let text = if timestamps {
+            super::pgtext::trim_fraction(&text)
+        } else {
+            text.into_owned()
+        };
+        let quote = text.is_empty()
+            || text.eq_ignore_ascii_case("NULL")
+            || text.bytes().any(|b| {
+                matches!(b, b'"' | b'\\' | b'{' | b'}' | b',')
+                    || b.is_ascii_whitespace()
+                    || b == 0x0b
+            });
+        if quote {
+            out.push(b'"');
+            for b in text.bytes() {
+                if b == b'"' || b == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A timestamptz in its column's zone (the session's, see [`in_session_zone`]) as
+/// PostgreSQL writes it with DateStyle ISO: `2024-03-01 16:04:56.789+05:30`.
+fn zoned_text(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
+    use chrono::{Offset, TimeZone};
+    let DataType::Timestamp(_, Some(zone)) = array.data_type() else {
+        return None;
+    };
+    let zone: Tz = zone.parse().ok()?;
+    let micros = match cast(
+        &array.slice(row, 1),
+        &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+    ) {
+        Ok(a) => a
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+            .value(0),
+        Err(_) => return None,
+    };
+    let utc = chrono::DateTime::from_timestamp_micros(micros)?;
+    let local = zone.from_utc_datetime(&utc.naive_utc());
+    let mut out = local.format("%Y-%m-%d %H:%M:%S").to_string();
+    let fraction = micros.rem_euclid(1_000_000);
+    if fraction != 0 {
+        out.push('.');
+        out.push_str(format!("{fraction:06}").trim_end_matches('0'));
+    }
+    let offset = local.offset().fix().local_minus_utc();
+    let (sign, offset) = if offset < 0 {
+        ('-', -offset)
+    } else {
+        ('+', offset)
+    };
+    out.push_str(&format!("{sign}{:02}", offset / 3600));
+    if offset % 3600 != 0 {
+        out.push_str(&format!(":{:02}", offset % 3600 / 60));
+        if offset % 60 != 0 {
+            out.push_str(&format!(":{:02}", offset % 60));
+        }
+    }
+    Some(out.into_bytes())
 }
 
 /// An interval's months, days and microseconds (PostgreSQL keeps microseconds).

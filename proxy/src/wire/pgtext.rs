@@ -69,7 +69,8 @@ pub fn rewrite_row(mut row: DataRow, marks: &[bool]) -> DataRow {
     row
 }
 
-fn trim_fraction(text: &str) -> String {
+/// `text` without trailing zeros in its fractional seconds.
+pub fn trim_fraction(text: &str) -> String {
     let Some(dot) = text.find('.') else {
         return text.to_string();
     };

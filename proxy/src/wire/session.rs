@@ -35,7 +35,6 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::types::format::FormatOptions;
 use switchyard_config::{Config, RowCapAction};
 use switchyard_safety::{
     fingerprint, statement_hash, AuditLog, AuditRecord, Decision, Denied, Limits, Pipeline,
@@ -319,7 +318,7 @@ impl QueryService {
             .execute_logical_plan(plan)
             .await
             .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let options = Arc::new(super::encode::format_options(client.metadata()));
         let response = encode_dataframe(df, &portal.result_column_format, Some(options)).await?;
         Ok(Response::Query(response))
     }
@@ -953,7 +952,7 @@ async fn declare_cursor(
             return Err(e);
         }
     };
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let options = Arc::new(super::encode::format_options(client.metadata()));
     let response = match encode_dataframe(df, &Format::UnifiedText, Some(options)).await {
         Ok(r) => r,
         Err(e) => {
@@ -1013,7 +1012,7 @@ async fn execute(
         };
         return Ok(Response::Execution(tag));
     }
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let options = Arc::new(super::encode::format_options(client.metadata()));
     let response = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
     Ok(Response::Query(response))
 }

@@ -32,6 +32,23 @@ public class TypedParameters {
                     }
                 }
             }
+            // uuid and bytea parameters against the origin's columns, read back as their
+            // Java types (UUID, byte[], PGInterval text), 7 runs each.
+            String typed = "SELECT id, u, by, iv FROM kinds.all_types WHERE u = ? AND by = ?";
+            try (PreparedStatement ps = c.prepareStatement(typed)) {
+                for (int i = 1; i <= 7; i++) {
+                    ps.setObject(1, java.util.UUID.fromString("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+                    ps.setBytes(2, new byte[] {(byte) 0xde, (byte) 0xad, (byte) 0xbe, (byte) 0xef});
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            byte[] b = rs.getBytes(3);
+                            System.out.println("typed " + i + " " + rs.getInt(1) + " "
+                                + rs.getObject(2, java.util.UUID.class) + " " + b.length + " "
+                                + rs.getString(4));
+                        }
+                    }
+                }
+            }
             String[] failing = {
                 "SELECT * FROM sales.nope",
                 "SELECT nope FROM sales.orders",

@@ -126,6 +126,7 @@ roles:
 origins:
   sales:     {{ kind: postgres, url: "{sales}" }}
   inventory: {{ kind: postgres, url: "{inventory}" }}
+  types:     {{ kind: postgres, url: "{types}" }}
   crm:       {{ kind: sqlite, path: crm.db }}
   lake:      {{ kind: files, path: lake }}
   docs:      {{ kind: mongodb, url: "{mongo}", database: shop, sample_size: 500 }}
@@ -133,6 +134,7 @@ origins:
 datasets:
   sales:     {{ origin: sales, tables: [sales.customers, sales.orders, sales.secrets] }}
   inventory: {{ origin: inventory, tables: [inventory.products, inventory.stock] }}
+  kinds:     {{ origin: types, tables: [kinds.all_types] }}
   crm:       {{ origin: crm, tables: [accounts] }}
   lake:      {{ origin: lake, tables: [visits, ratings, clicks] }}
   inventory.active_products: {{ origin: inventory, table: inventory.products, filters: {{ status: 1 }} }}
@@ -158,6 +160,7 @@ local: {{ path: data/local.db }}
 "#,
         sales = pg.url("sales", pg.port),
         inventory = pg.url("inventory", pg.port),
+        types = pg.url("types", pg.port),
         mongo = mongo_url(),
     )
 }
