@@ -18,4 +18,4 @@ pub mod sqlite;
 
 pub use catalog::{install, Origins};
 pub use error::{ConnectorError, Result};
-pub use postgres::PG_TYPE_KEY;
+pub use postgres::{PG_TYPE_KEY, PG_TYPMOD_KEY};

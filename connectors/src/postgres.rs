@@ -249,7 +249,12 @@ impl PgPool {
                         type_name: column.type_().name().to_string(),
                     }
                 })?;
-            fields.push(field(column.name(), column.type_(), data_type));
+            fields.push(field(
+                column.name(),
+                column.type_(),
+                column.type_modifier(),
+                data_type,
+            ));
         }
         Ok(Arc::new(Schema::new(fields)))
     }
@@ -358,18 +363,23 @@ fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
 /// describes it as that type.
 pub const PG_TYPE_KEY: &str = "switchyard.pg_type";
 
-/// The field for a column of PostgreSQL type `t`.
-pub fn field(name: &str, t: &Type, data_type: DataType) -> Field {
-    let field = Field::new(name, data_type, true);
-    match *t {
-        Type::UUID | Type::JSON | Type::JSONB | Type::VARCHAR | Type::BPCHAR | Type::NAME => field
-            .with_metadata(
-                [(PG_TYPE_KEY.to_string(), t.name().to_string())]
-                    .into_iter()
-                    .collect(),
-            ),
-        _ => field,
+/// Field metadata holding a PostgreSQL column's type modifier (`numeric(12,3)`,
+/// `varchar(20)`), for the catalog's `atttypmod`.
+pub const PG_TYPMOD_KEY: &str = "switchyard.pg_typmod";
+
+/// The field for a column of PostgreSQL type `t` with type modifier `typmod`.
+pub fn field(name: &str, t: &Type, typmod: i32, data_type: DataType) -> Field {
+    let mut metadata = std::collections::HashMap::new();
+    if matches!(
+        *t,
+        Type::UUID | Type::JSON | Type::JSONB | Type::VARCHAR | Type::BPCHAR | Type::NAME
+    ) {
+        metadata.insert(PG_TYPE_KEY.to_string(), t.name().to_string());
     }
+    if typmod >= 0 {
+        metadata.insert(PG_TYPMOD_KEY.to_string(), typmod.to_string());
+    }
+    Field::new(name, data_type, true).with_metadata(metadata)
 }
 
 /// The Arrow type Switchyard uses for a PostgreSQL type (None: not supported yet).

@@ -17,6 +17,17 @@ fn run_java(port: u16, work: &Path) -> String {
 
 /// Compiles tests/clients/jdbc/<class>.java and runs it as `user` against `port`.
 fn run_program(class: &str, port: u16, user: (&str, &str), work: &Path) -> String {
+    run_program_on(class, port, user, "switchyard", work)
+}
+
+/// As [`run_program`], on `database` (the program's fourth argument).
+fn run_program_on(
+    class: &str,
+    port: u16,
+    user: (&str, &str),
+    database: &str,
+    work: &Path,
+) -> String {
     let src = common::tests_dir().join(format!("clients/jdbc/{class}.java"));
     let javac = Command::new("javac")
         .args(["-cp", JDBC_JAR, "-d"])
@@ -31,7 +42,15 @@ fn run_program(class: &str, port: u16, user: (&str, &str), work: &Path) -> Strin
     );
     let cp = format!("{}:{JDBC_JAR}", work.display());
     let out = Command::new("java")
-        .args(["-cp", &cp, class, &port.to_string(), user.0, user.1])
+        .args([
+            "-cp",
+            &cp,
+            class,
+            &port.to_string(),
+            user.0,
+            user.1,
+            database,
+        ])
         .output()
         .expect("java runs");
     assert!(
@@ -215,5 +234,38 @@ async fn jdbc_keys_and_indexes_come_from_the_origin() {
     assert!(
         !north.contains("created_at"),
         "an index on a denied column is listed:\n{north}"
+    );
+}
+
+/// getTypeInfo (pgjdbc's type cache query) runs, and getColumns describes every type
+/// of kinds.all_types as PostgreSQL itself does: type names, java.sql.Types codes,
+/// sizes, decimal digits and nullability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_type_metadata_matches_postgres() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let pg = h.pg.clone();
+    let work = h.dir.path().join("java");
+    std::fs::create_dir_all(&work).unwrap();
+    let (proxy, direct) = tokio::task::spawn_blocking(move || {
+        (
+            run_program("TypeMetadata", port, common::ANALYST, &work),
+            run_program_on(
+                "TypeMetadata",
+                pg.port,
+                (&pg.user, &pg.password),
+                "types",
+                &work,
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(proxy.contains("typeinfo uuid 1111"), "{proxy}");
+    assert_eq!(proxy, direct);
+    assert_eq!(
+        proxy.lines().filter(|l| l.starts_with("column ")).count(),
+        31,
+        "{proxy}"
     );
 }

@@ -75,8 +75,15 @@ pub fn session_state(
         viewer: viewer.clone(),
     });
     let information_schema: Arc<dyn SchemaProvider> = Arc::new(
-        InformationSchemaProvider::new(views).with_table_functions(base.table_functions().clone()),
+        InformationSchemaProvider::new(Arc::clone(&views))
+            .with_table_functions(base.table_functions().clone()),
     );
+    let information_schema: Arc<dyn SchemaProvider> =
+        Arc::new(super::information_schema::PgInformationSchema::new(
+            information_schema,
+            views,
+            Arc::clone(&shared),
+        ));
     let list = SessionCatalogList {
         name: catalog.to_string(),
         catalog: shared.catalog(catalog).map(|base| {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int16Array, Int32Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Schema, SchemaRef};
@@ -257,7 +257,19 @@ impl FactsTable {
         for t in tables.values_mut() {
             t.facts = self.facts(&t.schema, &t.name).await;
         }
-        let facts = Facts::new(&tables);
+        let mut facts = Facts::new(&tables);
+        if self.kind == Kind::Attribute {
+            for t in tables.values() {
+                let Some(columns) = self.columns(&t.schema, &t.name).await else {
+                    continue;
+                };
+                for f in columns.fields() {
+                    facts
+                        .types
+                        .insert((t.oid, f.name().clone()), super::column_type::of(f));
+                }
+            }
+        }
         self.definitions.extend(facts.definitions.clone());
         match self.kind {
             Kind::Class => facts.class(&class),
@@ -266,6 +278,12 @@ impl FactsTable {
             Kind::Index => facts.batch(&self.schema, &facts.indexes),
             Kind::Attrdef | Kind::Settings => facts.batch(&self.schema, &facts.attrdefs),
         }
+    }
+
+    /// A table's columns as the planner holds them (with the origin's type names).
+    async fn columns(&self, schema: &str, table: &str) -> Option<SchemaRef> {
+        let provider = self.shared.catalog(&self.catalog)?.schema(schema)?;
+        Some(provider.table(table).await.ok()??.schema())
     }
 
     async fn facts(&self, schema: &str, table: &str) -> Option<Arc<TableFacts>> {
@@ -387,6 +405,8 @@ struct Facts {
     with_triggers: std::collections::HashSet<i32>,
     /// (table oid, column) → (not null, has default).
     columns: HashMap<(i32, String), (bool, bool)>,
+    /// (table oid, column) → its PostgreSQL type (pg_attribute only).
+    types: HashMap<(i32, String), super::column_type::ColumnType>,
     definitions: HashMap<i32, Definition>,
 }
 
@@ -400,6 +420,7 @@ impl Facts {
             with_index: Default::default(),
             with_triggers: Default::default(),
             columns: HashMap::new(),
+            types: HashMap::new(),
             definitions: HashMap::new(),
         };
         let by_name: HashMap<(&str, &str), &Listed> = tables
@@ -633,7 +654,7 @@ impl Facts {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
-    /// pg_attribute with attnotnull / atthasdef from the origin.
+    /// pg_attribute with attnotnull / atthasdef from the origin and each column's type.
     fn attribute(&self, attribute: &RecordBatch) -> Result<RecordBatch> {
         let relids = int32(attribute, "attrelid")?;
         let names = string(attribute, "attname")?;
@@ -654,6 +675,39 @@ impl Facts {
                 })
                 .collect();
             columns[i] = Arc::new(patched);
+        }
+        // Types: datafusion-pg-catalog maps what it does not know (interval, uuid,
+        // most arrays) to text and keeps no type modifiers.
+        let types: Vec<Option<&super::column_type::ColumnType>> = (0..attribute.num_rows())
+            .map(|r| {
+                self.types
+                    .get(&(relids.value(r), names.value(r).to_string()))
+            })
+            .collect();
+        if let Some((i, _)) = schema.column_with_name("atttypid") {
+            let old = columns[i].as_primitive::<Int32Type>().clone();
+            columns[i] =
+                Arc::new(Int32Array::from_iter((0..types.len()).map(|r| {
+                    Some(types[r].map_or(old.value(r), |t| t.ty.oid() as i32))
+                })));
+        }
+        if let Some((i, _)) = schema.column_with_name("atttypmod") {
+            let old = columns[i].as_primitive::<Int32Type>().clone();
+            columns[i] = Arc::new(Int32Array::from_iter(
+                (0..types.len()).map(|r| Some(types[r].map_or(old.value(r), |t| t.typmod))),
+            ));
+        }
+        if let Some((i, _)) = schema.column_with_name("attndims") {
+            let old = columns[i].as_primitive::<Int32Type>().clone();
+            columns[i] = Arc::new(Int32Array::from_iter(
+                (0..types.len()).map(|r| Some(types[r].map_or(old.value(r), |t| t.ndims))),
+            ));
+        }
+        if let Some((i, _)) = schema.column_with_name("attlen") {
+            let old = columns[i].as_primitive::<Int16Type>().clone();
+            columns[i] = Arc::new(Int16Array::from_iter(
+                (0..types.len()).map(|r| Some(types[r].map_or(old.value(r), |t| t.len))),
+            ));
         }
         Ok(RecordBatch::try_new(schema, columns)?)
     }

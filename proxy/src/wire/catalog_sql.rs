@@ -10,6 +10,8 @@
 //! - `generate_subscripts(a, d)` → `unnest(generate_series(1, array_length(a, d)))`
 //!   (SQLAlchemy's key and index reflection).
 //! - `indoption[i]` → the i-th (from 0) number of its text form "0 0" (int2vector).
+//! - `'pg_catalog.array_in'::regproc` → `'array_in'`: the catalog holds function
+//!   names as text (pgjdbc's `getTypeInfo`).
 //! - `CAST($n AS regclass)` → NULL (keeping `$n`): a relation named by a parameter
 //!   cannot be resolved at planning time.
 //! - A scalar subquery whose single item is not an aggregate gets it wrapped in
@@ -520,6 +522,20 @@ impl VisitorMut for Rewriter {
             ..
         } = expr
         {
+            // 'pg_catalog.array_in'::regproc: our pg_type/pg_proc columns hold function
+            // names as text (pgjdbc's type cache compares typinput with it).
+            if let Expr::Value(v) = inner.as_ref() {
+                if let datafusion::sql::sqlparser::ast::Value::SingleQuotedString(name) = &v.value {
+                    if data_type.to_string().eq_ignore_ascii_case("regproc") {
+                        let bare = name.rsplit('.').next().unwrap_or(name).to_string();
+                        *expr = Expr::Value(
+                            datafusion::sql::sqlparser::ast::Value::SingleQuotedString(bare).into(),
+                        );
+                        self.changed = true;
+                        return ControlFlow::Continue(());
+                    }
+                }
+            }
             let parameter = matches!(inner.as_ref(), Expr::Value(v)
                 if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)));
             if parameter && data_type.to_string().eq_ignore_ascii_case("regclass") {

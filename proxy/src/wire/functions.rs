@@ -18,12 +18,106 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(no_serial_sequence_udf());
     ctx.register_udf(ScalarUDF::from(JsonBuildObject::new()));
     ctx.register_udf(current_setting_udf());
+    ctx.register_udf(format_type_udf());
     for name in [
         "pg_collation_is_visible",
         "pg_type_is_visible",
         "pg_function_is_visible",
     ] {
         ctx.register_udf(ScalarUDF::from(Visible::new(name)));
+    }
+}
+
+/// `format_type(oid, typmod)` as PostgreSQL writes it, arrays and type modifiers
+/// included (`numeric(6,2)[]`, `character varying(20)`, `interval[]`): psql's `\d`
+/// and SQLAlchemy's reflection show it.
+fn format_type_udf() -> ScalarUDF {
+    create_udf(
+        "format_type",
+        vec![DataType::Int64, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let oids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+            let mods = datafusion::arrow::compute::cast(&arrays[1], &DataType::Int64)?;
+            let oids = oids
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>();
+            let mods = mods
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>();
+            let (Some(oids), Some(mods)) = (oids, mods) else {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "format_type arguments".into(),
+                ));
+            };
+            let mut out = StringBuilder::new();
+            for i in 0..oids.len() {
+                if oids.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                let typmod = if mods.is_null(i) {
+                    -1
+                } else {
+                    mods.value(i) as i32
+                };
+                out.append_value(format_type(oids.value(i) as u32, typmod));
+            }
+            let array: ArrayRef = Arc::new(out.finish());
+            Ok(
+                if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+                } else {
+                    ColumnarValue::Array(array)
+                },
+            )
+        }),
+    )
+}
+
+/// PostgreSQL's format_type for built-in types (format_type.c).
+fn format_type(oid: u32, typmod: i32) -> String {
+    use pgwire::api::Type;
+    use postgres_types::Kind;
+    let Some(t) = Type::from_oid(oid) else {
+        return "???".into();
+    };
+    if let Kind::Array(element) = t.kind() {
+        return format!("{}[]", format_type(element.oid(), typmod));
+    }
+    let precision = |base: &str, zone: &str| {
+        if typmod >= 0 {
+            format!("{base}({typmod}){zone}")
+        } else {
+            format!("{base}{zone}")
+        }
+    };
+    match t {
+        Type::BOOL => "boolean".into(),
+        Type::INT2 => "smallint".into(),
+        Type::INT4 => "integer".into(),
+        Type::INT8 => "bigint".into(),
+        Type::FLOAT4 => "real".into(),
+        Type::FLOAT8 => "double precision".into(),
+        Type::CHAR => "\"char\"".into(),
+        Type::BPCHAR if typmod > 4 => format!("character({})", typmod - 4),
+        Type::BPCHAR => "character".into(),
+        Type::VARCHAR if typmod > 4 => format!("character varying({})", typmod - 4),
+        Type::VARCHAR => "character varying".into(),
+        Type::NUMERIC if typmod >= 4 => {
+            let m = typmod - 4;
+            format!("numeric({},{})", (m >> 16) & 0xffff, m & 0xffff)
+        }
+        Type::TIME => precision("time", " without time zone"),
+        Type::TIMETZ => precision("time", " with time zone"),
+        Type::TIMESTAMP => precision("timestamp", " without time zone"),
+        Type::TIMESTAMPTZ => precision("timestamp", " with time zone"),
+        Type::BIT if typmod > 0 => format!("bit({typmod})"),
+        Type::VARBIT if typmod > 0 => format!("bit varying({typmod})"),
+        Type::VARBIT => "bit varying".into(),
+        _ => t.name().to_string(),
     }
 }
 
@@ -286,5 +380,21 @@ impl ScalarUDFImpl for Visible {
             .map(|row| (!input.is_null(row)).then_some(true))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_type;
+
+    #[test]
+    fn types_are_formatted_as_postgres_formats_them() {
+        assert_eq!(format_type(23, -1), "integer");
+        assert_eq!(format_type(1700, (12 << 16 | 3) + 4), "numeric(12,3)");
+        assert_eq!(format_type(1231, (6 << 16 | 2) + 4), "numeric(6,2)[]");
+        assert_eq!(format_type(1043, 24), "character varying(20)");
+        assert_eq!(format_type(1187, -1), "interval[]");
+        assert_eq!(format_type(1184, 3), "timestamp(3) with time zone");
+        assert_eq!(format_type(2950, -1), "uuid");
     }
 }
