@@ -9,7 +9,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Query, SelectItem, SetExpr, Visit, VisitMut, Visitor, VisitorMut,
+    Expr, ObjectName, Query, SelectItem, SetExpr, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -90,80 +90,9 @@ pub fn check(sql: &str) -> Result<(), PgWireError> {
     Ok(())
 }
 
-/// Names PostgreSQL gives these SELECT-list items; datafusion-postgres turns both into
-/// `session_user()`, so `SELECT current_user, session_user` would have two equal names.
-const USER_FUNCTIONS: &[&str] = &["current_user", "session_user", "current_role", "user"];
-
-struct NameUserItems {
-    changed: bool,
-}
-
-impl VisitorMut for NameUserItems {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_mut() {
-            for item in select.projection.iter_mut() {
-                let SelectItem::UnnamedExpr(expr) = item else {
-                    continue;
-                };
-                let name = match expr {
-                    Expr::Identifier(ident) => ident.value.to_lowercase(),
-                    Expr::Function(f)
-                        if f.args == datafusion::sql::sqlparser::ast::FunctionArguments::None =>
-                    {
-                        f.name.to_string().to_lowercase()
-                    }
-                    _ => continue,
-                };
-                if USER_FUNCTIONS.contains(&name.as_str()) {
-                    *item = SelectItem::ExprWithAlias {
-                        expr: expr.clone(),
-                        alias: Ident::with_quote('"', name),
-                    };
-                    self.changed = true;
-                }
-            }
-        }
-        ControlFlow::Continue(())
-    }
-}
-
-/// `sql` with PostgreSQL's column names made explicit where datafusion-postgres would
-/// lose them; `None` when nothing needs changing (the common case, decided without parsing).
-pub fn rewrite(sql: &str) -> Option<String> {
-    let lower = sql.to_lowercase();
-    if !USER_FUNCTIONS.iter().any(|f| lower.contains(f)) {
-        return None;
-    }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    let mut visitor = NameUserItems { changed: false };
-    for statement in statements.iter_mut() {
-        let _ = statement.visit(&mut visitor);
-    }
-    visitor.changed.then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check, rewrite};
-
-    #[test]
-    fn user_functions_keep_their_postgres_names() {
-        let sql = rewrite("SELECT current_user, session_user").unwrap();
-        assert!(
-            sql.contains("AS \"current_user\"") && sql.contains("AS \"session_user\""),
-            "{sql}"
-        );
-        assert_eq!(rewrite("SELECT 1"), None);
-        assert_eq!(rewrite("SELECT current_user AS me"), None);
-    }
+    use super::check;
 
     #[test]
     fn user_queries_with_select_list_subqueries_are_refused() {

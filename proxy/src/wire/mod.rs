@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod catalog_facts;
 pub mod catalog_sql;
+pub mod column_names;
 pub mod column_type;
 pub mod copy;
 pub mod encode;

@@ -351,7 +351,7 @@ impl SimpleQueryHandler for QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         super::guard::check(query)?;
-        let rewritten = super::guard::rewrite(query);
+        let rewritten = super::column_names::rewrite(query);
         let rewritten =
             super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
         let query = rewritten.as_deref().unwrap_or(query);
@@ -610,7 +610,7 @@ impl QueryParser for GuardedParser {
             return Err(e);
         }
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = texts;
-        let rewritten = super::guard::rewrite(sql);
+        let rewritten = super::column_names::rewrite(sql);
         let rewritten =
             super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(sql)).or(rewritten);
         let parsed = self

@@ -10,6 +10,7 @@ Prints "ok <check>" per passed check; any failure raises (non-zero exit).
 import sys
 
 import psycopg
+import psycopg.rows
 from psycopg.types.json import Jsonb
 
 proxy_dsn, reference_dsn = sys.argv[1], sys.argv[2]
@@ -71,3 +72,20 @@ with psycopg.connect(proxy_dsn, autocommit=True) as proxy, \
     assert proxy.execute(sql, [None]).fetchone() == ref.execute(sql, [None]).fetchone() == (1,)
 assert len(checked) == 17, checked
 ok("every scalar type as a binary parameter")
+
+# Unaliased SELECT-list items carry PostgreSQL's names (dict_row reads them).
+NAMED = [
+    "SELECT count(*), sum(i4), i4::text, '7'::int, ARRAY[1, 2], CASE WHEN b THEN 1 END, "
+    "lower(t), coalesce(i2, 0), extract(year FROM d), i4 + 1 FROM kinds.all_types GROUP BY i4, b, t, i2, d",
+    "SELECT s.count FROM (SELECT count(*) FROM kinds.all_types) AS s",
+    "SELECT ia[1], upper(t) AS u, max(id) FROM kinds.all_types GROUP BY ia, t",
+    "SELECT 1",
+]
+for sql in NAMED:
+    want = [d.name for d in psycopg.connect(reference_dsn, autocommit=True).execute(sql).description]
+    with psycopg.connect(proxy_dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as c:
+        cur = c.execute(sql)
+        got = [d.name for d in cur.description]
+        cur.fetchall()
+    assert got == want, (sql, got, want)
+ok("unaliased columns are named as PostgreSQL names them")
