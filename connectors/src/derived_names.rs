@@ -279,7 +279,9 @@ impl SQLTable for OriginTable {
     }
 
     fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
-        Some(Box::new(name_derived_columns))
+        Some(Box::new(|plan| {
+            crate::text_casts::restore_text_casts(name_derived_columns(plan)?)
+        }))
     }
 }
 

@@ -15,6 +15,7 @@ mod pg_rows;
 pub mod postgres;
 mod query_table;
 pub mod sqlite;
+mod text_casts;
 
 pub use catalog::{install, Origins};
 pub use error::{ConnectorError, Result};
