@@ -49,6 +49,7 @@ async fn every_type_reads_and_binds_as_postgresql_sends_it() {
             "every type in binary format, as PostgreSQL sends it",
             "every scalar type as a binary parameter",
             "unaliased columns are named as PostgreSQL names them",
+            "MongoDB sub-documents are jsonb",
         ],
     )
     .await;

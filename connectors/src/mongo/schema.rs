@@ -60,7 +60,11 @@ pub fn arrow_schema(columns: &[MongoColumn]) -> SchemaRef {
             .map(|c| {
                 let field = Field::new(&c.name, arrow_type(&c.sql_type), true);
                 if c.sql_type == ColumnType::Jsonb {
-                    field.with_metadata(HashMap::from([(JSON_METADATA.into(), "true".into())]))
+                    // Described to clients as jsonb (see the front door's encoder).
+                    field.with_metadata(HashMap::from([
+                        (JSON_METADATA.into(), "true".into()),
+                        (crate::postgres::PG_TYPE_KEY.into(), "jsonb".into()),
+                    ]))
                 } else {
                     field
                 }

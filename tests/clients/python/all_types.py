@@ -89,3 +89,14 @@ for sql in NAMED:
         cur.fetchall()
     assert got == want, (sql, got, want)
 ok("unaliased columns are named as PostgreSQL names them")
+
+# A MongoDB sub-document column is jsonb: described so, decoded by the driver in
+# both formats.
+with psycopg.connect(proxy_dsn, autocommit=True) as c:
+    for binary in (False, True):
+        cur = c.cursor(binary=binary)
+        cur.execute("SELECT customer_id, address FROM shop.profiles WHERE address IS NOT NULL ORDER BY customer_id LIMIT 3")
+        assert cur.description[1].type_code == 3802, cur.description
+        rows_got = cur.fetchall()
+        assert rows_got and all(isinstance(a, dict) for _, a in rows_got), rows_got
+ok("MongoDB sub-documents are jsonb")
