@@ -1,13 +1,18 @@
 //! information_schema as PostgreSQL fills it, over DataFusion's: `columns` names
 //! types as PostgreSQL does (`integer`, `character varying`, `ARRAY`, with
 //! `udt_name`), not as Arrow does (`Int32`, `Utf8`), and takes NOT NULL and defaults
-//! from the origin where it knows them (Grafana, Metabase and DBeaver read these).
+//! from the origin where it knows them (Grafana, Metabase and DBeaver read these);
+//! `table_constraints`, `key_column_usage`, `referential_constraints` and
+//! `constraint_column_usage` list the origins' keys (only those whose columns the
+//! user may read).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -16,7 +21,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use switchyard_connectors::catalog::OriginSchema;
-use switchyard_connectors::facts::TableFacts;
+use switchyard_connectors::facts::{ConstraintKind, TableFacts};
 
 use super::column_type::{self, ColumnType};
 
@@ -48,10 +53,23 @@ impl PgInformationSchema {
 #[async_trait]
 impl SchemaProvider for PgInformationSchema {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.extend(KeyTable::ALL.iter().map(|k| k.name().to_string()));
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(kind) = KeyTable::ALL
+            .iter()
+            .find(|k| k.name().eq_ignore_ascii_case(name))
+        {
+            return Ok(Some(Arc::new(Keys {
+                kind: *kind,
+                schema: kind.schema(),
+                views: Arc::clone(&self.views),
+                shared: Arc::clone(&self.shared),
+            })));
+        }
         let inner = self.inner.table(name).await?;
         match (name.eq_ignore_ascii_case("columns"), inner) {
             (true, Some(inner)) => Ok(Some(Arc::new(Columns {
@@ -66,7 +84,23 @@ impl SchemaProvider for PgInformationSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+            || KeyTable::ALL
+                .iter()
+                .any(|k| k.name().eq_ignore_ascii_case(name))
     }
+}
+
+/// The origins' facts about one table, as far as the viewer may read its columns.
+async fn table_facts(
+    shared: &Arc<dyn CatalogProviderList>,
+    catalog: &str,
+    schema: &str,
+    table: &str,
+) -> Option<Arc<TableFacts>> {
+    let s = shared.catalog(catalog)?.schema(schema)?;
+    let origin = (s.as_ref() as &dyn std::any::Any).downcast_ref::<OriginSchema>()?;
+    // A listing must not fail because an origin is down.
+    origin.facts(table).await.ok().flatten()
 }
 
 /// `schema` with `udt_schema` and `udt_name` added.
@@ -102,14 +136,7 @@ impl Columns {
                 }
             }
         }
-        let mut facts = None;
-        if let Some(s) = self.shared.catalog(catalog).and_then(|c| c.schema(schema)) {
-            if let Some(origin) = (s.as_ref() as &dyn std::any::Any).downcast_ref::<OriginSchema>()
-            {
-                // A listing must not fail because an origin is down.
-                facts = origin.facts(table).await.ok().flatten();
-            }
-        }
+        let facts = table_facts(&self.shared, catalog, schema, table).await;
         Described { types, facts }
     }
 
@@ -217,6 +244,314 @@ impl TableProvider for Columns {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let batch = self.rows(state).await?;
+        MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )
+        .map(|e| e as Arc<dyn ExecutionPlan>)
+    }
+}
+
+/// The information_schema views of keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyTable {
+    TableConstraints,
+    KeyColumnUsage,
+    ReferentialConstraints,
+    ConstraintColumnUsage,
+}
+
+impl KeyTable {
+    const ALL: [KeyTable; 4] = [
+        KeyTable::TableConstraints,
+        KeyTable::KeyColumnUsage,
+        KeyTable::ReferentialConstraints,
+        KeyTable::ConstraintColumnUsage,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            KeyTable::TableConstraints => "table_constraints",
+            KeyTable::KeyColumnUsage => "key_column_usage",
+            KeyTable::ReferentialConstraints => "referential_constraints",
+            KeyTable::ConstraintColumnUsage => "constraint_column_usage",
+        }
+    }
+
+    /// PostgreSQL's columns of the view (text, and int4 for positions).
+    fn schema(self) -> SchemaRef {
+        let text = |n: &str| Field::new(n, DataType::Utf8, true);
+        let int = |n: &str| Field::new(n, DataType::Int32, true);
+        let fields = match self {
+            KeyTable::TableConstraints => vec![
+                text("constraint_catalog"),
+                text("constraint_schema"),
+                text("constraint_name"),
+                text("table_catalog"),
+                text("table_schema"),
+                text("table_name"),
+                text("constraint_type"),
+                text("is_deferrable"),
+                text("initially_deferred"),
+                text("enforced"),
+                text("nulls_distinct"),
+            ],
+            KeyTable::KeyColumnUsage => vec![
+                text("constraint_catalog"),
+                text("constraint_schema"),
+                text("constraint_name"),
+                text("table_catalog"),
+                text("table_schema"),
+                text("table_name"),
+                text("column_name"),
+                int("ordinal_position"),
+                int("position_in_unique_constraint"),
+            ],
+            KeyTable::ReferentialConstraints => vec![
+                text("constraint_catalog"),
+                text("constraint_schema"),
+                text("constraint_name"),
+                text("unique_constraint_catalog"),
+                text("unique_constraint_schema"),
+                text("unique_constraint_name"),
+                text("match_option"),
+                text("update_rule"),
+                text("delete_rule"),
+            ],
+            KeyTable::ConstraintColumnUsage => vec![
+                text("table_catalog"),
+                text("table_schema"),
+                text("table_name"),
+                text("column_name"),
+                text("constraint_catalog"),
+                text("constraint_schema"),
+                text("constraint_name"),
+            ],
+        };
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// One of the key views, built from the viewer's tables and the origins' facts.
+#[derive(Debug)]
+struct Keys {
+    kind: KeyTable,
+    schema: SchemaRef,
+    views: Arc<dyn CatalogProviderList>,
+    shared: Arc<dyn CatalogProviderList>,
+}
+
+/// A cell of a key view's row.
+enum Cell {
+    Text(Option<String>),
+    Int(Option<i32>),
+}
+
+fn rule(action: char) -> &'static str {
+    match action {
+        'r' => "RESTRICT",
+        'c' => "CASCADE",
+        'n' => "SET NULL",
+        'd' => "SET DEFAULT",
+        _ => "NO ACTION",
+    }
+}
+
+impl Keys {
+    /// (catalog, schema, table) → the columns the viewer may read, for every table.
+    async fn tables(&self) -> Vec<((String, String, String), Vec<String>)> {
+        let mut out = Vec::new();
+        for catalog in self.views.catalog_names() {
+            let Some(c) = self.views.catalog(&catalog) else {
+                continue;
+            };
+            for schema in c.schema_names() {
+                let Some(s) = c.schema(&schema) else { continue };
+                for table in s.table_names() {
+                    if let Ok(Some(t)) = s.table(&table).await {
+                        let columns = t
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone())
+                            .collect();
+                        out.push(((catalog.clone(), schema.clone(), table), columns));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
+        let tables = self.tables().await;
+        let visible: HashMap<(String, String), Vec<String>> = tables
+            .iter()
+            .map(|((_, s, t), cols)| ((s.clone(), t.clone()), cols.clone()))
+            .collect();
+        let readable = |schema: &str, table: &str, columns: &[String]| {
+            visible
+                .get(&(schema.to_string(), table.to_string()))
+                .is_some_and(|cols| columns.iter().all(|c| cols.contains(c)))
+        };
+        let mut rows: Vec<Vec<Cell>> = Vec::new();
+        let t = |s: &str| Cell::Text(Some(s.to_string()));
+        for ((catalog, schema, table), _) in &tables {
+            let Some(facts) = table_facts(&self.shared, catalog, schema, table).await else {
+                continue;
+            };
+            // The unique constraints of a table, by their columns (for FK targets).
+            for c in &facts.constraints {
+                if !readable(schema, table, &c.columns) {
+                    continue;
+                }
+                let fk = match &c.kind {
+                    ConstraintKind::ForeignKey(fk) => {
+                        if !readable(&fk.schema, &fk.table, &fk.columns) {
+                            continue;
+                        }
+                        Some(fk)
+                    }
+                    _ => None,
+                };
+                let kind = match &c.kind {
+                    ConstraintKind::PrimaryKey => "PRIMARY KEY",
+                    ConstraintKind::Unique => "UNIQUE",
+                    ConstraintKind::ForeignKey(_) => "FOREIGN KEY",
+                    ConstraintKind::Check(_) => "CHECK",
+                };
+                let yes_no = |b: bool| t(if b { "YES" } else { "NO" });
+                match self.kind {
+                    KeyTable::TableConstraints => rows.push(vec![
+                        t(catalog),
+                        t(schema),
+                        t(&c.name),
+                        t(catalog),
+                        t(schema),
+                        t(table),
+                        t(kind),
+                        yes_no(c.deferrable),
+                        yes_no(c.deferred),
+                        t("YES"),
+                        match c.kind {
+                            ConstraintKind::PrimaryKey | ConstraintKind::Unique => t("YES"),
+                            _ => Cell::Text(None),
+                        },
+                    ]),
+                    KeyTable::KeyColumnUsage => {
+                        if matches!(c.kind, ConstraintKind::Check(_)) {
+                            continue;
+                        }
+                        for (i, column) in c.columns.iter().enumerate() {
+                            rows.push(vec![
+                                t(catalog),
+                                t(schema),
+                                t(&c.name),
+                                t(catalog),
+                                t(schema),
+                                t(table),
+                                t(column),
+                                Cell::Int(Some(i as i32 + 1)),
+                                Cell::Int(fk.map(|_| i as i32 + 1)),
+                            ]);
+                        }
+                    }
+                    KeyTable::ReferentialConstraints => {
+                        let Some(fk) = fk else { continue };
+                        let target = table_facts(&self.shared, catalog, &fk.schema, &fk.table)
+                            .await
+                            .and_then(|f| {
+                                f.constraints
+                                    .iter()
+                                    .find(|u| {
+                                        matches!(
+                                            u.kind,
+                                            ConstraintKind::PrimaryKey | ConstraintKind::Unique
+                                        ) && u.columns == fk.columns
+                                    })
+                                    .map(|u| u.name.clone())
+                            });
+                        rows.push(vec![
+                            t(catalog),
+                            t(schema),
+                            t(&c.name),
+                            t(catalog),
+                            t(&fk.schema),
+                            Cell::Text(target),
+                            t(match fk.match_type {
+                                'f' => "FULL",
+                                'p' => "PARTIAL",
+                                _ => "NONE",
+                            }),
+                            t(rule(fk.on_update)),
+                            t(rule(fk.on_delete)),
+                        ]);
+                    }
+                    KeyTable::ConstraintColumnUsage => {
+                        let (on_schema, on_table, columns) = match fk {
+                            Some(fk) => (fk.schema.as_str(), fk.table.as_str(), &fk.columns),
+                            None => (schema.as_str(), table.as_str(), &c.columns),
+                        };
+                        if matches!(c.kind, ConstraintKind::Check(_)) {
+                            continue;
+                        }
+                        for column in columns {
+                            rows.push(vec![
+                                t(catalog),
+                                t(on_schema),
+                                t(on_table),
+                                t(column),
+                                t(catalog),
+                                t(schema),
+                                t(&c.name),
+                            ]);
+                        }
+                    }
+                }
+            }
+        }
+        let columns: Vec<ArrayRef> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| -> ArrayRef {
+                if *f.data_type() == DataType::Int32 {
+                    Arc::new(Int32Array::from_iter(rows.iter().map(|r| match &r[i] {
+                        Cell::Int(v) => *v,
+                        Cell::Text(_) => None,
+                    })))
+                } else {
+                    Arc::new(StringArray::from_iter(rows.iter().map(|r| match &r[i] {
+                        Cell::Text(v) => v.clone(),
+                        Cell::Int(_) => None,
+                    })))
+                }
+            })
+            .collect();
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for Keys {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.rows().await?;
         MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(&self.schema),
