@@ -206,3 +206,42 @@ async fn everyday_meta_commands_work() {
     assert!(out.contains("Time: "), "\\timing:\n{out}");
     assert!(out.contains("3000"), "{out}");
 }
+
+/// `\d` prints exactly what PostgreSQL prints for the same table: column types with
+/// their modifiers, NOT NULL, defaults, indexes, foreign keys and "Referenced by".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_matches_postgres_itself() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let pg = h.pg.clone();
+    tokio::task::spawn_blocking(move || {
+        for (database, table) in [
+            ("sales", "sales.customers"),
+            ("sales", "sales.orders"),
+            ("inventory", "inventory.stock"),
+            ("types", "kinds.all_types"),
+        ] {
+            let describe = format!("\\d {table}");
+            let (ok, proxy, err) = common::psql(port, common::ANALYST, &["-c", &describe]);
+            assert!(ok, "{err}");
+            let direct = std::process::Command::new("psql")
+                .args([
+                    "-X",
+                    "-h",
+                    &pg.host,
+                    "-p",
+                    &pg.port.to_string(),
+                    "-U",
+                    &pg.user,
+                ])
+                .args(["-d", database, "-c", &describe])
+                .env("PGPASSWORD", &pg.password)
+                .output()
+                .expect("psql runs");
+            assert!(direct.status.success());
+            assert_eq!(proxy, String::from_utf8_lossy(&direct.stdout), "{describe}");
+        }
+    })
+    .await
+    .unwrap();
+}

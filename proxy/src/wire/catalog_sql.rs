@@ -12,6 +12,8 @@
 //! - `indoption[i]` → the i-th (from 0) number of its text form "0 0" (int2vector).
 //! - `'pg_catalog.array_in'::regproc` → `'array_in'`: the catalog holds function
 //!   names as text (pgjdbc's `getTypeInfo`).
+//! - `conrelid::regclass` (and `confrelid`) → the relation's (qualified) name by a
+//!   subquery on pg_class (psql's "Referenced by").
 //! - `CAST($n AS regclass)` → NULL (keeping `$n`): a relation named by a parameter
 //!   cannot be resolved at planning time.
 //! - A scalar subquery whose single item is not an aggregate gets it wrapped in
@@ -104,6 +106,12 @@ fn catalog_only(statement: &Statement) -> bool {
 
 struct Rewriter {
     changed: bool,
+}
+
+/// Whether a cast's type is `name`, written bare or as `pg_catalog.name`.
+fn type_is(data_type: &datafusion::sql::sqlparser::ast::DataType, name: &str) -> bool {
+    let text = data_type.to_string().to_ascii_lowercase();
+    text.strip_prefix("pg_catalog.").unwrap_or(&text) == name
 }
 
 fn parse_expr(sql: &str) -> Option<Expr> {
@@ -526,7 +534,7 @@ impl VisitorMut for Rewriter {
             // names as text (pgjdbc's type cache compares typinput with it).
             if let Expr::Value(v) = inner.as_ref() {
                 if let datafusion::sql::sqlparser::ast::Value::SingleQuotedString(name) = &v.value {
-                    if data_type.to_string().eq_ignore_ascii_case("regproc") {
+                    if type_is(data_type, "regproc") {
                         let bare = name.rsplit('.').next().unwrap_or(name).to_string();
                         *expr = Expr::Value(
                             datafusion::sql::sqlparser::ast::Value::SingleQuotedString(bare).into(),
@@ -536,9 +544,31 @@ impl VisitorMut for Rewriter {
                     }
                 }
             }
+            // `conrelid::regclass` (psql's "Referenced by"): the relation's name, schema-
+            // qualified outside `public`, as regclass prints it; not its number. Only
+            // pg_constraint's columns: other psql texts are matched whole by
+            // datafusion-pg-catalog, and must reach it unchanged.
+            let column = match inner.as_ref() {
+                Expr::Identifier(i) => Some(i),
+                Expr::CompoundIdentifier(parts) => parts.last(),
+                _ => None,
+            }
+            .is_some_and(|i| matches!(i.value.as_str(), "conrelid" | "confrelid"));
+            if column && type_is(data_type, "regclass") {
+                if let Some(e) = parse_expr(&format!(
+                    "((SELECT max(CASE WHEN rn.nspname = 'public' THEN rc.relname \
+                     ELSE rn.nspname || '.' || rc.relname END) \
+                     FROM pg_catalog.pg_class rc JOIN pg_catalog.pg_namespace rn \
+                     ON rn.oid = rc.relnamespace WHERE rc.oid = {inner}))"
+                )) {
+                    *expr = e;
+                    self.changed = true;
+                    return ControlFlow::Continue(());
+                }
+            }
             let parameter = matches!(inner.as_ref(), Expr::Value(v)
                 if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)));
-            if parameter && data_type.to_string().eq_ignore_ascii_case("regclass") {
+            if parameter && type_is(data_type, "regclass") {
                 // A relation named by a bound parameter cannot be resolved when the
                 // statement is planned; it names no relation here (SQLAlchemy's
                 // pg_description joins, which are empty anyway).
