@@ -231,14 +231,16 @@ async fn savepoints_inside_transaction_blocks() {
         vec![vec![Some("200".into())]]
     );
     c.simple_query("COMMIT").await.unwrap();
-    // After an error the block cannot be resumed at a savepoint (documented).
+    // After an error the block resumes at a savepoint set before it.
     c.simple_query("BEGIN").await.unwrap();
     c.simple_query("SAVEPOINT a").await.unwrap();
     c.simple_query("SELECT * FROM sales.nope")
         .await
         .unwrap_err();
-    let e = c.simple_query("ROLLBACK TO SAVEPOINT a").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    let e = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02", "{e:?}");
+    c.simple_query("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    assert_eq!(rows(&c, "SELECT 2").await, vec![vec![Some("2".into())]]);
     c.simple_query("ROLLBACK").await.unwrap();
     assert_eq!(rows(&c, "SELECT 1").await, vec![vec![Some("1".into())]]);
 }

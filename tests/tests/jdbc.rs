@@ -269,3 +269,30 @@ async fn jdbc_type_metadata_matches_postgres() {
         "{proxy}"
     );
 }
+
+/// pgjdbc's `autosave=always`: a failed statement inside a transaction is rolled back
+/// to pgjdbc's savepoint, and the transaction goes on and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_autosave_recovers_a_failed_statement() {
+    let h = Harness::start().await;
+    let port = h.port();
+    let work = h.dir.path().join("java");
+    std::fs::create_dir_all(&work).unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || run_program("Autosave", port, common::ANALYST, &work))
+            .await
+            .unwrap();
+    let count = {
+        let direct = h.pg.direct("sales").await;
+        let row = direct
+            .query_one("SELECT count(*) FROM sales.orders", &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["failed 42P01", &format!("after {count}"), "committed"],
+        "{out}"
+    );
+}

@@ -14,6 +14,7 @@ const CHECKS: &[&str] = &[
     "psycopg3 server-side cursor streams 100000 rows",
     "psycopg2 named cursor streams 100000 rows",
     "psycopg2 errors carry SQLSTATE and the session recovers",
+    "psycopg3 nested transaction recovers from an error",
     "SQLAlchemy inspect: schema and table names",
     "SQLAlchemy inspect: keys, indexes, nullable and defaults",
     "SQLAlchemy ORM queries",

@@ -109,9 +109,11 @@ impl Connection {
             texts: Arc::clone(&texts),
             prepared: Arc::clone(&prepared),
         });
+        let transactions = Arc::new(super::transactions::TransactionHook::default());
+        // Transactions first: a failed block refuses statements before they are checked.
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::clone(&transactions) as Arc<dyn QueryHook>,
             safety,
-            Arc::new(super::transactions::TransactionHook::default()),
             Arc::new(CursorStatementHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
@@ -121,6 +123,7 @@ impl Connection {
             inner,
             ctx,
             hooks,
+            transactions,
             cancels: Arc::clone(&shared.cancels),
             shared: Arc::clone(&shared),
             texts,
@@ -177,6 +180,8 @@ pub struct QueryService {
     ctx: Arc<SessionContext>,
     /// The statement hooks, in the order datafusion-postgres calls them.
     hooks: Vec<Arc<dyn QueryHook>>,
+    /// Savepoints of the open block (the hook among `hooks`).
+    transactions: Arc<super::transactions::TransactionHook>,
     cancels: Arc<CancelRegistry>,
     shared: Arc<Shared>,
     texts: Arc<Mutex<QueryTexts>>,
@@ -343,6 +348,28 @@ fn wrap(response: Response, token: &CancellationToken) -> Response {
 
 #[async_trait]
 impl SimpleQueryHandler for QueryService {
+    /// A failed block is usable again from a `ROLLBACK TO SAVEPOINT` of a savepoint set
+    /// before the failure (pgwire would keep it failed; see [`super::transactions`]).
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::messages::response::TransactionStatus;
+        if client.transaction_status() == TransactionStatus::Error
+            && self.transactions.recovers(&query.query)
+        {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -417,6 +444,14 @@ impl ExtendedQueryHandler for QueryService {
             Some(Entry::Value(portal)) => Some(portal),
             _ => None,
         };
+        if let Some(portal) = &portal {
+            use pgwire::messages::response::TransactionStatus;
+            if client.transaction_status() == TransactionStatus::Error
+                && self.transactions.recovers(&portal.statement.statement.0)
+            {
+                client.set_transaction_status(TransactionStatus::Transaction);
+            }
+        }
         let streamable = match &portal {
             Some(portal) => {
                 message.max_rows == 0

@@ -9,9 +9,10 @@
 //! nothing to undo: the names are tracked so that an unknown one is 3B001 as in
 //! PostgreSQL, and using them outside a block is 25P01.
 //!
-//! Not supported: `ROLLBACK TO SAVEPOINT` after an error in the block (0A000; pgwire
-//! fixes a statement's transaction state before hooks run, so the block cannot be
-//! made usable again) — `ROLLBACK` the transaction instead.
+//! `ROLLBACK TO SAVEPOINT` after an error in the block makes the block usable again,
+//! as in PostgreSQL (pgjdbc's `autosave`, psycopg's nested `transaction()`): pgwire
+//! fixes a statement's transaction state before hooks run, so the front door asks
+//! [`TransactionHook::recovers`] first and leaves the failed state itself.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +36,25 @@ pub struct TransactionHook {
 }
 
 impl TransactionHook {
+    /// Whether `sql`, arriving in a failed block, starts by rolling back to a savepoint
+    /// set before the failure: the block is usable again from that statement on.
+    pub fn recovers(&self, sql: &str) -> bool {
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+            return false;
+        };
+        let Some(Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        }) = statements.first()
+        else {
+            return false;
+        };
+        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.contains(&name.value)
+    }
+
     fn answer(
         &self,
         statement: &Statement,
@@ -58,6 +78,13 @@ impl TransactionHook {
                 names.clear();
                 return None;
             }
+            // Anything else in a failed block is refused until it ends or rolls back
+            // to a savepoint, as PostgreSQL does.
+            _ if status == TransactionStatus::Error => return Some(Err(user_error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .into(),
+            ))),
             _ => return None,
         };
         let name = name.value.clone();
@@ -66,10 +93,10 @@ impl TransactionHook {
                 "25P01",
                 format!("{tag} can only be used in transaction blocks"),
             )),
+            // A known savepoint was handled by `recovers`; this one was never set.
             TransactionStatus::Error if tag == "ROLLBACK" => Err(user_error(
-                "0A000",
-                "ROLLBACK TO SAVEPOINT after an error is not supported; ROLLBACK the transaction"
-                    .into(),
+                "3B001",
+                format!("savepoint \"{name}\" does not exist"),
             )),
             // Other statements in a failed block are refused by the transaction hook.
             TransactionStatus::Error => return None,

@@ -81,6 +81,19 @@ assert n == rows(reference_dsn, "SELECT count(*) FROM sales.orders WHERE status 
 c2.close()
 ok("psycopg2 errors carry SQLSTATE and the session recovers")
 
+# psycopg 3 nested transactions are savepoints: a failure inside the inner one is
+# rolled back to its savepoint and the outer transaction goes on.
+with psycopg.connect(proxy_dsn) as c:
+    with c.transaction():
+        try:
+            with c.transaction():
+                c.execute("SELECT * FROM sales.nope")
+        except psycopg.errors.UndefinedTable:
+            pass
+        (n,) = c.execute("SELECT count(*) FROM sales.orders").fetchone()
+    assert n == rows(reference_dsn, "SELECT count(*) FROM sales.orders")[0][0], n
+ok("psycopg3 nested transaction recovers from an error")
+
 # SQLAlchemy 2 ---------------------------------------------------------------
 engine = sa.create_engine(proxy_dsn.replace("postgresql://", "postgresql+psycopg://"))
 insp = sa.inspect(engine)
