@@ -338,7 +338,15 @@ impl CatalogInfo for UserCatalogInfo {
     }
 
     async fn schema_names(&self, catalog: &str) -> Result<Option<Vec<String>>> {
-        CatalogInfo::schema_names(&self.list, catalog).await
+        // pg_namespace lists information_schema, as PostgreSQL's does (pgjdbc's getSchemas).
+        Ok(CatalogInfo::schema_names(&self.list, catalog)
+            .await?
+            .map(|mut names| {
+                if !names.iter().any(|n| n == "information_schema") {
+                    names.push("information_schema".into());
+                }
+                names
+            }))
     }
 
     async fn table_names(&self, catalog: &str, schema: &str) -> Result<Option<Vec<String>>> {

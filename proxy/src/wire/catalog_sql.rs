@@ -10,6 +10,8 @@
 //! - `generate_subscripts(a, d)` → `unnest(generate_series(1, array_length(a, d)))`
 //!   (SQLAlchemy's key and index reflection).
 //! - `indoption[i]` → the i-th (from 0) number of its text form "0 0" (int2vector).
+//! - `proc.oid = typ.typreceive` (any of pg_type's function columns) →
+//!   `proc.proname = typ.typreceive` (npgsql's type loading).
 //! - `'pg_catalog.array_in'::regproc` → `'array_in'`: the catalog holds function
 //!   names as text (pgjdbc's `getTypeInfo`).
 //! - `conrelid::regclass` (and `confrelid`) → the relation's (qualified) name by a
@@ -57,7 +59,8 @@ const AGGREGATES: &[&str] = &[
 /// `sql` rewritten as above; `None` when it is not catalog-only or nothing changed.
 pub fn rewrite(sql: &str) -> Option<String> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("pg_catalog") && !lower.contains("information_schema") {
+    // Catalog tables may be named without their schema (`pg_type`, as npgsql does).
+    if !lower.contains("pg_") && !lower.contains("information_schema") {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
@@ -106,6 +109,52 @@ fn catalog_only(statement: &Statement) -> bool {
 
 struct Rewriter {
     changed: bool,
+}
+
+/// pg_type's function columns (regproc in PostgreSQL) hold the function's name here.
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+];
+
+/// `proc.oid = typ.typreceive` → `proc.proname = typ.typreceive` (npgsql's type
+/// loading joins pg_proc so); true when `expr` was changed.
+fn proc_by_name(expr: &mut Expr) -> bool {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = expr
+    else {
+        return false;
+    };
+    let last = |e: &Expr| match e {
+        Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.to_lowercase()),
+        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        _ => None,
+    };
+    let regproc = |e: &Expr| last(e).is_some_and(|n| REGPROC_COLUMNS.contains(&n.as_str()));
+    let oid_side = if regproc(right) {
+        left.as_mut()
+    } else if regproc(left) {
+        right.as_mut()
+    } else {
+        return false;
+    };
+    match oid_side {
+        Expr::CompoundIdentifier(parts)
+            if parts.len() == 2 && parts[1].value.eq_ignore_ascii_case("oid") =>
+        {
+            parts[1] = datafusion::sql::sqlparser::ast::Ident::new("proname");
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Whether a cast's type is `name`, written bare or as `pg_catalog.name`.
@@ -485,6 +534,10 @@ impl VisitorMut for Rewriter {
     }
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if proc_by_name(expr) {
+            self.changed = true;
+            return ControlFlow::Continue(());
+        }
         if let Some(e) = indoption_element(expr) {
             *expr = e;
             self.changed = true;
