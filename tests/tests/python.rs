@@ -15,6 +15,7 @@ const CHECKS: &[&str] = &[
     "psycopg2 named cursor streams 100000 rows",
     "psycopg2 errors carry SQLSTATE and the session recovers",
     "psycopg3 nested transaction recovers from an error",
+    "psycopg3 pipeline mode recovers from an error at Sync",
     "SQLAlchemy inspect: schema and table names",
     "SQLAlchemy inspect: keys, indexes, nullable and defaults",
     "SQLAlchemy ORM queries",

@@ -19,6 +19,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(JsonBuildObject::new()));
     ctx.register_udf(current_setting_udf());
     ctx.register_udf(format_type_udf());
+    ctx.register_udf(encoding_udf());
     for name in [
         "pg_collation_is_visible",
         "pg_type_is_visible",
@@ -26,6 +27,44 @@ pub fn register(ctx: &SessionContext) {
     ] {
         ctx.register_udf(ScalarUDF::from(Visible::new(name)));
     }
+}
+
+/// `pg_encoding_to_char(n)`: the name of an encoding number (datafusion-pg-catalog's
+/// takes only int4, so `pg_encoding_to_char(6)` with an int8 literal failed).
+fn encoding_udf() -> ScalarUDF {
+    create_udf(
+        "pg_encoding_to_char",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let name = |n: i64| match n {
+                0 => "SQL_ASCII",
+                6 => "UTF8",
+                8 => "LATIN1",
+                _ => "",
+            };
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let numbers = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+            let numbers = numbers
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(
+                        "pg_encoding_to_char argument".into(),
+                    )
+                })?;
+            let out: datafusion::arrow::array::StringArray =
+                numbers.iter().map(|n| n.map(name)).collect();
+            let array: ArrayRef = Arc::new(out);
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(array),
+            })
+        }),
+    )
 }
 
 /// `format_type(oid, typmod)` as PostgreSQL writes it, arrays and type modifiers

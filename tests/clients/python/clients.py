@@ -94,6 +94,23 @@ with psycopg.connect(proxy_dsn) as c:
     assert n == rows(reference_dsn, "SELECT count(*) FROM sales.orders")[0][0], n
 ok("psycopg3 nested transaction recovers from an error")
 
+# Pipeline mode: the statements after a failing one are skipped until Sync, then the
+# session goes on.
+with psycopg.connect(proxy_dsn, autocommit=True) as c:
+    try:
+        with c.pipeline():
+            c.execute("SELECT 1")
+            c.execute("SELECT * FROM sales.nope")
+            c.execute("SELECT 2")
+        raise AssertionError("no error from the pipeline")
+    except psycopg.errors.UndefinedTable:
+        pass
+    assert c.execute("SELECT 3").fetchone() == (3,)
+    with c.pipeline():
+        curs = [c.execute("SELECT %s::int AS v", [i]) for i in range(5)]
+    assert [x.fetchone()[0] for x in curs] == list(range(5))
+ok("psycopg3 pipeline mode recovers from an error at Sync")
+
 # SQLAlchemy 2 ---------------------------------------------------------------
 engine = sa.create_engine(proxy_dsn.replace("postgresql://", "postgresql+psycopg://"))
 insp = sa.inspect(engine)
