@@ -11,7 +11,7 @@ pub mod facts;
 pub mod files;
 pub mod local;
 pub mod mongo;
-mod pg_rows;
+pub mod pg_rows;
 pub mod postgres;
 mod query_table;
 pub mod sqlite;

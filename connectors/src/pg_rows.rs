@@ -185,20 +185,7 @@ impl<'a> FromSql<'a> for Text {
         raw: &'a [u8],
     ) -> std::result::Result<Self, Box<dyn Error + Sync + Send>> {
         match *ty {
-            Type::UUID => {
-                let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-                if hex.len() != 32 {
-                    return Err("uuid is not 16 bytes".into());
-                }
-                Ok(Text(format!(
-                    "{}-{}-{}-{}-{}",
-                    &hex[..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..]
-                )))
-            }
+            Type::UUID => Ok(Text(uuid_text(raw).ok_or("uuid is not 16 bytes")?)),
             Type::JSONB => match raw.split_first() {
                 Some((1, rest)) => Ok(Text(std::str::from_utf8(rest)?.to_string())),
                 _ => Err("unsupported jsonb version".into()),
@@ -210,6 +197,22 @@ impl<'a> FromSql<'a> for Text {
     fn accepts(ty: &Type) -> bool {
         !matches!(ty.kind(), Kind::Array(_))
     }
+}
+
+/// A uuid's text (`a0eebc99-9c0b-...`) from its 16 bytes.
+pub fn uuid_text(bytes: &[u8]) -> Option<String> {
+    if bytes.len() != 16 {
+        return None;
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
 }
 
 /// An interval as PostgreSQL sends it.

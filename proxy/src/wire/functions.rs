@@ -29,6 +29,30 @@ pub fn register(ctx: &SessionContext) {
     }
 }
 
+/// Argument `i` as int8 values (one per row; a scalar gives one).
+fn int64_argument(
+    args: &[ColumnarValue],
+    i: usize,
+) -> Result<datafusion::arrow::array::Int64Array> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let cast = datafusion::arrow::compute::cast(&arrays[i], &DataType::Int64)?;
+    cast.as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .cloned()
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("int8 argument".into()))
+}
+
+/// `result` as a scalar when every argument was one, else as the array.
+fn like_arguments(args: &[ColumnarValue], result: ArrayRef) -> Result<ColumnarValue> {
+    Ok(
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?)
+        } else {
+            ColumnarValue::Array(result)
+        },
+    )
+}
+
 /// `pg_encoding_to_char(n)`: the name of an encoding number (datafusion-pg-catalog's
 /// takes only int4, so `pg_encoding_to_char(6)` with an int8 literal failed).
 fn encoding_udf() -> ScalarUDF {
@@ -44,25 +68,10 @@ fn encoding_udf() -> ScalarUDF {
                 8 => "LATIN1",
                 _ => "",
             };
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let numbers = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
-            let numbers = numbers
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .ok_or_else(|| {
-                    datafusion::error::DataFusionError::Internal(
-                        "pg_encoding_to_char argument".into(),
-                    )
-                })?;
+            let numbers = int64_argument(args, 0)?;
             let out: datafusion::arrow::array::StringArray =
                 numbers.iter().map(|n| n.map(name)).collect();
-            let array: ArrayRef = Arc::new(out);
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(array),
-            })
+            like_arguments(args, Arc::new(out))
         }),
     )
 }
@@ -77,20 +86,7 @@ fn format_type_udf() -> ScalarUDF {
         DataType::Utf8,
         Volatility::Stable,
         Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let oids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
-            let mods = datafusion::arrow::compute::cast(&arrays[1], &DataType::Int64)?;
-            let oids = oids
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>();
-            let mods = mods
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>();
-            let (Some(oids), Some(mods)) = (oids, mods) else {
-                return Err(datafusion::error::DataFusionError::Internal(
-                    "format_type arguments".into(),
-                ));
-            };
+            let (oids, mods) = (int64_argument(args, 0)?, int64_argument(args, 1)?);
             let mut out = StringBuilder::new();
             for i in 0..oids.len() {
                 if oids.is_null(i) {
@@ -104,14 +100,7 @@ fn format_type_udf() -> ScalarUDF {
                 };
                 out.append_value(format_type(oids.value(i) as u32, typmod));
             }
-            let array: ArrayRef = Arc::new(out.finish());
-            Ok(
-                if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-                } else {
-                    ColumnarValue::Array(array)
-                },
-            )
+            like_arguments(args, Arc::new(out.finish()))
         }),
     )
 }

@@ -103,6 +103,13 @@ async fn table_facts(
     origin.facts(table).await.ok().flatten()
 }
 
+/// A plan reading `batch` (a listing built at scan time).
+fn scan_of(batch: RecordBatch, projection: Option<&Vec<usize>>) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = batch.schema();
+    MemorySourceConfig::try_new_exec(&[vec![batch]], schema, projection.cloned())
+        .map(|e| e as Arc<dyn ExecutionPlan>)
+}
+
 /// `schema` with `udt_schema` and `udt_name` added.
 fn with_udt(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -243,13 +250,7 @@ impl TableProvider for Columns {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.rows(state).await?;
-        MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )
-        .map(|e| e as Arc<dyn ExecutionPlan>)
+        scan_of(self.rows(state).await?, projection)
     }
 }
 
@@ -551,12 +552,6 @@ impl TableProvider for Keys {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.rows().await?;
-        MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )
-        .map(|e| e as Arc<dyn ExecutionPlan>)
+        scan_of(self.rows().await?, projection)
     }
 }

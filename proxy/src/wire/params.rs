@@ -146,20 +146,9 @@ fn text_of_binary(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
         )))
     };
     match t {
-        Some(&Type::UUID) => {
-            if value.len() != 16 {
-                return Err(bad("uuid is 16 bytes"));
-            }
-            let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
-            Ok(Bytes::from(format!(
-                "{}-{}-{}-{}-{}",
-                &hex[..8],
-                &hex[8..12],
-                &hex[12..16],
-                &hex[16..20],
-                &hex[20..]
-            )))
-        }
+        Some(&Type::UUID) => switchyard_connectors::pg_rows::uuid_text(value)
+            .map(Bytes::from)
+            .ok_or_else(|| bad("uuid is 16 bytes")),
         Some(&Type::JSONB) => match value.first() {
             Some(1) => Ok(value.slice(1..)),
             _ => Err(bad("unsupported jsonb version")),
