@@ -207,6 +207,15 @@ fn cases() -> Vec<Case> {
             expect: Expect::Warned(1, &["comment"]),
         },
         Case {
+            // count(*) is renamed `count` in a rewritten text; the comment is still seen.
+            name: "trailing comment warns when the items are named",
+            user: a,
+            sql: "SELECT count(*) FROM sales.orders WHERE id = 1 --' AND status = 'paid'",
+            proto: Proto::Simple,
+            params: vec![],
+            expect: Expect::Warned(1, &["comment"]),
+        },
+        Case {
             name: "stacked statements warn",
             user: a,
             sql: "SELECT id FROM sales.orders WHERE id = 1; SELECT id FROM sales.orders WHERE id = 2",

@@ -381,8 +381,9 @@ impl SimpleQueryHandler for QueryService {
         let rewritten = super::column_names::rewrite(query);
         let rewritten =
             super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
-        let query = rewritten.as_deref().unwrap_or(query);
+        // The analyser reads the text as sent: a rewrite drops comments.
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryTexts::from_sql(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let token = self.begin(client);
         let started = Instant::now();
         let run = <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, query);
