@@ -237,9 +237,9 @@ async fn jdbc_keys_and_indexes_come_from_the_origin() {
     );
 }
 
-/// getTypeInfo (pgjdbc's type cache query) runs, and getColumns describes every type
-/// of kinds.all_types as PostgreSQL itself does: type names, java.sql.Types codes,
-/// sizes, decimal digits and nullability.
+/// getSchemas lists information_schema, getTypeInfo (pgjdbc's type cache query) runs,
+/// and getColumns describes every type of kinds.all_types as PostgreSQL itself does:
+/// type names, java.sql.Types codes, sizes, decimal digits and nullability.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_type_metadata_matches_postgres() {
     let h = Harness::start().await;
@@ -262,6 +262,10 @@ async fn jdbc_type_metadata_matches_postgres() {
     .await
     .unwrap();
     assert!(proxy.contains("typeinfo uuid 1111"), "{proxy}");
+    assert!(
+        proxy.contains("schema information_schema\nschema kinds\nschema pg_catalog\n"),
+        "{proxy}"
+    );
     assert_eq!(proxy, direct);
     assert_eq!(
         proxy.lines().filter(|l| l.starts_with("column ")).count(),

@@ -203,7 +203,7 @@ pub fn encode_batch(
                 Writer::FloatText => Some(float_text(array, row, field.format_options())),
                 Writer::IntervalText => interval_text(array, row),
                 Writer::ArrayText => Some(array_text(array, row, field.format_options())?),
-                Writer::ZonedText => zoned_text(array, row),
+                Writer::ZonedText(zone) => zoned_text(array, row, zone),
                 Writer::UuidBinary => Some(uuid_binary(array.as_string::<i32>().value(row))?),
                 Writer::JsonbBinary => {
                     let text = array.as_string::<i32>().value(row);
@@ -236,7 +236,8 @@ enum Writer {
     UuidBinary,
     JsonbBinary,
     ArrayText,
-    ZonedText,
+    /// Timestamptz text in the column's zone (parsed once per batch).
+    ZonedText(Tz),
 }
 
 impl Writer {
@@ -248,7 +249,10 @@ impl Writer {
                 Writer::IntervalText
             }
             DataType::List(_) if text => Writer::ArrayText,
-            DataType::Timestamp(_, Some(_)) if text => Writer::ZonedText,
+            DataType::Timestamp(_, Some(zone)) if text => match zone.parse::<Tz>() {
+                Ok(zone) => Writer::ZonedText(zone),
+                Err(_) => Writer::ArrowPg,
+            },
             DataType::Utf8 if !text && *field.datatype() == Type::UUID => Writer::UuidBinary,
             DataType::Utf8 if !text && *field.datatype() == Type::JSONB => Writer::JsonbBinary,
             _ => Writer::ArrowPg,
@@ -447,28 +451,40 @@ fn array_text(array: &dyn Array, row: usize, options: &FormatOptions) -> PgWireR
 
 /// A timestamptz in its column's zone (the session's, see [`in_session_zone`]) as
 /// PostgreSQL writes it with DateStyle ISO: `2024-03-01 16:04:56.789+05:30`.
-fn zoned_text(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
+fn zoned_text(array: &dyn Array, row: usize, zone: &Tz) -> Option<Vec<u8>> {
     use chrono::{Offset, TimeZone};
-    let DataType::Timestamp(_, Some(zone)) = array.data_type() else {
+    use datafusion::arrow::datatypes::{
+        TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
+    use std::fmt::Write;
+    let DataType::Timestamp(unit, _) = array.data_type() else {
         return None;
     };
-    let zone: Tz = zone.parse().ok()?;
-    let micros = match cast(
-        &array.slice(row, 1),
-        &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
-    ) {
-        Ok(a) => a
-            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
-            .value(0),
-        Err(_) => return None,
+    let micros = match unit {
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .checked_mul(1_000_000)?,
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .checked_mul(1000)?,
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .value(row)
+            .div_euclid(1000),
     };
     let utc = chrono::DateTime::from_timestamp_micros(micros)?;
     let local = zone.from_utc_datetime(&utc.naive_utc());
-    let mut out = local.format("%Y-%m-%d %H:%M:%S").to_string();
+    let mut out = String::with_capacity(32);
+    write!(out, "{}", local.format("%Y-%m-%d %H:%M:%S")).ok()?;
     let fraction = micros.rem_euclid(1_000_000);
     if fraction != 0 {
+        let digits = format!("{fraction:06}");
         out.push('.');
-        out.push_str(format!("{fraction:06}").trim_end_matches('0'));
+        out.push_str(digits.trim_end_matches('0'));
     }
     let offset = local.offset().fix().local_minus_utc();
     let (sign, offset) = if offset < 0 {
@@ -476,11 +492,11 @@ fn zoned_text(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
     } else {
         ('+', offset)
     };
-    out.push_str(&format!("{sign}{:02}", offset / 3600));
+    write!(out, "{sign}{:02}", offset / 3600).ok()?;
     if offset % 3600 != 0 {
-        out.push_str(&format!(":{:02}", offset % 3600 / 60));
+        write!(out, ":{:02}", offset % 3600 / 60).ok()?;
         if offset % 60 != 0 {
-            out.push_str(&format!(":{:02}", offset % 60));
+            write!(out, ":{:02}", offset % 60).ok()?;
         }
     }
     Some(out.into_bytes())
