@@ -425,13 +425,16 @@ fn array_text(array: &dyn Array, row: usize, options: &FormatOptions) -> PgWireR
         } else {
             text.into_owned()
         };
-        let quote = text.is_empty()
-            || text.eq_ignore_ascii_case("NULL")
-            || text.bytes().any(|b| {
-                matches!(b, b'"' | b'\\' | b'{' | b'}' | b',')
-                    || b.is_ascii_whitespace()
-                    || b == 0x0b
-            });
+        // A nested array is a dimension of this one (`{{1,2},{3,4}}`), never quoted.
+        let nested = matches!(element.data_type(), DataType::List(_));
+        let quote = !nested
+            && (text.is_empty()
+                || text.eq_ignore_ascii_case("NULL")
+                || text.bytes().any(|b| {
+                    matches!(b, b'"' | b'\\' | b'{' | b'}' | b',')
+                        || b.is_ascii_whitespace()
+                        || b == 0x0b
+                }));
         if quote {
             out.push(b'"');
             for b in text.bytes() {
@@ -646,6 +649,47 @@ mod tests {
         assert_eq!(pg_interval(-13, 0, 0), "-1 years -1 mons");
         assert_eq!(pg_interval(0, 0, 30 * day), "720:00:00");
         assert_eq!(pg_interval(1, 0, 1), "1 mon 00:00:00.000001");
+    }
+
+    #[test]
+    fn arrays_print_as_postgres_prints_them() {
+        use datafusion::arrow::array::{ListArray, StringArray};
+        use datafusion::arrow::buffer::OffsetBuffer;
+        let text = ListArray::try_new(
+            Arc::new(Field::new("item", DataType::Utf8, true)),
+            OffsetBuffer::from_lengths([6]),
+            Arc::new(StringArray::from(vec![
+                Some("a b"),
+                None,
+                Some("c"),
+                Some(""),
+                Some("NULL"),
+                Some("x\"y"),
+            ])),
+            None,
+        )
+        .unwrap();
+        let options = FormatOptions::default();
+        assert_eq!(
+            String::from_utf8(array_text(&text, 0, &options).unwrap()).unwrap(),
+            r#"{"a b",NULL,c,"","NULL","x\"y"}"#
+        );
+        let ints =
+            ListArray::from_iter_primitive::<datafusion::arrow::datatypes::Int32Type, _, _>([
+                Some(vec![Some(1), Some(2)]),
+                Some(vec![Some(3), None]),
+            ]);
+        let nested = ListArray::try_new(
+            Arc::new(Field::new("item", ints.data_type().clone(), true)),
+            OffsetBuffer::from_lengths([2]),
+            Arc::new(ints),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(array_text(&nested, 0, &options).unwrap()).unwrap(),
+            "{{1,2},{3,NULL}}"
+        );
     }
 
     #[test]
