@@ -50,6 +50,7 @@ async fn every_type_reads_and_binds_as_postgresql_sends_it() {
             "every type in text format, as PostgreSQL sends it",
             "every type in binary format, as PostgreSQL sends it",
             "every scalar type as a binary parameter",
+            "arrays as parameters, empty ones included",
             "unaliased columns are named as PostgreSQL names them",
             "MongoDB sub-documents are jsonb",
         ],

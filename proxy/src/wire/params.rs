@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::ParamValues;
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
@@ -88,6 +89,26 @@ pub fn wire_types(plan: &LogicalPlan) -> PgWireResult<Vec<Type>> {
 
 /// The values bound to `portal`'s parameters.
 pub fn values<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<ParamValues> {
+    let mut values = decoded(portal, plan)?;
+    // pgwire reads the text `{}` as an array of one empty string; it is the empty array
+    // (`x = ANY('{}')` must match nothing, not rows whose x is '').
+    if let ParamValues::List(list) = &mut values {
+        for (i, v) in list.iter_mut().enumerate() {
+            let empty = !portal.parameter_format.is_binary(i)
+                && portal.parameters.get(i).and_then(|p| p.as_deref()) == Some(&b"{}"[..]);
+            if let (true, ScalarValue::List(array)) = (empty, &v.value) {
+                let element = match array.data_type() {
+                    DataType::List(f) => f.data_type().clone(),
+                    other => other.clone(),
+                };
+                v.value = ScalarValue::List(ScalarValue::new_list_nullable(&[], &element));
+            }
+        }
+    }
+    Ok(values)
+}
+
+fn decoded<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<ParamValues> {
     let params = params(plan)?;
     let declared = |i: usize| {
         portal
@@ -98,7 +119,19 @@ pub fn values<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<
             .flatten()
             .or_else(|| params.get(i).map(|p| p.wire.clone()))
     };
-    let textual = |i: usize| matches!(declared(i), Some(Type::UUID | Type::JSON | Type::JSONB));
+    let textual = |i: usize| {
+        matches!(
+            declared(i),
+            Some(
+                Type::UUID
+                    | Type::JSON
+                    | Type::JSONB
+                    | Type::UUID_ARRAY
+                    | Type::JSON_ARRAY
+                    | Type::JSONB_ARRAY
+            )
+        )
+    };
     let inferred: Vec<Option<&DataType>> = params.iter().map(|p| p.data_type.as_ref()).collect();
     let mut wire: Vec<Option<&Type>> = params.iter().map(|p| Some(&p.wire)).collect();
     if !(0..portal.parameter_len()).any(textual) {
@@ -119,11 +152,15 @@ pub fn values<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<
             (Some(v), true) => Some(text_of_binary(declared(i).as_ref(), v)?),
             (v, _) => v.clone(),
         };
+        let as_text = match declared(i) {
+            Some(Type::UUID_ARRAY | Type::JSON_ARRAY | Type::JSONB_ARRAY) => &Type::TEXT_ARRAY,
+            _ => &Type::TEXT,
+        };
         formats.push(0);
         values.push(text);
-        types.push(Some(Type::TEXT));
+        types.push(Some(as_text.clone()));
         if let Some(w) = wire.get_mut(i) {
-            *w = Some(&Type::TEXT);
+            *w = Some(as_text);
         }
     }
     let statement = Arc::new(StoredStatement::new(
@@ -136,7 +173,69 @@ pub fn values<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<
     deserialize_parameters_with_server_types(&as_text, &inferred, &wire)
 }
 
-/// A uuid, json or jsonb parameter's binary form as text.
+/// A one-dimensional array of uuid, json or jsonb in binary form as text[]'s text
+/// (`{"a0ee...",NULL}`).
+fn array_text_of_binary(element: &Type, value: &Bytes) -> PgWireResult<Bytes> {
+    let bad = || {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "22P03".into(),
+            "incorrect binary data format in array bind parameter".into(),
+        )))
+    };
+    let int = |at: usize| -> PgWireResult<i32> {
+        Ok(i32::from_be_bytes(
+            value
+                .get(at..at + 4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ))
+    };
+    let dims = int(0)?;
+    if dims == 0 {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    if dims != 1 {
+        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "0A000".into(),
+            "multidimensional uuid/json array parameters are not supported".into(),
+        ))));
+    }
+    let count = int(12)?.max(0) as usize;
+    let mut at = 20;
+    let mut out = String::from("{");
+    for n in 0..count {
+        if n > 0 {
+            out.push(',');
+        }
+        let len = int(at)?;
+        at += 4;
+        if len < 0 {
+            out.push_str("NULL");
+            continue;
+        }
+        if at + len as usize > value.len() {
+            return Err(bad());
+        }
+        let raw = value.slice(at..at + len as usize);
+        at += len as usize;
+        let text = text_of_binary(Some(element), &raw)?;
+        out.push('"');
+        for c in String::from_utf8_lossy(&text).chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    Ok(Bytes::from(out))
+}
+
+/// A uuid, json or jsonb parameter's binary form as text (arrays of them as text[]).
 fn text_of_binary(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
     let bad = |what: &str| {
         PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -149,6 +248,9 @@ fn text_of_binary(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
         Some(&Type::UUID) => switchyard_connectors::pg_rows::uuid_text(value)
             .map(Bytes::from)
             .ok_or_else(|| bad("uuid is 16 bytes")),
+        Some(&Type::UUID_ARRAY) => array_text_of_binary(&Type::UUID, value),
+        Some(&Type::JSON_ARRAY) => array_text_of_binary(&Type::JSON, value),
+        Some(&Type::JSONB_ARRAY) => array_text_of_binary(&Type::JSONB, value),
         Some(&Type::JSONB) => match value.first() {
             Some(1) => Ok(value.slice(1..)),
             _ => Err(bad("unsupported jsonb version")),
@@ -176,5 +278,17 @@ mod tests {
             Bytes::from("{\"a\":1}")
         );
         assert!(text_of_binary(Some(&Type::UUID), &Bytes::from("short")).is_err());
+        // uuid[] {uuid, NULL}: dims 1, flags 1, element oid 2950, length 2, lower bound 1.
+        let mut array = Vec::new();
+        for word in [1i32, 1, 2950, 2, 1, 16] {
+            array.extend_from_slice(&word.to_be_bytes());
+        }
+        array.extend_from_slice(&uuid);
+        array.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(
+            text_of_binary(Some(&Type::UUID_ARRAY), &Bytes::from(array)).unwrap(),
+            Bytes::from("{\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\",NULL}")
+        );
+        assert!(text_of_binary(Some(&Type::UUID_ARRAY), &Bytes::from(vec![0, 0, 0, 1])).is_err());
     }
 }

@@ -73,6 +73,27 @@ with psycopg.connect(proxy_dsn, autocommit=True) as proxy, \
 assert len(checked) == 17, checked
 ok("every scalar type as a binary parameter")
 
+# Arrays as parameters (`= ANY(%s)`): uuid[] and jsonb[] read as their text, and the
+# empty array matches nothing (row 3's varchar is '').
+import uuid
+ARRAYS = [
+    ("i4", [42, 7]),
+    ("t", ["héllo", "x"]),
+    ("u", [uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), None]),
+    ("jb", [Jsonb({"b": {"c": None}})]),
+    ("vc", []),
+    ("u", []),
+]
+with psycopg.connect(proxy_dsn, autocommit=True) as proxy, \
+        psycopg.connect(reference_dsn, autocommit=True) as ref:
+    for name, value in ARRAYS:
+        sql = f"SELECT id FROM kinds.all_types WHERE {name} = ANY(%s) ORDER BY id"
+        for binary in (False, True):
+            want = ref.execute(sql, [value], binary=binary).fetchall()
+            got = proxy.execute(sql, [value], binary=binary).fetchall()
+            assert got == want, (name, value, binary, got, want)
+ok("arrays as parameters, empty ones included")
+
 # Unaliased SELECT-list items carry PostgreSQL's names (dict_row reads them).
 NAMED = [
     "SELECT count(*), sum(i4), i4::text, '7'::int, ARRAY[1, 2], CASE WHEN b THEN 1 END, "
