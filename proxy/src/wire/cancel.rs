@@ -102,33 +102,22 @@ impl CancelHandler for CancelRegistry {
     }
 }
 
-/// Ends `response`'s row stream with 57014 once `token` is cancelled (and writes
-/// timestamps as PostgreSQL does, see [`super::pgtext`]).
+/// Ends `response`'s row stream with 57014 once `token` is cancelled.
 pub fn cancellable(mut response: QueryResponse, token: CancellationToken) -> QueryResponse {
     let fields = response.row_schema();
-    let timestamps = super::pgtext::timestamp_columns(&fields);
     let tag = response.command_tag().to_owned();
     let rows: Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>> =
         std::mem::replace(response.data_rows(), Box::pin(futures::stream::empty()));
-    let stream = futures::stream::unfold((Some(rows), token), move |(rows, token)| {
-        let timestamps = timestamps.clone();
-        async move {
-            let mut rows = rows?;
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => {
-                    // Dropping the row stream stops DataFusion and the origin reads.
-                    drop(rows);
-                    Some((Err(PgWireError::QueryCanceled), (None, token)))
-                }
-                row = rows.next() => row.map(|r| {
-                    let r = match (&timestamps, r) {
-                        (Some(marks), Ok(row)) => Ok(super::pgtext::rewrite_row(row, marks)),
-                        (_, r) => r,
-                    };
-                    (r, (Some(rows), token))
-                }),
+    let stream = futures::stream::unfold((Some(rows), token), move |(rows, token)| async move {
+        let mut rows = rows?;
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => {
+                // Dropping the row stream stops DataFusion and the origin reads.
+                drop(rows);
+                Some((Err(PgWireError::QueryCanceled), (None, token)))
             }
+            row = rows.next() => row.map(|r| (r, (Some(rows), token))),
         }
     });
     let mut out = QueryResponse::new(fields, stream);

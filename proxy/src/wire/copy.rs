@@ -199,7 +199,7 @@ pub fn copy_out(mut response: QueryResponse, format: CopyFormat) -> CopyResponse
     let rows = std::mem::replace(response.data_rows(), Box::pin(futures::stream::empty()));
     let stream = rows.map(move |row| -> PgWireResult<CopyData> {
         let row = row?;
-        let values = super::pgtext::fields(&row)
+        let values = super::encode::row_values(&row)
             .ok_or_else(|| user_error("XX000", "malformed row from the query".into()))?;
         let mut out = header.take().unwrap_or_default();
         format.line(&mut out, values.into_iter());

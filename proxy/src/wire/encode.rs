@@ -5,7 +5,9 @@
 //! (a connector's [`PG_TYPE_KEY`] names uuid, json and jsonb, which Arrow stores as
 //! text) and writes the values where arrow-pg's form differs from PostgreSQL's:
 //! a NULL interval (arrow-pg writes the slot's zero), interval and float text
-//! (`04:05:06.5`, `156`, `1e+20`, `Infinity`), uuid and jsonb in binary format.
+//! (`04:05:06.5`, `156`, `1e+20`, `Infinity`), timestamp and time text (fractions
+//! without trailing zeros, timestamptz in the session's zone), uuid and jsonb in
+//! binary format.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -203,7 +205,8 @@ pub fn encode_batch(
                 Writer::FloatText => Some(float_text(array, row, field.format_options())),
                 Writer::IntervalText => interval_text(array, row),
                 Writer::ArrayText => Some(array_text(array, row, field.format_options())?),
-                Writer::ZonedText(zone) => zoned_text(array, row, zone),
+                Writer::ZonedText(zone) => datetime_text(array, row, Some(zone)),
+                Writer::DateTimeText => datetime_text(array, row, None),
                 Writer::UuidBinary => Some(uuid_binary(array.as_string::<i32>().value(row))?),
                 Writer::JsonbBinary => {
                     let text = array.as_string::<i32>().value(row);
@@ -227,6 +230,24 @@ pub fn encode_batch(
     }))
 }
 
+/// The values of an encoded DataRow (`None` for NULL), or `None` when it is malformed.
+pub fn row_values(row: &DataRow) -> Option<Vec<Option<&[u8]>>> {
+    let data = &row.data[..];
+    let mut out = Vec::with_capacity(row.field_count.max(0) as usize);
+    let mut pos = 0;
+    for _ in 0..row.field_count {
+        let len = i32::from_be_bytes(data.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        out.push(Some(data.get(pos..pos + len as usize)?));
+        pos += len as usize;
+    }
+    Some(out)
+}
+
 /// Who writes a column's non-NULL values.
 #[derive(Debug, Clone, Copy)]
 enum Writer {
@@ -238,6 +259,8 @@ enum Writer {
     ArrayText,
     /// Timestamptz text in the column's zone (parsed once per batch).
     ZonedText(Tz),
+    /// Timestamp and time text (arrow-pg writes six fraction digits always).
+    DateTimeText,
 }
 
 impl Writer {
@@ -253,6 +276,9 @@ impl Writer {
                 Ok(zone) => Writer::ZonedText(zone),
                 Err(_) => Writer::ArrowPg,
             },
+            DataType::Timestamp(_, None) | DataType::Time32(_) | DataType::Time64(_) if text => {
+                Writer::DateTimeText
+            }
             DataType::Utf8 if !text && *field.datatype() == Type::UUID => Writer::UuidBinary,
             DataType::Utf8 if !text && *field.datatype() == Type::JSONB => Writer::JsonbBinary,
             _ => Writer::ArrowPg,
@@ -404,27 +430,17 @@ fn array_text(array: &dyn Array, row: usize, options: &FormatOptions) -> PgWireR
         vec![values],
     )
     .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    let timestamps = matches!(
-        element.data_type(),
-        DataType::Timestamp(..) | DataType::Time64(_) | DataType::Time32(_)
-    );
     let mut out = vec![b'{'];
     for (i, encoded) in encode_batch(fields, batch).enumerate() {
         if i > 0 {
             out.push(b',');
         }
         let encoded = encoded?;
-        let Some(Some(text)) = super::pgtext::fields(&encoded).and_then(|f| f.first().copied())
-        else {
+        let Some(Some(text)) = row_values(&encoded).and_then(|f| f.first().copied()) else {
             out.extend_from_slice(b"NULL");
             continue;
         };
         let text = String::from_utf8_lossy(text);
-        let text = if timestamps {
-            super::pgtext::trim_fraction(&text)
-        } else {
-            text.into_owned()
-        };
         // A nested array is a dimension of this one (`{{1,2},{3,4}}`), never quoted.
         let nested = matches!(element.data_type(), DataType::List(_));
         let quote = !nested
@@ -452,43 +468,83 @@ fn array_text(array: &dyn Array, row: usize, options: &FormatOptions) -> PgWireR
     Ok(out)
 }
 
-/// A timestamptz in its column's zone (the session's, see [`in_session_zone`]) as
-/// PostgreSQL writes it with DateStyle ISO: `2024-03-01 16:04:56.789+05:30`.
-fn zoned_text(array: &dyn Array, row: usize, zone: &Tz) -> Option<Vec<u8>> {
-    use chrono::{Offset, TimeZone};
+/// A timestamp or time value in microseconds (since the epoch, or midnight).
+fn micros(array: &dyn Array, row: usize) -> Option<i64> {
     use datafusion::arrow::datatypes::{
+        Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType,
         TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
         TimestampSecondType,
     };
-    use std::fmt::Write;
-    let DataType::Timestamp(unit, _) = array.data_type() else {
-        return None;
-    };
-    let micros = match unit {
-        TimeUnit::Second => array
+    Some(match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => array
             .as_primitive::<TimestampSecondType>()
             .value(row)
             .checked_mul(1_000_000)?,
-        TimeUnit::Millisecond => array
+        DataType::Timestamp(TimeUnit::Millisecond, _) => array
             .as_primitive::<TimestampMillisecondType>()
             .value(row)
             .checked_mul(1000)?,
-        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
-        TimeUnit::Nanosecond => array
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            array.as_primitive::<TimestampMicrosecondType>().value(row)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => array
             .as_primitive::<TimestampNanosecondType>()
             .value(row)
             .div_euclid(1000),
-    };
-    let utc = chrono::DateTime::from_timestamp_micros(micros)?;
-    let local = zone.from_utc_datetime(&utc.naive_utc());
-    let mut out = String::with_capacity(32);
-    write!(out, "{}", local.format("%Y-%m-%d %H:%M:%S")).ok()?;
+        DataType::Time32(TimeUnit::Second) => {
+            array.as_primitive::<Time32SecondType>().value(row) as i64 * 1_000_000
+        }
+        DataType::Time32(_) => {
+            array.as_primitive::<Time32MillisecondType>().value(row) as i64 * 1000
+        }
+        DataType::Time64(TimeUnit::Microsecond) => {
+            array.as_primitive::<Time64MicrosecondType>().value(row)
+        }
+        DataType::Time64(_) => array.as_primitive::<Time64NanosecondType>().value(row) / 1000,
+        _ => return None,
+    })
+}
+
+/// `.5` for half a second: PostgreSQL's fractional seconds, trailing zeros dropped.
+fn push_fraction(out: &mut String, micros: i64) {
     let fraction = micros.rem_euclid(1_000_000);
     if fraction != 0 {
         let digits = format!("{fraction:06}");
         out.push('.');
         out.push_str(digits.trim_end_matches('0'));
     }
+}
+
+/// A timestamp (in its column's zone when it has one, the session's; see
+/// [`in_session_zone`]) or a time, as PostgreSQL writes it with DateStyle ISO:
+/// `2024-03-01 16:04:56.789+05:30`, `2024-03-01 12:34:56`, `13:14:15.5`.
+fn datetime_text(array: &dyn Array, row: usize, zone: Option<&Tz>) -> Option<Vec<u8>> {
+    use chrono::{Offset, TimeZone};
+    use std::fmt::Write;
+    let micros = micros(array, row)?;
+    let mut out = String::with_capacity(32);
+    if matches!(array.data_type(), DataType::Time32(_) | DataType::Time64(_)) {
+        let seconds = micros.div_euclid(1_000_000);
+        write!(
+            out,
+            "{:02}:{:02}:{:02}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        )
+        .ok()?;
+        push_fraction(&mut out, micros);
+        return Some(out.into_bytes());
+    }
+    let utc = chrono::DateTime::from_timestamp_micros(micros)?;
+    let Some(zone) = zone else {
+        write!(out, "{}", utc.naive_utc().format("%Y-%m-%d %H:%M:%S")).ok()?;
+        push_fraction(&mut out, micros);
+        return Some(out.into_bytes());
+    };
+    let local = zone.from_utc_datetime(&utc.naive_utc());
+    write!(out, "{}", local.format("%Y-%m-%d %H:%M:%S")).ok()?;
+    push_fraction(&mut out, micros);
     let offset = local.offset().fix().local_minus_utc();
     let (sign, offset) = if offset < 0 {
         ('-', -offset)
@@ -690,6 +746,27 @@ mod tests {
             String::from_utf8(array_text(&nested, 0, &options).unwrap()).unwrap(),
             "{{1,2},{3,NULL}}"
         );
+    }
+
+    #[test]
+    fn timestamps_and_times_print_as_postgres_prints_them() {
+        use datafusion::arrow::array::{Time64NanosecondArray, TimestampNanosecondArray};
+        let at = 1_709_296_496_000_000_000i64; // 2024-03-01 12:34:56 UTC
+        let ts = TimestampNanosecondArray::from(vec![at, at + 500_000_000, -1_000]);
+        let text = |a: &dyn Array, row, zone: Option<&Tz>| {
+            String::from_utf8(datetime_text(a, row, zone).unwrap()).unwrap()
+        };
+        assert_eq!(text(&ts, 0, None), "2024-03-01 12:34:56");
+        assert_eq!(text(&ts, 1, None), "2024-03-01 12:34:56.5");
+        assert_eq!(text(&ts, 2, None), "1969-12-31 23:59:59.999999");
+        let tz = ts.clone().with_timezone("Asia/Kolkata");
+        let zone: Tz = "Asia/Kolkata".parse().unwrap();
+        assert_eq!(text(&tz, 1, Some(&zone)), "2024-03-01 18:04:56.5+05:30");
+        let zone: Tz = "America/New_York".parse().unwrap();
+        assert_eq!(text(&tz, 0, Some(&zone)), "2024-03-01 07:34:56-05");
+        let times = Time64NanosecondArray::from(vec![47_655_000_000_000, 1_000]);
+        assert_eq!(text(&times, 0, None), "13:14:15");
+        assert_eq!(text(&times, 1, None), "00:00:00.000001");
     }
 
     #[test]

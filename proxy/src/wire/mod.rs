@@ -15,7 +15,6 @@ pub mod functions;
 pub mod guard;
 pub mod information_schema;
 pub mod params;
-pub mod pgtext;
 pub mod running;
 pub mod session;
 pub mod tls;
