@@ -20,3 +20,16 @@ mod text_casts;
 pub use catalog::{install, Origins};
 pub use error::{ConnectorError, Result};
 pub use postgres::{PG_TYPE_KEY, PG_TYPMOD_KEY};
+
+/// `array` as the plan's `data_type` (origins answer in their own types: SQLite's
+/// storage classes, PostgreSQL's int8 counts).
+pub(crate) fn as_planned(
+    array: datafusion::arrow::array::ArrayRef,
+    data_type: &datafusion::arrow::datatypes::DataType,
+) -> datafusion::error::Result<datafusion::arrow::array::ArrayRef> {
+    if array.data_type() == data_type {
+        Ok(array)
+    } else {
+        Ok(datafusion::arrow::compute::cast(&array, data_type)?)
+    }
+}

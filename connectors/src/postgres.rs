@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
@@ -348,11 +347,7 @@ fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
         .enumerate()
         .map(|(i, (column, field))| {
             let array = crate::pg_rows::column(rows, i, column.type_(), field.data_type())?;
-            if array.data_type() == field.data_type() {
-                Ok(array)
-            } else {
-                Ok(cast(&array, field.data_type())?)
-            }
+            crate::as_planned(array, field.data_type())
         })
         .collect::<DfResult<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)

@@ -18,7 +18,6 @@ use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
     StringBuilder,
 };
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -369,14 +368,7 @@ fn finish_batch(columns: &mut [ColumnBuilder], schema: &SchemaRef) -> DfResult<R
     let arrays = columns
         .iter_mut()
         .zip(schema.fields())
-        .map(|(c, f)| {
-            let array = c.finish();
-            if array.data_type() == f.data_type() {
-                Ok(array)
-            } else {
-                Ok(cast(&array, f.data_type())?)
-            }
-        })
+        .map(|(c, f)| crate::as_planned(c.finish(), f.data_type()))
         .collect::<DfResult<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
 }

@@ -287,16 +287,27 @@ impl FactsTable {
     }
 
     async fn facts(&self, schema: &str, table: &str) -> Option<Arc<TableFacts>> {
-        let provider = self.shared.catalog(&self.catalog)?.schema(schema)?;
-        let origin = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<OriginSchema>()?;
-        match origin.facts(table).await {
-            Ok(facts) => facts,
-            Err(e) => {
-                // A listing must not fail because one origin is down; the table
-                // simply shows no keys or indexes this time.
-                tracing::warn!(%schema, %table, error = %e, "catalog facts unavailable");
-                None
-            }
+        table_facts(&self.shared, &self.catalog, schema, table).await
+    }
+}
+
+/// An origin table's keys, indexes, NOT NULL and defaults (PostgreSQL whole-table
+/// datasets), for pg_catalog and information_schema alike.
+pub(super) async fn table_facts(
+    shared: &Arc<dyn CatalogProviderList>,
+    catalog: &str,
+    schema: &str,
+    table: &str,
+) -> Option<Arc<TableFacts>> {
+    let provider = shared.catalog(catalog)?.schema(schema)?;
+    let origin = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<OriginSchema>()?;
+    match origin.facts(table).await {
+        Ok(facts) => facts,
+        Err(e) => {
+            // A listing must not fail because one origin is down; the table
+            // simply shows no keys or indexes this time.
+            tracing::warn!(%schema, %table, error = %e, "catalog facts unavailable");
+            None
         }
     }
 }

@@ -17,18 +17,14 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, DataType, ExactNumberInfo, Expr, Ident, ObjectName, Query, SelectItem, SetExpr,
     Statement, TimezoneInfo, TrimWhereField, Visit, VisitMut, Visitor, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
-
 /// Names PostgreSQL gives these SELECT-list items; datafusion-postgres turns them
 /// into `session_user()`, so `SELECT current_user, session_user` would otherwise
 /// have two equal names.
 const USER_FUNCTIONS: &[&str] = &["current_user", "session_user", "current_role", "user"];
 
-/// `sql` with its SELECT-list items named as PostgreSQL names them; `None` when
-/// nothing changes.
-pub fn rewrite(sql: &str) -> Option<String> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+/// The text of `statements` with their SELECT-list items named as PostgreSQL names
+/// them; `None` when nothing changes.
+pub fn name(mut statements: Vec<Statement>) -> Option<String> {
     let mut namer = Namer { changed: false };
     for statement in statements.iter_mut() {
         if reads_catalog(statement) {
@@ -89,7 +85,7 @@ fn name_items(body: &mut SetExpr) -> bool {
         .projection
         .iter()
         .map(|item| match item {
-            SelectItem::UnnamedExpr(e) => Some(name(e)),
+            SelectItem::UnnamedExpr(e) => Some(item_name(e)),
             SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
             _ => None,
         })
@@ -129,7 +125,7 @@ fn ident_name(ident: &Ident) -> String {
 }
 
 /// The name PostgreSQL gives a SELECT-list expression.
-pub fn name(expr: &Expr) -> String {
+fn item_name(expr: &Expr) -> String {
     figure(expr).0.unwrap_or_else(|| "?column?".into())
 }
 
@@ -222,7 +218,12 @@ fn type_name(data_type: &DataType) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::rewrite;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewrite(sql: &str) -> Option<String> {
+        super::name(Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap())
+    }
 
     fn named(sql: &str) -> String {
         rewrite(sql).unwrap_or_else(|| sql.to_string())

@@ -68,14 +68,22 @@ impl Visitor for Scan {
     }
 }
 
-/// The error for `sql`, if it would be rewritten into a different question.
-pub fn check(sql: &str) -> Result<(), PgWireError> {
+/// The text to run for `sql`: an error if datafusion-postgres would rewrite it into a
+/// different question, else the text with PostgreSQL's column names where it needs
+/// them (`None`: unchanged). One parse serves both, on every statement's way in.
+pub fn check_and_name(sql: &str) -> Result<Option<String>, PgWireError> {
     // Unparsable text is reported by the normal path with its own error.
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-        return Ok(());
+        return Ok(None);
     };
+    check(&statements)?;
+    Ok(super::column_names::name(statements))
+}
+
+/// The error for `statements`, if they would be rewritten into a different question.
+fn check(statements: &[datafusion::sql::sqlparser::ast::Statement]) -> Result<(), PgWireError> {
     let mut scan = Scan::default();
-    for statement in &statements {
+    for statement in statements {
         let _ = statement.visit(&mut scan);
     }
     if scan.user_table && scan.projected_subquery {
@@ -92,7 +100,7 @@ pub fn check(sql: &str) -> Result<(), PgWireError> {
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::check_and_name as check;
 
     #[test]
     fn user_queries_with_select_list_subqueries_are_refused() {

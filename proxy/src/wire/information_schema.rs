@@ -20,9 +20,9 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{collect, ExecutionPlan};
-use switchyard_connectors::catalog::OriginSchema;
 use switchyard_connectors::facts::{ConstraintKind, TableFacts};
 
+use super::catalog_facts::table_facts;
 use super::column_type::{self, ColumnType};
 
 /// DataFusion's information_schema with [`Columns`] in place of its `columns`.
@@ -88,19 +88,6 @@ impl SchemaProvider for PgInformationSchema {
                 .iter()
                 .any(|k| k.name().eq_ignore_ascii_case(name))
     }
-}
-
-/// The origins' facts about one table, as far as the viewer may read its columns.
-async fn table_facts(
-    shared: &Arc<dyn CatalogProviderList>,
-    catalog: &str,
-    schema: &str,
-    table: &str,
-) -> Option<Arc<TableFacts>> {
-    let s = shared.catalog(catalog)?.schema(schema)?;
-    let origin = (s.as_ref() as &dyn std::any::Any).downcast_ref::<OriginSchema>()?;
-    // A listing must not fail because an origin is down.
-    origin.facts(table).await.ok().flatten()
 }
 
 /// A plan reading `batch` (a listing built at scan time).

@@ -377,8 +377,7 @@ impl SimpleQueryHandler for QueryService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        super::guard::check(query)?;
-        let rewritten = super::column_names::rewrite(query);
+        let rewritten = super::guard::check_and_name(query)?;
         let rewritten =
             super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
         // The analyser reads the text as sent: a rewrite drops comments.
@@ -612,7 +611,7 @@ impl ExtendedQueryHandler for QueryService {
     }
 }
 
-/// datafusion-postgres's parser behind [`super::guard::check`]; one statement per Parse.
+/// datafusion-postgres's parser behind [`super::guard::check_and_name`]; one statement per Parse.
 pub struct GuardedParser {
     inner: Arc<<DfSessionService as ExtendedQueryHandler>::QueryParser>,
     texts: Arc<Mutex<QueryTexts>>,
@@ -635,7 +634,7 @@ impl QueryParser for GuardedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let started = Instant::now();
-        super::guard::check(sql)?;
+        let rewritten = super::guard::check_and_name(sql)?;
         let texts = QueryTexts::from_sql(sql);
         if texts.stacked > 1 {
             let e = user_error(
@@ -646,7 +645,6 @@ impl QueryParser for GuardedParser {
             return Err(e);
         }
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = texts;
-        let rewritten = super::column_names::rewrite(sql);
         let rewritten =
             super::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(sql)).or(rewritten);
         let parsed = self
