@@ -10,15 +10,15 @@ use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::RandomPidSecretKeyGenerator;
 use switchyard_config::{Config, TlsMode};
 use switchyard_connectors::Origins;
+use switchyard_engine::Engine;
 use switchyard_safety::{AuditLog, Pipeline, Policy};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::wire::auth::{Users, SCRAM_ITERATIONS};
-use crate::wire::cancel::CancelRegistry;
-use crate::wire::running::Slots;
-use crate::wire::session::{Connection, Shared};
-use crate::wire::tls;
+use crate::pgwire::protocol::auth::{Users, SCRAM_ITERATIONS};
+use crate::pgwire::protocol::cancel::CancelRegistry;
+use crate::pgwire::protocol::connection::{Connection, Shared};
+use crate::pgwire::protocol::tls;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -124,12 +124,17 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let mut params = DefaultServerParameterProvider::default();
     params.scram_iterations = SCRAM_ITERATIONS;
     params.server_version = "15.0 (Switchyard)".into();
+    let users = Arc::new(Users::new(&config.users));
+    let tls_required = config.tls.mode == TlsMode::Require;
+    let engine = Engine::new(
+        Arc::new(config),
+        Arc::new(Pipeline::new(policy)),
+        Arc::new(audit),
+    );
     let shared = Arc::new(Shared {
+        engine,
         base,
-        users: Arc::new(Users::new(&config.users)),
-        pipeline: Arc::new(Pipeline::new(policy)),
-        audit: Arc::new(audit),
-        slots: Arc::new(Slots::default()),
+        users,
         pg_static: Arc::new(
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new(
             )
@@ -137,12 +142,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         ),
         cancels: Arc::new(CancelRegistry::default()),
         pids: Arc::new(RandomPidSecretKeyGenerator::default()),
-        tls_required: config.tls.mode == TlsMode::Require,
+        tls_required,
         params: Arc::new(params),
-        config: Arc::new(config),
     });
-    tracing::info!(%addr, tls = ?shared.config.tls.mode, audit = %shared.config.audit.path.display(), "listening");
-    let audit = Arc::clone(&shared.audit);
+    let config = shared.engine.config();
+    tracing::info!(%addr, tls = ?config.tls.mode, audit = %config.audit.path.display(), "listening");
+    let audit = Arc::clone(shared.engine.audit());
     let syncer = (audit.fsync() == switchyard_config::Fsync::Interval).then(|| {
         // `interval`: records reach the disk within about a second, also when idle.
         let log = Arc::clone(&audit);

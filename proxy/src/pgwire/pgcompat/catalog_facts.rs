@@ -264,9 +264,10 @@ impl FactsTable {
                     continue;
                 };
                 for f in columns.fields() {
-                    facts
-                        .types
-                        .insert((t.oid, f.name().clone()), super::column_type::of(f));
+                    facts.types.insert(
+                        (t.oid, f.name().clone()),
+                        crate::pgwire::pgcompat::column_type::of(f),
+                    );
                 }
             }
         }
@@ -417,7 +418,7 @@ struct Facts {
     /// (table oid, column) → (not null, has default).
     columns: HashMap<(i32, String), (bool, bool)>,
     /// (table oid, column) → its PostgreSQL type (pg_attribute only).
-    types: HashMap<(i32, String), super::column_type::ColumnType>,
+    types: HashMap<(i32, String), crate::pgwire::pgcompat::column_type::ColumnType>,
     definitions: HashMap<i32, Definition>,
 }
 
@@ -689,7 +690,8 @@ impl Facts {
         }
         // Types: datafusion-pg-catalog maps what it does not know (interval, uuid,
         // most arrays) to text and keeps no type modifiers.
-        let types: Vec<Option<&super::column_type::ColumnType>> = (0..attribute.num_rows())
+        let types: Vec<Option<&crate::pgwire::pgcompat::column_type::ColumnType>> = (0..attribute
+            .num_rows())
             .map(|r| {
                 self.types
                     .get(&(relids.value(r), names.value(r).to_string()))

@@ -22,6 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion_postgres::arrow_pg::datatypes::field_into_pg_type;
 use datafusion_postgres::arrow_pg::encoder::encode_value;
 use futures::StreamExt;
@@ -34,6 +35,8 @@ use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
 use postgres_types::{IsNull, ToSql};
 use switchyard_connectors::PG_TYPE_KEY;
+
+use crate::pgwire::protocol::errors::df_error;
 
 /// The wire type of an Arrow field: the connector's PostgreSQL type where it named
 /// one, else arrow-pg's mapping.
@@ -88,17 +91,24 @@ pub async fn encode_dataframe(
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<QueryResponse> {
-    let fields = Arc::new(pg_fields(df.schema().as_arrow(), format, options)?);
-    let batches = df
-        .execute_stream()
-        .await
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let batches = df.execute_stream().await.map_err(df_error)?;
+    encode_stream(batches, format, options)
+}
+
+/// Streams `batches`' rows encoded in `format`; an error in the stream (a guardrail,
+/// a cancel, an origin failure) ends the rows with its SQLSTATE.
+pub fn encode_stream(
+    batches: SendableRecordBatchStream,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<QueryResponse> {
+    let fields = Arc::new(pg_fields(batches.schema().as_ref(), format, options)?);
     let for_rows = Arc::clone(&fields);
     let rows = batches
         .map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
                 Ok(batch) => encode_batch(Arc::clone(&for_rows), batch),
-                Err(e) => Box::new(std::iter::once(Err(PgWireError::ApiError(Box::new(e))))),
+                Err(e) => Box::new(std::iter::once(Err(df_error(e)))),
             };
             futures::stream::iter(rows)
         })
@@ -644,11 +654,10 @@ fn uuid_binary(text: &str) -> PgWireResult<Vec<u8>> {
         .filter(|b| !matches!(b, b'-' | b'{' | b'}'))
         .collect();
     let bad = || {
-        PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
-            "ERROR".into(),
-            "22P02".into(),
+        crate::pgwire::protocol::errors::user_error(
+            switchyard_engine::SqlState::INVALID_TEXT_REPRESENTATION,
             format!("invalid input syntax for type uuid: \"{text}\""),
-        )))
+        )
     };
     if hex.len() != 32 {
         return Err(bad());

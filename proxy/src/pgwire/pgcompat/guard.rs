@@ -77,7 +77,7 @@ pub fn check_and_name(sql: &str) -> Result<Option<String>, PgWireError> {
         return Ok(None);
     };
     check(&statements)?;
-    Ok(super::column_names::name(statements))
+    Ok(crate::pgwire::pgcompat::column_names::name(statements))
 }
 
 /// The error for `statements`, if they would be rewritten into a different question.
@@ -89,7 +89,9 @@ fn check(statements: &[datafusion::sql::sqlparser::ast::Statement]) -> Result<()
     if scan.user_table && scan.projected_subquery {
         let mut info = ErrorInfo::new(
             "ERROR".into(),
-            "0A000".into(),
+            switchyard_engine::SqlState::FEATURE_NOT_SUPPORTED
+                .code()
+                .into(),
             "a subquery as a SELECT-list item is not supported yet".into(),
         );
         info.hint = Some("join the subquery's table instead, e.g. LEFT JOIN (SELECT key, count(*) ... GROUP BY key)".into());

@@ -22,8 +22,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use switchyard_connectors::facts::{ConstraintKind, TableFacts};
 
-use super::catalog_facts::table_facts;
-use super::column_type::{self, ColumnType};
+use crate::pgwire::pgcompat::catalog_facts::table_facts;
+use crate::pgwire::pgcompat::column_type::{self, ColumnType};
 
 /// DataFusion's information_schema with [`Columns`] in place of its `columns`.
 #[derive(Debug)]

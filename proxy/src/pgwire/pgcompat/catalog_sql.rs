@@ -88,9 +88,10 @@ fn catalog_only(statement: &Statement) -> bool {
     impl Visitor for Tables {
         type Break = ();
         fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-            let parts = super::guard::relation_parts(relation);
+            let parts = crate::pgwire::pgcompat::guard::relation_parts(relation);
             self.any = true;
-            let catalog = super::guard::is_catalog_relation(&parts) || parts == ["generate_series"];
+            let catalog = crate::pgwire::pgcompat::guard::is_catalog_relation(&parts)
+                || parts == ["generate_series"];
             // CTE and derived-table names are not relations; an unqualified name that
             // is none of the above could be a user table, so the statement is left alone.
             if !catalog {

@@ -5,16 +5,15 @@
 //!
 //! `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO SAVEPOINT` inside a transaction
 //! block (psycopg 3 nests `conn.transaction()` as savepoints; SQLAlchemy does so when it
-//! first connects). Statements through Switchyard change no data, so a savepoint has
-//! nothing to undo: the names are tracked so that an unknown one is 3B001 as in
-//! PostgreSQL, and using them outside a block is 25P01.
+//! first connects), answered from the engine's transaction state
+//! ([`switchyard_engine::transaction`]).
 //!
 //! `ROLLBACK TO SAVEPOINT` after an error in the block makes the block usable again,
 //! as in PostgreSQL (pgjdbc's `autosave`, psycopg's nested `transaction()`): pgwire
 //! fixes a statement's transaction state before hooks run, so the front door asks
 //! [`TransactionHook::recovers`] first and leaves the failed state itself.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
@@ -27,12 +26,22 @@ use pgwire::api::ClientInfo;
 use pgwire::error::PgWireResult;
 use pgwire::messages::response::TransactionStatus;
 
-use super::running::user_error;
+use switchyard_engine::transaction::{Block, SavepointOp, Transaction};
 
-/// The per-session hook; see the module documentation.
+use crate::pgwire::protocol::errors::pg_error;
+
+/// The per-session hook over the engine's transaction state; see the module documentation.
 #[derive(Debug, Default)]
 pub struct TransactionHook {
-    names: Arc<Mutex<Vec<String>>>,
+    state: Arc<Transaction>,
+}
+
+fn block(status: TransactionStatus) -> Block {
+    match status {
+        TransactionStatus::Idle => Block::Idle,
+        TransactionStatus::Transaction => Block::Open,
+        TransactionStatus::Error => Block::Failed,
+    }
 }
 
 impl TransactionHook {
@@ -51,8 +60,7 @@ impl TransactionHook {
         else {
             return false;
         };
-        let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        names.contains(&name.value)
+        self.state.recovers(&name.value)
     }
 
     fn answer(
@@ -63,61 +71,33 @@ impl TransactionHook {
         if is_show_isolation(statement) {
             return Some(Ok(isolation_level()));
         }
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        let (name, tag) = match statement {
-            Statement::Savepoint { name } => (name, "SAVEPOINT"),
-            Statement::ReleaseSavepoint { name } => (name, "RELEASE"),
+        let (name, op) = match statement {
+            Statement::Savepoint { name } => (name, SavepointOp::Set),
+            Statement::ReleaseSavepoint { name } => (name, SavepointOp::Release),
             Statement::Rollback {
                 savepoint: Some(name),
                 ..
-            } => (name, "ROLLBACK"),
+            } => (name, SavepointOp::RollbackTo),
             // The block ends (or starts): no savepoints survive it.
             Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. } => {
-                names.clear();
+                self.state.reset();
                 return None;
             }
             // Anything else in a failed block is refused until it ends or rolls back
             // to a savepoint, as PostgreSQL does.
-            _ if status == TransactionStatus::Error => return Some(Err(user_error(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block"
-                    .into(),
-            ))),
+            _ if status == TransactionStatus::Error => {
+                return Some(Err(pg_error(Transaction::aborted())))
+            }
             _ => return None,
         };
-        let name = name.value.clone();
-        Some(match status {
-            TransactionStatus::Idle => Err(user_error(
-                "25P01",
-                format!("{tag} can only be used in transaction blocks"),
-            )),
-            // A known savepoint was handled by `recovers`; this one was never set.
-            TransactionStatus::Error if tag == "ROLLBACK" => Err(user_error(
-                "3B001",
-                format!("savepoint \"{name}\" does not exist"),
-            )),
-            // Other statements in a failed block are refused by the transaction hook.
-            TransactionStatus::Error => return None,
-            TransactionStatus::Transaction => match tag {
-                "SAVEPOINT" => {
-                    names.push(name);
-                    Ok(Response::Execution(Tag::new("SAVEPOINT")))
-                }
-                _ => match names.iter().rposition(|n| *n == name) {
-                    None => Err(user_error(
-                        "3B001",
-                        format!("savepoint \"{name}\" does not exist"),
-                    )),
-                    Some(at) => {
-                        // RELEASE drops it and the later ones; ROLLBACK TO keeps it.
-                        names.truncate(if tag == "RELEASE" { at } else { at + 1 });
-                        Ok(Response::Execution(Tag::new(tag)))
-                    }
-                },
-            },
-        })
+        let answer = self.state.savepoint(op, &name.value, block(status))?;
+        Some(
+            answer
+                .map(|()| Response::Execution(Tag::new(op.tag())))
+                .map_err(pg_error),
+        )
     }
 }
 
@@ -150,10 +130,14 @@ fn isolation_level() -> Response {
     )
     .expect("one text column");
     let fields = Arc::new(
-        super::encode::pg_fields(&schema, &pgwire::api::portal::Format::UnifiedText, None)
-            .expect("text field"),
+        crate::pgwire::protocol::encode::pg_fields(
+            &schema,
+            &pgwire::api::portal::Format::UnifiedText,
+            None,
+        )
+        .expect("text field"),
     );
-    let rows = super::encode::encode_batch(Arc::clone(&fields), batch);
+    let rows = crate::pgwire::protocol::encode::encode_batch(Arc::clone(&fields), batch);
     Response::Query(pgwire::api::results::QueryResponse::new(
         fields,
         futures::stream::iter(rows),

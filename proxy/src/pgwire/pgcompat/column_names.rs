@@ -46,7 +46,9 @@ fn reads_catalog(statement: &Statement) -> bool {
     impl Visitor for Catalog {
         type Break = ();
         fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
-            self.0 |= super::guard::is_catalog_relation(&super::guard::relation_parts(relation));
+            self.0 |= crate::pgwire::pgcompat::guard::is_catalog_relation(
+                &crate::pgwire::pgcompat::guard::relation_parts(relation),
+            );
             ControlFlow::Continue(())
         }
     }

@@ -40,6 +40,11 @@ impl SessionCancel {
         token
     }
 
+    /// The running (or last) statement's token.
+    pub fn current(&self) -> CancellationToken {
+        self.current.lock().expect("cancel lock").clone()
+    }
+
     fn cancel(&self) {
         self.current.lock().expect("cancel lock").cancel();
     }

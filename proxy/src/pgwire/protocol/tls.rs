@@ -88,7 +88,9 @@ impl<H: StartupHandler> StartupHandler for RequireTls<H> {
             tracing::info!(peer = %client.socket_addr(), "refused plaintext client: TLS is required");
             let mut info = ErrorInfo::new(
                 "FATAL".into(),
-                "28000".into(),
+                switchyard_engine::SqlState::INVALID_AUTHORIZATION
+                    .code()
+                    .into(),
                 "this server requires TLS: connect with sslmode=require".into(),
             );
             info.hint = Some("tls.mode is require in the Switchyard config".into());

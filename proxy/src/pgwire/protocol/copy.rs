@@ -14,7 +14,8 @@ use pgwire::api::results::{CopyResponse, QueryResponse};
 use pgwire::error::PgWireResult;
 use pgwire::messages::copy::CopyData;
 
-use super::running::user_error;
+use crate::pgwire::protocol::errors::user_error;
+use switchyard_engine::SqlState;
 
 /// How rows are written.
 #[derive(Debug, Clone)]
@@ -59,8 +60,12 @@ fn parse(
     };
     let mut delimiter = None;
     let mut null = None;
-    let unsupported =
-        |what: String| user_error("0A000", format!("COPY option {what} is not supported"));
+    let unsupported = |what: String| {
+        user_error(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            format!("COPY option {what} is not supported"),
+        )
+    };
     for o in options {
         match o {
             CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
@@ -125,7 +130,10 @@ fn parse(
                 .ok()
                 .and_then(|mut v| v.pop())
                 .ok_or_else(|| {
-                    user_error("42601", format!("cannot read COPY source {table_name}"))
+                    user_error(
+                        SqlState::SYNTAX_ERROR,
+                        format!("cannot read COPY source {table_name}"),
+                    )
                 })?
         }
     };
@@ -199,8 +207,8 @@ pub fn copy_out(mut response: QueryResponse, format: CopyFormat) -> CopyResponse
     let rows = std::mem::replace(response.data_rows(), Box::pin(futures::stream::empty()));
     let stream = rows.map(move |row| -> PgWireResult<CopyData> {
         let row = row?;
-        let values = super::encode::row_values(&row)
-            .ok_or_else(|| user_error("XX000", "malformed row from the query".into()))?;
+        let values = crate::pgwire::protocol::encode::row_values(&row)
+            .ok_or_else(|| user_error(SqlState::INTERNAL_ERROR, "malformed row from the query"))?;
         let mut out = header.take().unwrap_or_default();
         format.line(&mut out, values.into_iter());
         Ok(CopyData::new(Bytes::from(out)))

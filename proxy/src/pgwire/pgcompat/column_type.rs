@@ -1,5 +1,5 @@
 //! A column's PostgreSQL type as the catalog describes it (pg_attribute,
-//! information_schema.columns): the wire type of [`super::encode::pg_type`], the
+//! information_schema.columns): the wire type of [`crate::pgwire::protocol::encode::pg_type`], the
 //! origin's type modifier (`numeric(12,3)`, `varchar(20)`) and the names
 //! information_schema uses.
 
@@ -25,7 +25,7 @@ pub struct ColumnType {
 
 /// The PostgreSQL type of a column held as `field`.
 pub fn of(field: &Arc<Field>) -> ColumnType {
-    let ty = super::encode::pg_type(field).unwrap_or(Type::TEXT);
+    let ty = crate::pgwire::protocol::encode::pg_type(field).unwrap_or(Type::TEXT);
     let typmod = field
         .metadata()
         .get(PG_TYPMOD_KEY)

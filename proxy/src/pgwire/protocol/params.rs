@@ -22,8 +22,11 @@ use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 use pgwire::api::portal::Portal;
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::Type;
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::Bind;
+
+use crate::pgwire::protocol::errors::user_error;
+use switchyard_engine::SqlState;
 
 /// One parameter as the plan sees it: its Arrow type and its wire type.
 struct Param {
@@ -51,7 +54,7 @@ fn params(plan: &LogicalPlan) -> PgWireResult<Vec<Param>> {
                     }
                     Expr::Placeholder(p) => {
                         if let Some(field) = &p.field {
-                            if let Ok(t) = super::encode::pg_type(field) {
+                            if let Ok(t) = crate::pgwire::protocol::encode::pg_type(field) {
                                 wire_types.insert(p.id.clone(), t);
                             }
                         }
@@ -177,11 +180,10 @@ fn decoded<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<Par
 /// (`{"a0ee...",NULL}`).
 fn array_text_of_binary(element: &Type, value: &Bytes) -> PgWireResult<Bytes> {
     let bad = || {
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "22P03".into(),
-            "incorrect binary data format in array bind parameter".into(),
-        )))
+        user_error(
+            SqlState::INVALID_BINARY_REPRESENTATION,
+            "incorrect binary data format in array bind parameter",
+        )
     };
     let int = |at: usize| -> PgWireResult<i32> {
         Ok(i32::from_be_bytes(
@@ -197,11 +199,10 @@ fn array_text_of_binary(element: &Type, value: &Bytes) -> PgWireResult<Bytes> {
         return Ok(Bytes::from_static(b"{}"));
     }
     if dims != 1 {
-        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "0A000".into(),
-            "multidimensional uuid/json array parameters are not supported".into(),
-        ))));
+        return Err(user_error(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "multidimensional uuid/json array parameters are not supported",
+        ));
     }
     let count = int(12)?.max(0) as usize;
     let mut at = 20;
@@ -238,11 +239,10 @@ fn array_text_of_binary(element: &Type, value: &Bytes) -> PgWireResult<Bytes> {
 /// A uuid, json or jsonb parameter's binary form as text (arrays of them as text[]).
 fn text_of_binary(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
     let bad = |what: &str| {
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "22P03".into(),
+        user_error(
+            SqlState::INVALID_BINARY_REPRESENTATION,
             format!("incorrect binary data format in bind parameter ({what})"),
-        )))
+        )
     };
     match t {
         Some(&Type::UUID) => switchyard_connectors::pg_rows::uuid_text(value)

@@ -51,7 +51,7 @@ pub fn session_state(
     pipeline: Arc<Pipeline>,
     user: Arc<OnceLock<String>>,
     static_tables: Arc<PgCatalogStaticTables>,
-    definitions: Arc<super::catalog_facts::Definitions>,
+    definitions: Arc<crate::pgwire::pgcompat::catalog_facts::Definitions>,
 ) -> SessionState {
     let viewer = Viewer { pipeline, user };
     let shared = Arc::clone(base.catalog_list());
@@ -64,12 +64,13 @@ pub fn session_state(
             .expect("pg_catalog over a catalog list"),
     );
     // Keys, indexes, defaults and NOT NULL from the origins, over the same listing.
-    let pg_catalog: Arc<dyn SchemaProvider> = Arc::new(super::catalog_facts::FactsCatalog::new(
-        pg_catalog,
-        Arc::clone(&shared),
-        catalog,
-        definitions,
-    ));
+    let pg_catalog: Arc<dyn SchemaProvider> =
+        Arc::new(crate::pgwire::pgcompat::catalog_facts::FactsCatalog::new(
+            pg_catalog,
+            Arc::clone(&shared),
+            catalog,
+            definitions,
+        ));
     let views: Arc<dyn CatalogProviderList> = Arc::new(ViewList {
         shared: Arc::clone(&shared),
         viewer: viewer.clone(),
@@ -78,12 +79,13 @@ pub fn session_state(
         InformationSchemaProvider::new(Arc::clone(&views))
             .with_table_functions(base.table_functions().clone()),
     );
-    let information_schema: Arc<dyn SchemaProvider> =
-        Arc::new(super::information_schema::PgInformationSchema::new(
+    let information_schema: Arc<dyn SchemaProvider> = Arc::new(
+        crate::pgwire::pgcompat::information_schema::PgInformationSchema::new(
             information_schema,
             views,
             Arc::clone(&shared),
-        ));
+        ),
+    );
     let list = SessionCatalogList {
         name: catalog.to_string(),
         catalog: shared.catalog(catalog).map(|base| {

@@ -10,6 +10,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::{create_udf, SessionContext};
+use switchyard_engine::{CodedError, SqlState};
 
 /// Registers every function of this module in a session.
 pub fn register(ctx: &SessionContext) {
@@ -271,7 +272,10 @@ fn current_setting_udf() -> ScalarUDF {
                         Some(v) => out.append_value(v),
                         None => {
                             return Err(datafusion::error::DataFusionError::External(Box::new(
-                                UnknownSetting(n.to_string()),
+                                CodedError::new(
+                                    SqlState::UNDEFINED_OBJECT,
+                                    format!("unrecognized configuration parameter \"{n}\""),
+                                ),
                             )))
                         }
                     },
@@ -281,11 +285,6 @@ fn current_setting_udf() -> ScalarUDF {
         }),
     )
 }
-
-/// `current_setting` of a name Switchyard does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unrecognized configuration parameter \"{0}\"")]
-pub struct UnknownSetting(pub String);
 
 /// `json_build_object(k1, v1, ...)`: a JSON object as text (SQLAlchemy's column
 /// reflection builds identity options with it).
