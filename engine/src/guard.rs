@@ -82,6 +82,7 @@ struct State {
     sent_bytes: u64,
     audit: Option<StatementAudit>,
     _slot: Option<Slot>,
+    _running: Option<Box<dyn std::any::Any + Send>>,
     /// Rows of a batch cut at the row cap, shown to the cap on the next poll.
     pending: Option<RecordBatch>,
     done: bool,
@@ -167,6 +168,8 @@ pub struct Guarding {
     pub audit: Option<StatementAudit>,
     /// The user's concurrency slot, freed when the stream ends.
     pub slot: Option<Slot>,
+    /// Held while the statement runs (the engine's count of running statements).
+    pub running: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// Wraps `batches` with the guardrails, cancellation and the audit record.
@@ -178,6 +181,7 @@ pub fn guard(batches: SendableRecordBatchStream, guarding: Guarding) -> Sendable
         cancel,
         audit,
         slot,
+        running,
     } = guarding;
     let deadline = limits
         .statement_timeout
@@ -191,6 +195,7 @@ pub fn guard(batches: SendableRecordBatchStream, guarding: Guarding) -> Sendable
         sent_bytes: 0,
         audit,
         _slot: slot,
+        _running: running,
         pending: None,
         done: false,
     };
@@ -325,6 +330,7 @@ mod tests {
                 cancel: CancellationToken::new(),
                 audit: None,
                 slot: None,
+                running: None,
             },
         );
         let mut rows = 0;
@@ -373,6 +379,7 @@ mod tests {
                 cancel: token,
                 audit: None,
                 slot: None,
+                running: None,
             },
         );
         let e = s.next().await.expect("an item").expect_err("cancelled");

@@ -2,6 +2,7 @@
 //! statement's lifecycle for any front door — check, begin (audit record, slot),
 //! run (timeout, row cap, result bytes, cancel), finish.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,23 @@ pub struct Engine {
     pipeline: Arc<Pipeline>,
     audit: Arc<AuditLog>,
     slots: Arc<Slots>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts a statement as running while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Counted(Arc::clone(count))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
@@ -41,7 +59,13 @@ impl Engine {
             pipeline,
             audit,
             slots: Arc::new(Slots::default()),
+            running: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Statements begun and not yet ended (their rows may still be streaming).
+    pub fn running_statements(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
     }
 
     /// The checked config.
@@ -377,6 +401,7 @@ impl Session {
                 cancel: options.cancel,
                 audit: Some(audit),
                 slot,
+                running: Some(Box::new(Counted::new(&self.engine.running))),
             },
             warnings,
         })

@@ -61,6 +61,8 @@ pub struct Server {
     pub origins: Origins,
     /// The audit log (synced to disk by [`Server::stop`]).
     pub audit: Arc<AuditLog>,
+    /// The engine every session runs in.
+    pub engine: Arc<Engine>,
     task: tokio::task::JoinHandle<()>,
     syncer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -148,6 +150,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let config = shared.engine.config();
     tracing::info!(%addr, tls = ?config.tls.mode, audit = %config.audit.path.display(), "listening");
     let audit = Arc::clone(shared.engine.audit());
+    let engine = Arc::clone(&shared.engine);
     let syncer = (audit.fsync() == switchyard_config::Fsync::Interval).then(|| {
         // `interval`: records reach the disk within about a second, also when idle.
         let log = Arc::clone(&audit);
@@ -187,6 +190,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
     });
     Ok(Server {
+        engine,
         addr,
         origins,
         audit,

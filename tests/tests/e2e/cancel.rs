@@ -1,11 +1,9 @@
 //! CancelRequest stops a running cross-origin statement: the client gets 57014, the
 //! origin's backend is freed, and the session and others keep working.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{rows, sqlstate, Harness};
+use crate::common::{self, rows, sqlstate, Harness};
 use tokio_postgres::NoTls;
 
 /// Long on purpose (~10 s here): a three-way join across two origins that DataFusion
@@ -38,7 +36,11 @@ async fn cancel_stops_a_long_cross_origin_query() {
         let r = c.simple_query(LONG).await;
         (c, r)
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Cancel once the statement runs.
+    common::wait_for("the statement to run", Duration::from_secs(10), || async {
+        (h.server.engine.running_statements() > 0).then_some(())
+    })
+    .await;
     token
         .cancel_query(NoTls)
         .await
@@ -53,14 +55,12 @@ async fn cancel_stops_a_long_cross_origin_query() {
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // No origin backend is left working for the cancelled statement.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while active_origin_queries(&h).await > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "origin query still running after cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_for(
+        "the origin to be idle after cancel",
+        Duration::from_secs(10),
+        || async { (active_origin_queries(&h).await == 0).then_some(()) },
+    )
+    .await;
     eprintln!("origin idle after {:?}", started.elapsed());
     // The session goes on.
     assert_eq!(

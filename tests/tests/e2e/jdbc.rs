@@ -2,12 +2,11 @@
 //! role: DatabaseMetaData lists only its tables and its columns as it reads them,
 //! and rows come back filtered and masked.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{Harness, NORTH_REP};
+use crate::common;
+use crate::common::{Harness, NORTH_REP};
 
 const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 

@@ -2,12 +2,11 @@
 //! statement, each origin's part run at the origin with its own WHERE and columns;
 //! files and the local store; a dead origin failing only its statements.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::{rows, sqlstate, Harness};
+use crate::common;
+use crate::common::{rows, sqlstate, Harness};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -250,10 +249,14 @@ impl Relay {
 
     /// Drops the listener and every relayed connection.
     async fn cut(&self) {
-        for t in self.tasks.lock().await.drain(..) {
+        let tasks: Vec<_> = self.tasks.lock().await.drain(..).collect();
+        for t in &tasks {
             t.abort();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // An aborted task has dropped its sockets once awaiting it returns.
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! psql, the client users reach for first: meta-commands, a cross-origin join and
 //! its EXPLAIN.
 
-mod common;
-
-use common::Harness;
+use crate::common;
+use crate::common::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_commands_list_and_describe_datasets() {

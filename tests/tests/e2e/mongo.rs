@@ -4,9 +4,8 @@
 //! collections and a dead server get their SQLSTATEs. Answers are compared with
 //! PostgreSQL in tests/slt/mongo.slt.
 
-mod common;
-
-use common::{explain, mongo_url, rows, sqlstate, Harness};
+use crate::common;
+use crate::common::{explain, mongo_url, rows, sqlstate, Harness};
 use mongodb::bson::doc;
 
 /// EXPLAIN of `sql`, which must read MongoDB through exactly one pipeline; the plan and

@@ -2,9 +2,8 @@
 //! named statements reused, pg-cursor reading through the portal row limit, and
 //! SQLSTATEs — answers compared with PostgreSQL's own.
 
-mod common;
-
-use common::Harness;
+use crate::common;
+use crate::common::Harness;
 
 const CHECKS: &[&str] = &[
     "parameters",

@@ -1,9 +1,8 @@
 //! What a governed role sees, through the clients people use: psql's listings and
 //! `\d`, information_schema, and the data itself (row filter and mask applied).
 
-mod common;
-
-use common::{rows, Harness, CRM_ONLY, NORTH_REP};
+use crate::common;
+use crate::common::{rows, Harness, CRM_ONLY, NORTH_REP};
 
 fn psql(port: u16, user: (&str, &str), args: &[&str]) -> String {
     let (ok, out, err) = common::psql(port, user, args);
@@ -131,7 +130,13 @@ async fn concurrent_statements_per_user_are_limited_and_slots_come_back() {
             .map(|_| ())
             .map_err(|e| common::sqlstate(&e))
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Once the slow statement holds the user's one slot, a second one is refused.
+    common::wait_for(
+        "the slow statement to run",
+        std::time::Duration::from_secs(10),
+        || async { (h.server.engine.running_statements() > 0).then_some(()) },
+    )
+    .await;
     let e = other
         .simple_query("SELECT 1")
         .await
@@ -277,11 +282,12 @@ async fn statements_are_refused_while_the_audit_log_cannot_be_written() {
         rows(&c, "SELECT 1").await,
         vec![vec![Some("1".to_string())]]
     );
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let e = c
-        .simple_query("SELECT 2")
-        .await
-        .expect_err("refused: cannot be audited");
+    let e = common::wait_for(
+        "statements to be refused",
+        std::time::Duration::from_secs(10),
+        || async { c.simple_query("SELECT 2").await.err() },
+    )
+    .await;
     assert_eq!(common::sqlstate(&e), "53100", "{}", common::message(&e));
     assert!(
         common::message(&e).contains("audit log"),
@@ -426,9 +432,17 @@ async fn a_large_row_cap_streams_and_the_cut_is_audited() {
     let c = h.analyst().await;
     let got = rows(&c, "SELECT i FROM generate_series(1, 20000) t(i)").await;
     assert_eq!(got.len(), 15000);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let log = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let path = h.dir.path().join("data/audit.jsonl");
+    let last: serde_json::Value = common::wait_for(
+        "the statement's audit record",
+        std::time::Duration::from_secs(10),
+        || async {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let last: serde_json::Value = serde_json::from_str(log.lines().last()?).ok()?;
+            (last["rows"] == 15000).then_some(last)
+        },
+    )
+    .await;
     assert_eq!(last["rows"], 15000);
     assert!(last["warnings"].to_string().contains("max_rows"), "{last}");
 }
@@ -439,10 +453,19 @@ async fn with_fsync_interval_an_idle_log_is_synced_within_seconds() {
     let c = h.analyst().await;
     rows(&c, "SELECT 1").await;
     rows(&c, "SELECT 2").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let log = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl")).unwrap();
-    let head = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl.head")).unwrap();
-    let records = log.lines().count();
+    // The syncer runs every second: the head file catches up without another statement.
+    let (head, records) = common::wait_for(
+        "the head file to count every record",
+        std::time::Duration::from_secs(5),
+        || async {
+            let log = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl")).ok()?;
+            let head = std::fs::read_to_string(h.dir.path().join("data/audit.jsonl.head")).ok()?;
+            let records = log.lines().count();
+            (head.split_whitespace().next() == Some(records.to_string().as_str()))
+                .then_some((head, records))
+        },
+    )
+    .await;
     assert_eq!(
         head.split_whitespace().next(),
         Some(records.to_string().as_str()),

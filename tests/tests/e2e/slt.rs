@@ -2,12 +2,11 @@
 //! is `# differential` also run directly against the reference PostgreSQL database
 //! (every origin's data in one place) and must pass there too: same answers.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common;
+use crate::common::Harness;
 use async_trait::async_trait;
-use common::Harness;
 use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 use tokio_postgres::{Client, SimpleQueryMessage};
 

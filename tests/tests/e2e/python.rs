@@ -3,9 +3,8 @@
 //! (named-cursor streaming, SQLSTATEs), SQLAlchemy 2 (schema and table names, keys,
 //! indexes, nullable and defaults, ORM queries), each answer compared with PostgreSQL's own.
 
-mod common;
-
-use common::Harness;
+use crate::common;
+use crate::common::Harness;
 
 /// The checks the script must report, in order.
 const CHECKS: &[&str] = &[

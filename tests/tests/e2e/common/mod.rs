@@ -387,3 +387,23 @@ pub async fn run_client_checks(h: &Harness, mut command: std::process::Command, 
         out.status
     );
 }
+
+/// Polls `check` every 20 ms until it returns `Some`; panics naming `what` when
+/// `within` has passed. Tests wait for a condition this way, never by sleeping.
+pub async fn wait_for<T, F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

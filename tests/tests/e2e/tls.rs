@@ -1,11 +1,10 @@
 //! TLS on the front door: `require` refuses plaintext clients with a clear error and
 //! serves TLS clients (psql with sslmode=require).
 
-mod common;
-
 use std::process::Command;
 
-use common::{sqlstate, Harness};
+use crate::common;
+use crate::common::{sqlstate, Harness};
 
 fn make_cert(dir: &std::path::Path) {
     let status = Command::new("openssl")

@@ -1,9 +1,7 @@
 //! The pgwire front door through tokio-postgres: authentication, session statements,
 //! SQLSTATEs of mistakes, and the extended protocol with parameters.
 
-mod common;
-
-use common::{message, rows, sqlstate, Harness, ANALYST, CRM_ONLY};
+use crate::common::{message, rows, sqlstate, Harness, ANALYST, CRM_ONLY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_login_and_wrong_or_unknown_credentials() {
