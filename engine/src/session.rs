@@ -219,6 +219,14 @@ impl Session {
 
     /// A new audit record for `statement`.
     pub fn record(&self, statement: &Statement, protocol: Protocol) -> AuditRecord {
+        self.new_record(
+            protocol,
+            fingerprint(statement),
+            statement_hash(&statement.to_string()),
+        )
+    }
+
+    fn new_record(&self, protocol: Protocol, fingerprint: String, hash: String) -> AuditRecord {
         AuditRecord {
             time: now(),
             session: self.client.session_id,
@@ -226,8 +234,8 @@ impl Session {
             roles: self.principal.roles.clone(),
             client: self.client.address.clone(),
             protocol: protocol.name().into(),
-            fingerprint: fingerprint(statement),
-            statement_hash: statement_hash(&statement.to_string()),
+            fingerprint,
+            statement_hash: hash,
             ..Default::default()
         }
     }
@@ -250,18 +258,8 @@ impl Session {
         error: &EngineError,
         started: Instant,
     ) {
-        let record = AuditRecord {
-            time: now(),
-            session: self.client.session_id,
-            user: self.principal.user.clone(),
-            roles: self.principal.roles.clone(),
-            client: self.client.address.clone(),
-            protocol: protocol.name().into(),
-            // Literals cannot be told apart in text that does not parse: keep only its hash.
-            fingerprint: "(did not parse)".into(),
-            statement_hash: statement_hash(sql),
-            ..Default::default()
-        };
+        // Literals cannot be told apart in text that does not parse: keep only its hash.
+        let record = self.new_record(protocol, "(did not parse)".into(), statement_hash(sql));
         self.audit(record, started).finish(Some(error.record()));
     }
 
