@@ -8,6 +8,7 @@ mod column_type;
 mod env;
 mod policy;
 pub mod raw;
+pub mod row_filter;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -168,8 +169,8 @@ pub struct PostgresOrigin {
     pub user: String,
     /// Password, if any.
     pub password: Option<String>,
-    /// libpq `sslmode` (`disable`, `prefer`, `require`, `verify-full` ...).
-    pub sslmode: String,
+    /// libpq `sslmode`.
+    pub sslmode: SslMode,
     /// Connections kept per origin.
     pub pool_size: u32,
     /// PostgreSQL's own `statement_timeout` on Switchyard's connections (57014 from the origin).
@@ -189,6 +190,61 @@ impl fmt::Debug for PostgresOrigin {
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
             .finish()
+    }
+}
+
+/// libpq's `sslmode` for a PostgreSQL origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// Plaintext only.
+    Disable,
+    /// TLS if offered; Switchyard connects in plaintext (as libpq does with a server
+    /// that has no TLS).
+    #[default]
+    Prefer,
+    /// TLS, the certificate not checked.
+    Require,
+    /// TLS, the certificate checked against the trusted roots, not the host name.
+    VerifyCa,
+    /// TLS, the certificate and the host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode, as libpq spells it.
+    pub const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// The mode as libpq spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// The mode libpq spells `s`.
+    pub fn parse(s: &str) -> Option<SslMode> {
+        SslMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether connections use TLS.
+    pub fn uses_tls(self) -> bool {
+        !matches!(self, SslMode::Disable | SslMode::Prefer)
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -86,6 +86,8 @@ pub struct RowFilter {
     pub table: String,
     /// SQL predicate over the table's columns; may use `current_user` and `user.<attribute>`.
     pub predicate: String,
+    /// The predicate, parsed ([`crate::row_filter::parse_predicate`]).
+    pub expr: sqlparser::ast::Expr,
     /// Where it was written, for errors found when it is compiled.
     pub line: Option<u64>,
 }

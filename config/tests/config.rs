@@ -149,6 +149,14 @@ fn bad_url_is_refused() {
         "postgres://db2:5432",
     ));
     assert!(e.reason.contains("no database"), "{e}");
+    let e = error(&EXAMPLE.replace("sslmode=disable", "sslmode=always"));
+    assert_eq!(e.line, Some(10));
+    assert!(
+        e.reason.contains(
+            "sslmode=always is not one of disable, prefer, require, verify-ca, verify-full"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -285,6 +293,25 @@ fn safety_mistakes_name_their_line() {
     let e = error(&SAFETY.replace(", tenant: 7", ""));
     assert_eq!(e.line, Some(3), "{e}");
     assert!(e.reason.contains("user.tenant"), "{e}");
+    // The check reads the predicate as SQL, as the row filter is applied: any case
+    // of `user`, never inside a string.
+    let e = error(
+        &SAFETY
+            .replace(", tenant: 7", "")
+            .replace("user.tenant", "USER.tenant"),
+    );
+    assert!(e.reason.contains("user.tenant"), "{e}");
+    let c = parse(
+        tempfile::tempdir().unwrap().path(),
+        &SAFETY
+            .replace(", tenant: 7", "")
+            .replace("tenant_id = user.tenant", "note <> 'user.tenant'"),
+    );
+    assert!(c.is_ok(), "{c:?}");
+    // A row filter that is not one SQL predicate is refused when the config is checked.
+    let e = error(&SAFETY.replace("AND tenant_id = user.tenant", "AND; DROP TABLE t"));
+    assert_eq!(e.line, Some(12), "{e}");
+    assert!(e.reason.contains("is not a SQL predicate"), "{e}");
     let e = error(&SAFETY.replace("mask: { email: hash", "mask: { email: scramble"));
     assert!(e.reason.contains("unknown variant"), "{e}");
 }

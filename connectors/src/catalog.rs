@@ -7,67 +7,24 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
-use switchyard_config::{Config, Dataset, DatasetSource, OriginKind};
+use switchyard_config::{Config, Dataset, DatasetSource};
 use tokio::sync::Mutex;
 
 use crate::facts::TableFacts;
 use crate::local::{LocalStore, LOCAL_SCHEMA};
-use crate::mongo::MongoConnector;
-use crate::postgres::PostgresConnector;
-use crate::sqlite::SqliteConnector;
-use crate::{files, ConnectorError, Result};
+use crate::origin::Origin;
+use crate::{ConnectorError, Result};
 
-/// How one origin is reached.
-#[derive(Debug)]
-pub enum Connector {
-    /// A PostgreSQL database.
-    Postgres(PostgresConnector),
-    /// A SQLite file (also the local store).
-    Sqlite(SqliteConnector),
-    /// A MongoDB database.
-    Mongo(MongoConnector),
-    /// A folder of files.
-    Files {
-        /// Origin name.
-        origin: String,
-        /// The folder.
-        path: std::path::PathBuf,
-    },
-}
-
-impl Connector {
-    async fn table(&self, local_name: &str, dataset: &Dataset) -> Result<Arc<dyn TableProvider>> {
-        match self {
-            Connector::Postgres(pg) => pg.table(local_name, &dataset.source).await,
-            Connector::Sqlite(sqlite) => sqlite.table(local_name, &dataset.source).await,
-            Connector::Mongo(mongo) => {
-                mongo
-                    .table(local_name, &dataset.source, &dataset.columns)
-                    .await
-            }
-            Connector::Files { origin, path } => match &dataset.source {
-                DatasetSource::Table { table, filters } if filters.is_empty() => {
-                    let state = SessionContext::new().state();
-                    files::table(&state, origin, path, table).await
-                }
-                _ => Err(ConnectorError::DataFusion(DataFusionError::NotImplemented(format!(
-                    "dataset {local_name}: filters and queries are not supported on files origins yet"
-                )))),
-            },
-        }
-    }
-}
-
-/// Every origin connector, by origin name.
+/// Every origin, by name (the local store under `local`).
 #[derive(Debug, Default, Clone)]
 pub struct Origins {
-    connectors: BTreeMap<String, Arc<Connector>>,
+    origins: BTreeMap<String, Arc<dyn Origin>>,
 }
 
 impl Origins {
-    /// The connector of an origin.
-    pub fn get(&self, name: &str) -> Option<&Arc<Connector>> {
-        self.connectors.get(name)
+    /// The origin named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Origin>> {
+        self.origins.get(name)
     }
 }
 
@@ -75,7 +32,7 @@ impl Origins {
 #[derive(Debug)]
 struct Entry {
     dataset: Dataset,
-    connector: Arc<Connector>,
+    origin: Arc<dyn Origin>,
     resolved: Mutex<Option<Arc<dyn TableProvider>>>,
     /// The origin's catalog facts, read on first use (a failure is not kept).
     facts: tokio::sync::OnceCell<Option<Arc<TableFacts>>>,
@@ -101,14 +58,6 @@ impl OriginSchema {
         let facts = entry
             .facts
             .get_or_try_init(|| async {
-                let (Connector::Postgres(pg), DatasetSource::Table { table, filters }) =
-                    (entry.connector.as_ref(), &entry.dataset.source)
-                else {
-                    return Ok(None);
-                };
-                if !filters.is_empty() {
-                    return Ok(None);
-                }
                 let origin = entry.dataset.origin.clone();
                 let exposed = Arc::clone(&self.exposed);
                 let resolve = move |schema: &str, table: &str| {
@@ -116,10 +65,11 @@ impl OriginSchema {
                         .get(&(origin.clone(), schema.to_string(), table.to_string()))
                         .cloned()
                 };
-                let reference = crate::postgres::parse_table_name(table);
-                let facts = crate::facts::fetch(pg.pool(), &reference, &resolve).await?;
-                tracing::debug!(table = %entry.dataset.qualified_name(), "read catalog facts");
-                Ok::<_, ConnectorError>(Some(Arc::new(facts)))
+                let facts = entry.origin.facts(&entry.dataset, &resolve).await?;
+                if facts.is_some() {
+                    tracing::debug!(table = %entry.dataset.qualified_name(), "read catalog facts");
+                }
+                Ok::<_, ConnectorError>(facts.map(Arc::new))
             })
             .await?;
         Ok(facts.clone())
@@ -142,8 +92,8 @@ impl SchemaProvider for OriginSchema {
         }
         let local_name = entry.dataset.qualified_name();
         let table = entry
-            .connector
-            .table(&local_name, &entry.dataset)
+            .origin
+            .table(&entry.dataset)
             .await
             .map_err(DataFusionError::from)?;
         tracing::debug!(table = %local_name, origin = %entry.dataset.origin, "resolved dataset");
@@ -173,28 +123,13 @@ impl SchemaProvider for OriginSchema {
 pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
     let mut origins = Origins::default();
     for origin in &config.origins {
-        let connector = match &origin.kind {
-            OriginKind::Postgres(pg) => {
-                Connector::Postgres(PostgresConnector::new(&origin.name, pg.clone()))
-            }
-            OriginKind::Sqlite { path } => {
-                Connector::Sqlite(SqliteConnector::new(&origin.name, path))
-            }
-            OriginKind::Mongodb(m) => {
-                Connector::Mongo(MongoConnector::new(&origin.name, m.clone()))
-            }
-            OriginKind::Files { path } => Connector::Files {
-                origin: origin.name.clone(),
-                path: path.clone(),
-            },
-        };
         origins
-            .connectors
-            .insert(origin.name.clone(), Arc::new(connector));
+            .origins
+            .insert(origin.name.clone(), crate::origin::open(origin)?);
     }
     let mut schemas: BTreeMap<String, BTreeMap<String, Arc<Entry>>> = BTreeMap::new();
     for dataset in &config.datasets {
-        let connector = Arc::clone(
+        let origin = Arc::clone(
             origins
                 .get(&dataset.origin)
                 .expect("config checked the origin"),
@@ -203,7 +138,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
             dataset.name.clone(),
             Arc::new(Entry {
                 dataset: dataset.clone(),
-                connector,
+                origin,
                 resolved: Mutex::new(None),
                 facts: tokio::sync::OnceCell::new(),
             }),
@@ -213,7 +148,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
     for dataset in &config.datasets {
         if let DatasetSource::Table { table, filters } = &dataset.source {
             if filters.is_empty() {
-                let reference = crate::postgres::parse_table_name(table);
+                let reference = crate::sql::parse_table_name(table);
                 let schema = reference.schema().unwrap_or("public").to_string();
                 exposed
                     .entry((
@@ -228,10 +163,8 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
     let exposed = Arc::new(exposed);
 
     let store = LocalStore::open(&config.local.path)?;
-    let local = Arc::new(Connector::Sqlite(store.connector()));
-    let Connector::Sqlite(local_sqlite) = local.as_ref() else {
-        unreachable!()
-    };
+    let local_sqlite = Arc::new(store.connector());
+    let local: Arc<dyn Origin> = Arc::clone(&local_sqlite) as Arc<dyn Origin>;
     for name in local_sqlite.table_names()? {
         let dataset = Dataset {
             schema: LOCAL_SCHEMA.into(),
@@ -248,13 +181,13 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
             name,
             Arc::new(Entry {
                 dataset,
-                connector: Arc::clone(&local),
+                origin: Arc::clone(&local),
                 resolved: Mutex::new(None),
                 facts: tokio::sync::OnceCell::new(),
             }),
         );
     }
-    origins.connectors.insert(LOCAL_SCHEMA.into(), local);
+    origins.origins.insert(LOCAL_SCHEMA.into(), local);
 
     let catalog_name = ctx
         .state()

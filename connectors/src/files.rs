@@ -16,6 +16,12 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::TableProvider;
 
+use async_trait::async_trait;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use switchyard_config::{Dataset, DatasetSource};
+
+use crate::origin::Origin;
 use crate::{ConnectorError, Result};
 
 /// File formats by extension, in the order a table name is looked up.
@@ -54,6 +60,48 @@ fn locate(dir: &Path, name: &str) -> Option<(PathBuf, &'static str)> {
         }
     }
     None
+}
+
+/// A folder of files: each dataset is a file (or a folder of files) named after it.
+#[derive(Debug)]
+pub struct FilesConnector {
+    origin: String,
+    path: PathBuf,
+}
+
+impl FilesConnector {
+    /// The origin `name` over the folder `path`.
+    pub fn new(name: &str, path: &Path) -> Self {
+        FilesConnector {
+            origin: name.to_string(),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+#[async_trait]
+impl Origin for FilesConnector {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+
+    async fn table(&self, dataset: &Dataset) -> Result<Arc<dyn TableProvider>> {
+        match &dataset.source {
+            DatasetSource::Table {
+                table: name,
+                filters,
+            } if filters.is_empty() => {
+                let state = SessionContext::new().state();
+                table(&state, &self.origin, &self.path, name).await
+            }
+            _ => Err(ConnectorError::DataFusion(DataFusionError::NotImplemented(
+                format!(
+                    "dataset {}: filters and queries are not supported on files origins yet",
+                    dataset.qualified_name()
+                ),
+            ))),
+        }
+    }
 }
 
 /// A table over the file (or folder of files) `name` in `dir`.

@@ -17,7 +17,7 @@ use datafusion_federation::sql::{
     RemoteTable, RemoteTableRef, SQLExecutor, SQLFederationProvider, SQLTableSource,
 };
 use datafusion_federation::FederatedTableProviderAdaptor;
-use switchyard_connectors::derived_names::OriginTable;
+use switchyard_connectors::sql::OriginTable;
 
 /// An origin that is never reached: these tests only read the SQL planned for it.
 struct Unreached;

@@ -602,8 +602,7 @@ audit: {{ path: {audit} }}
                 .expect("config");
         let ctx = SessionContext::new_with_state(switchyard_planner::session_state());
         switchyard_connectors::install(&ctx, &config).expect("origins");
-        let policy = switchyard_safety::Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA)
-            .expect("policy");
+        let policy = switchyard_safety::Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA);
         let log = AuditLog::open(&config.audit.path, config.audit.fsync).expect("audit log");
         let engine = Engine::new(
             Arc::new(config),

@@ -37,9 +37,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// A role rule does not compile.
-    #[error(transparent)]
-    Policy(#[from] switchyard_safety::PolicyError),
     /// The audit log cannot be opened.
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
@@ -96,7 +93,7 @@ pub fn base_context(config: &Config) -> Result<(SessionContext, Origins), StartE
 
 /// Binds the listener and serves connections in the background.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA)?;
+    let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA);
     let audit = AuditLog::open(&config.audit.path, config.audit.fsync).map_err(|source| {
         StartError::Audit {
             path: config.audit.path.display().to_string(),

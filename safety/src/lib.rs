@@ -31,7 +31,7 @@ pub use fingerprint::{fingerprint, statement_hash};
 pub use grants::TablePattern;
 pub use guardrails::Limits;
 pub use pipeline::{Checked, Denied, Pipeline, StatementInput};
-pub use policy::{Policy, PolicyError, Principal};
+pub use policy::{Policy, Principal};
 
 /// Result alias for safety checks.
 pub type Result<T, E = SafetyError> = std::result::Result<T, E>;

@@ -4,27 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{self, Expr as SqlExpr, VisitMut, VisitorMut};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use switchyard_config::{
     Config, FilterValue, Guardrails, Injection, Mask, Privilege, RowCapAction,
 };
 
 use crate::grants::TablePattern;
-
-/// A role rule that cannot be used, found when the server starts.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: role {role}: {reason}")]
-pub struct PolicyError {
-    /// The config file.
-    pub file: String,
-    /// Line of the rule (0 when unknown).
-    pub line: u64,
-    /// The role.
-    pub role: String,
-    /// What is wrong.
-    pub reason: String,
-}
 
 #[derive(Debug, Clone)]
 struct CompiledRole {
@@ -88,8 +72,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Compiles the config's roles; a row filter that is not a SQL predicate is an error.
-    pub fn new(config: &Config, default_schema: &str) -> Result<Policy, PolicyError> {
+    /// Compiles the config's roles (their row filters were parsed when the config was checked).
+    pub fn new(config: &Config, default_schema: &str) -> Policy {
         let mut roles = BTreeMap::new();
         for (name, role) in &config.roles {
             let mut grants: Vec<(TablePattern, Vec<Privilege>)> = role
@@ -102,23 +86,11 @@ impl Policy {
                     .iter()
                     .map(|g| (TablePattern::parse(&g.table), g.privileges.clone())),
             );
-            let mut row_filters = Vec::new();
-            for f in &role.row_filters {
-                let expr = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&f.predicate)
-                    .and_then(|mut p| {
-                        let e = p.parse_expr()?;
-                        p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
-                        Ok(e)
-                    })
-                    .map_err(|e| PolicyError {
-                        file: config.file.display().to_string(),
-                        line: f.line.unwrap_or(0),
-                        role: name.clone(),
-                        reason: format!("row filter for {} is not a SQL predicate: {e}", f.table),
-                    })?;
-                row_filters.push((TablePattern::parse(&f.table), expr));
-            }
+            let row_filters = role
+                .row_filters
+                .iter()
+                .map(|f| (TablePattern::parse(&f.table), f.expr.clone()))
+                .collect();
             roles.insert(
                 name.clone(),
                 CompiledRole {
@@ -137,7 +109,7 @@ impl Policy {
         let mut denied_functions: HashSet<String> =
             DENIED_FUNCTIONS.iter().map(|s| s.to_string()).collect();
         denied_functions.extend(config.safety.deny_functions.iter().cloned());
-        Ok(Policy {
+        Policy {
             roles,
             users: config
                 .users
@@ -153,7 +125,7 @@ impl Policy {
                 .map(|d| ((d.schema.clone(), d.name.clone()), d.origin.clone()))
                 .collect(),
             default_schema: default_schema.to_string(),
-        })
+        }
     }
 
     /// The principal for a logged-in user (unknown users get no roles).
@@ -366,24 +338,8 @@ impl Principal {
                     {
                         Some(literal(ast::Value::SingleQuotedString(who.user.clone())))
                     }
-                    SqlExpr::CompoundIdentifier(parts)
-                        if parts.len() == 2 && parts[0].value.eq_ignore_ascii_case("user") =>
-                    {
-                        Some(who.attribute(&parts[1].value))
-                    }
-                    // `user` is a keyword (PostgreSQL's current_user), so `user.region`
-                    // parses as a field access on it.
-                    SqlExpr::CompoundFieldAccess { root, access_chain }
-                        if is_user_keyword(root) && access_chain.len() == 1 =>
-                    {
-                        match &access_chain[0] {
-                            ast::AccessExpr::Dot(SqlExpr::Identifier(attr)) => {
-                                Some(who.attribute(&attr.value))
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
+                    other => switchyard_config::row_filter::user_attribute(other)
+                        .map(|attr| who.attribute(attr)),
                 };
                 if let Some(r) = replacement {
                     *expr = r;
@@ -394,14 +350,6 @@ impl Principal {
         let mut e = expr.clone();
         let _ = e.visit(&mut Bind(self));
         e
-    }
-}
-
-fn is_user_keyword(e: &SqlExpr) -> bool {
-    match e {
-        SqlExpr::Identifier(i) => i.quote_style.is_none() && i.value.eq_ignore_ascii_case("user"),
-        SqlExpr::Function(f) => f.name.to_string().eq_ignore_ascii_case("user"),
-        _ => false,
     }
 }
 

@@ -46,7 +46,7 @@ safety:
 fn pipeline() -> Pipeline {
     let config = switchyard_config::parse_str(CONFIG, Path::new("test.yaml"), &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
-    Pipeline::new(Policy::new(&config, "public").expect("policy compiles"))
+    Pipeline::new(Policy::new(&config, "public"))
 }
 
 fn context() -> SessionContext {

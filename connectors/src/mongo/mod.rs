@@ -44,6 +44,18 @@ pub struct MongoConnector {
     provider: Arc<MongoFederationProvider>,
 }
 
+#[async_trait::async_trait]
+impl crate::origin::Origin for MongoConnector {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+
+    async fn table(&self, dataset: &switchyard_config::Dataset) -> Result<Arc<dyn TableProvider>> {
+        self.federated(&dataset.qualified_name(), &dataset.source, &dataset.columns)
+            .await
+    }
+}
+
 impl MongoConnector {
     /// A connector for origin `name`; nothing is opened until a table is first used.
     pub fn new(name: &str, settings: MongoOrigin) -> Self {
@@ -87,7 +99,7 @@ impl MongoConnector {
     }
 
     /// A federated table for a dataset; `local_name` is `schema.table` as clients see it.
-    pub async fn table(
+    async fn federated(
         &self,
         local_name: &str,
         source: &DatasetSource,

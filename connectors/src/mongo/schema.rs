@@ -63,7 +63,7 @@ pub fn arrow_schema(columns: &[MongoColumn]) -> SchemaRef {
                     // Described to clients as jsonb (see the front door's encoder).
                     field.with_metadata(HashMap::from([
                         (JSON_METADATA.into(), "true".into()),
-                        (crate::postgres::PG_TYPE_KEY.into(), "jsonb".into()),
+                        (crate::columns::PG_TYPE_KEY.into(), "jsonb".into()),
                     ]))
                 } else {
                     field

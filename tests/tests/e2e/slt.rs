@@ -1,14 +1,66 @@
 //! Runs the `.slt` files in `tests/slt/` through Switchyard. Files whose first line
 //! is `# differential` also run directly against the reference PostgreSQL database
-//! (every origin's data in one place) and must pass there too: same answers.
+//! (every origin's data in one place) and must pass there too: same answers, same
+//! column types. `statement count N` checks the row count of a command.
+//!
+//! Column types are the letters of `query`: `I` integers (int2/4/8, oid), `R`
+//! floating point and numeric, `B` boolean, `T` everything else. After changing what
+//! a query returns, `SWITCHYARD_SLT_UPDATE=1 scripts/test slt` rewrites the files
+//! with Switchyard's answers (review the diff: it is what Switchyard says, not what
+//! PostgreSQL says).
 
 use std::path::{Path, PathBuf};
 
 use crate::common;
 use crate::common::Harness;
 use async_trait::async_trait;
-use sqllogictest::{DBOutput, DefaultColumnType, Runner};
+use sqllogictest::{ColumnType, DBOutput, Runner};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// A column's type as a `query` letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Column {
+    Text,
+    Integer,
+    Float,
+    Bool,
+    /// A letter of none of the above: never matches a column.
+    Other(char),
+}
+
+impl ColumnType for Column {
+    fn from_char(value: char) -> Option<Self> {
+        Some(match value {
+            'T' => Column::Text,
+            'I' => Column::Integer,
+            'R' => Column::Float,
+            'B' => Column::Bool,
+            other => Column::Other(other),
+        })
+    }
+
+    fn to_char(&self) -> char {
+        match self {
+            Column::Text => 'T',
+            Column::Integer => 'I',
+            Column::Float => 'R',
+            Column::Bool => 'B',
+            Column::Other(c) => *c,
+        }
+    }
+}
+
+impl Column {
+    fn of(t: &Type) -> Column {
+        match *t {
+            Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => Column::Integer,
+            Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => Column::Float,
+            Type::BOOL => Column::Bool,
+            _ => Column::Text,
+        }
+    }
+}
 
 /// A client speaking the simple protocol, reporting errors as `SQLSTATE: message`.
 struct Db {
@@ -29,16 +81,17 @@ impl std::error::Error for DbError {}
 #[async_trait]
 impl sqllogictest::AsyncDB for Db {
     type Error = DbError;
-    type ColumnType = DefaultColumnType;
+    type ColumnType = Column;
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let messages =
-            self.client.simple_query(sql).await.map_err(|e| {
-                DbError(format!("{}: {}", common::sqlstate(&e), common::message(&e)))
-            })?;
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Column>, DbError> {
+        let failed = |e: tokio_postgres::Error| {
+            DbError(format!("{}: {}", common::sqlstate(&e), common::message(&e)))
+        };
+        let messages = self.client.simple_query(sql).await.map_err(failed)?;
         let mut rows = Vec::new();
         let mut columns = 0;
         let mut is_query = false;
+        let mut count = 0;
         for m in messages {
             match m {
                 SimpleQueryMessage::RowDescription(d) => {
@@ -58,17 +111,33 @@ impl sqllogictest::AsyncDB for Db {
                             .collect(),
                     );
                 }
+                SimpleQueryMessage::CommandComplete(n) => count = n,
                 _ => {}
             }
         }
-        if is_query {
-            Ok(DBOutput::Rows {
-                types: vec![DefaultColumnType::Any; columns],
-                rows,
-            })
-        } else {
-            Ok(DBOutput::StatementComplete(0))
+        if !is_query {
+            return Ok(DBOutput::StatementComplete(count));
         }
+        // The simple protocol's row description carries types tokio-postgres does not
+        // expose: describe the statement once more (extended protocol) for them.
+        let statement = self.client.prepare(sql).await.map_err(|e| {
+            DbError(format!(
+                "describing the query for its column types: {}",
+                failed(e)
+            ))
+        })?;
+        let types: Vec<Column> = statement
+            .columns()
+            .iter()
+            .map(|c| Column::of(c.type_()))
+            .collect();
+        if types.len() != columns {
+            return Err(DbError(format!(
+                "the query returned {columns} columns, its description {}",
+                types.len()
+            )));
+        }
+        Ok(DBOutput::Rows { types, rows })
     }
 
     async fn shutdown(&mut self) {}
@@ -105,7 +174,19 @@ async fn run_file(path: &Path, client: Client, label: &str) -> Result<(), String
         async move { Ok(db) }
     });
     runner.add_label(label);
-    runner.with_column_validator(|_, _| true);
+    runner.with_column_validator(sqllogictest::strict_column_validator);
+    if label == "switchyard" && std::env::var_os("SWITCHYARD_SLT_UPDATE").is_some() {
+        return runner
+            .update_test_file(
+                path,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::strict_column_validator,
+            )
+            .await
+            .map_err(|e| format!("{label}: updating {}: {e}", path.display()));
+    }
     runner
         .run_file_async(path)
         .await

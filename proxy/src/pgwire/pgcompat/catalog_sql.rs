@@ -1,7 +1,7 @@
 //! Small rewrites of catalog-only queries (every table read is in pg_catalog or
 //! information_schema) that clients send and DataFusion cannot plan as written.
-//! Applied to the text before datafusion-postgres parses it; statements reading any
-//! other table are never changed.
+//! Applied to the statements [`super::prepare`] parsed; statements reading any other
+//! table are never changed.
 //!
 //! - `(information_schema._pg_expandarray(a)).x` → `unnest(a)`, `.n` →
 //!   `unnest(generate_series(1, array_length(a)))` (pgjdbc's key and index
@@ -56,28 +56,22 @@ const AGGREGATES: &[&str] = &[
     "last_value",
 ];
 
-/// `sql` rewritten as above; `None` when it is not catalog-only or nothing changed.
-pub fn rewrite(sql: &str) -> Option<String> {
+/// Rewrites `statements` (parsed from `sql`) as above when every one is catalog-only;
+/// true when anything changed.
+pub fn rewrite(sql: &str, statements: &mut [Statement]) -> bool {
     let lower = sql.to_ascii_lowercase();
     // Catalog tables may be named without their schema (`pg_type`, as npgsql does).
     if !lower.contains("pg_") && !lower.contains("information_schema") {
-        return None;
+        return false;
     }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     if !statements.iter().all(catalog_only) {
-        return None;
+        return false;
     }
     let mut visitor = Rewriter { changed: false };
     for statement in statements.iter_mut() {
         let _ = statement.visit(&mut visitor);
     }
-    visitor.changed.then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    visitor.changed
 }
 
 fn catalog_only(statement: &Statement) -> bool {
@@ -670,7 +664,13 @@ impl VisitorMut for Rewriter {
 
 #[cfg(test)]
 mod tests {
-    use super::rewrite;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewrite(sql: &str) -> Option<String> {
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        super::rewrite(sql, &mut statements).then(|| crate::pgwire::pgcompat::text(&statements))
+    }
 
     #[test]
     fn expandarray_becomes_unnest() {

@@ -22,9 +22,9 @@ use datafusion::sql::sqlparser::ast::{
 /// have two equal names.
 const USER_FUNCTIONS: &[&str] = &["current_user", "session_user", "current_role", "user"];
 
-/// The text of `statements` with their SELECT-list items named as PostgreSQL names
-/// them; `None` when nothing changes.
-pub fn name(mut statements: Vec<Statement>) -> Option<String> {
+/// Names the SELECT-list items of `statements` as PostgreSQL names them; true when
+/// anything changed.
+pub fn name(statements: &mut [Statement]) -> bool {
     let mut namer = Namer { changed: false };
     for statement in statements.iter_mut() {
         if reads_catalog(statement) {
@@ -32,13 +32,7 @@ pub fn name(mut statements: Vec<Statement>) -> Option<String> {
         }
         let _ = statement.visit(&mut namer);
     }
-    namer.changed.then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    namer.changed
 }
 
 fn reads_catalog(statement: &Statement) -> bool {
@@ -224,7 +218,8 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewrite(sql: &str) -> Option<String> {
-        super::name(Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap())
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
+        super::name(&mut statements).then(|| crate::pgwire::pgcompat::text(&statements))
     }
 
     fn named(sql: &str) -> String {

@@ -11,8 +11,6 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     Expr, ObjectName, Query, SelectItem, SetExpr, Visit, Visitor,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use pgwire::error::{ErrorInfo, PgWireError};
 
 /// A relation's name parts, lower-cased as PostgreSQL folds them.
@@ -68,20 +66,9 @@ impl Visitor for Scan {
     }
 }
 
-/// The text to run for `sql`: an error if datafusion-postgres would rewrite it into a
-/// different question, else the text with PostgreSQL's column names where it needs
-/// them (`None`: unchanged). One parse serves both, on every statement's way in.
-pub fn check_and_name(sql: &str) -> Result<Option<String>, PgWireError> {
-    // Unparsable text is reported by the normal path with its own error.
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-        return Ok(None);
-    };
-    check(&statements)?;
-    Ok(crate::pgwire::pgcompat::column_names::name(statements))
-}
-
-/// The error for `statements`, if they would be rewritten into a different question.
-fn check(statements: &[datafusion::sql::sqlparser::ast::Statement]) -> Result<(), PgWireError> {
+/// The error for `statements`, if datafusion-postgres would rewrite them into a
+/// different question.
+pub fn check(statements: &[datafusion::sql::sqlparser::ast::Statement]) -> Result<(), PgWireError> {
     let mut scan = Scan::default();
     for statement in statements {
         let _ = statement.visit(&mut scan);
@@ -102,7 +89,7 @@ fn check(statements: &[datafusion::sql::sqlparser::ast::Statement]) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    use super::check_and_name as check;
+    use crate::pgwire::pgcompat::prepare as check;
 
     #[test]
     fn user_queries_with_select_list_subqueries_are_refused() {

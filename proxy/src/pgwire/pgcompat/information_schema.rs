@@ -97,9 +97,18 @@ fn scan_of(batch: RecordBatch, projection: Option<&Vec<usize>>) -> Result<Arc<dy
         .map(|e| e as Arc<dyn ExecutionPlan>)
 }
 
-/// `schema` with `udt_schema` and `udt_name` added.
+/// `schema` with `udt_schema` and `udt_name` added, and DataFusion's UInt64 counts
+/// (`ordinal_position`, `character_maximum_length`, ...) as PostgreSQL's
+/// `cardinal_number`, an integer.
 fn with_udt(schema: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::UInt64 => f.as_ref().clone().with_data_type(DataType::Int32),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
     fields.push(Field::new("udt_schema", DataType::Utf8, true));
     fields.push(Field::new("udt_name", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
@@ -206,12 +215,18 @@ impl Columns {
         let inner_schema = self.inner.schema();
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for (i, field) in inner_schema.fields().iter().enumerate() {
-            columns.push(match field.name().as_str() {
+            let column: ArrayRef = match field.name().as_str() {
                 "data_type" => Arc::new(StringArray::from(data_type.clone())),
                 "is_nullable" => Arc::new(StringArray::from(nullable.clone())),
                 "column_default" => Arc::new(StringArray::from(default.clone())),
                 "character_maximum_length" => Arc::new(UInt64Array::from(max_length.clone())),
                 _ => Arc::clone(batch.column(i)),
+            };
+            let planned = self.schema.field(i).data_type();
+            columns.push(if column.data_type() == planned {
+                column
+            } else {
+                datafusion::arrow::compute::cast(&column, planned)?
             });
         }
         columns.push(Arc::new(StringArray::from(udt_schema)));

@@ -177,7 +177,7 @@ impl ExtendedQueryHandler for QueryService {
     }
 }
 
-/// datafusion-postgres's parser behind [`pgcompat::guard::check_and_name`]; one
+/// datafusion-postgres's parser behind [`pgcompat::prepare`]; one
 /// statement per Parse.
 pub struct GuardedParser {
     inner: Arc<<DfSessionService as ExtendedQueryHandler>::QueryParser>,
@@ -199,7 +199,7 @@ impl QueryParser for GuardedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let started = Instant::now();
-        let rewritten = pgcompat::guard::check_and_name(sql)?;
+        let rewritten = pgcompat::prepare(sql)?;
         let texts = QueryText::from_sql(sql);
         if texts.stacked() > 1 {
             let e = EngineError::coded(
@@ -212,8 +212,6 @@ impl QueryParser for GuardedParser {
             return Err(pg_error(e));
         }
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = texts;
-        let rewritten =
-            pgcompat::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(sql)).or(rewritten);
         let parsed = self
             .inner
             .parse_sql(client, rewritten.as_deref().unwrap_or(sql), types)

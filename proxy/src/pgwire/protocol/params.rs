@@ -245,7 +245,7 @@ fn text_of_binary(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
         )
     };
     match t {
-        Some(&Type::UUID) => switchyard_connectors::pg_rows::uuid_text(value)
+        Some(&Type::UUID) => switchyard_connectors::postgres::rows::uuid_text(value)
             .map(Bytes::from)
             .ok_or_else(|| bad("uuid is 16 bytes")),
         Some(&Type::UUID_ARRAY) => array_text_of_binary(&Type::UUID, value),

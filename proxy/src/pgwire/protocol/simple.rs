@@ -52,9 +52,7 @@ impl SimpleQueryHandler for QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        let rewritten = pgcompat::guard::check_and_name(query)?;
-        let rewritten =
-            pgcompat::catalog_sql::rewrite(rewritten.as_deref().unwrap_or(query)).or(rewritten);
+        let rewritten = pgcompat::prepare(query)?;
         // The analyser reads the text as sent: a rewrite drops comments.
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryText::from_sql(query);
         let query = rewritten.as_deref().unwrap_or(query);

@@ -28,7 +28,7 @@ use pgwire::messages::response::TransactionStatus;
 
 use switchyard_engine::transaction::{Block, SavepointOp, Transaction};
 
-use crate::pgwire::protocol::errors::pg_error;
+use crate::pgwire::protocol::errors::{df_error, pg_error};
 
 /// The per-session hook over the engine's transaction state; see the module documentation.
 #[derive(Debug, Default)]
@@ -114,16 +114,21 @@ fn is_show_isolation(statement: &Statement) -> bool {
     }
 }
 
-/// The one row of `SHOW TRANSACTION ISOLATION LEVEL`.
-fn isolation_level() -> Response {
-    use datafusion::arrow::array::StringArray;
+/// The columns of `SHOW TRANSACTION ISOLATION LEVEL`.
+fn isolation_schema() -> datafusion::arrow::datatypes::SchemaRef {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::arrow::record_batch::RecordBatch;
-    let schema = Arc::new(Schema::new(vec![Field::new(
+    Arc::new(Schema::new(vec![Field::new(
         "transaction_isolation",
         DataType::Utf8,
         false,
-    )]));
+    )]))
+}
+
+/// The one row of `SHOW TRANSACTION ISOLATION LEVEL`.
+fn isolation_level() -> Response {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::record_batch::RecordBatch;
+    let schema = isolation_schema();
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![Arc::new(StringArray::from(vec!["read committed"]))],
@@ -173,13 +178,24 @@ impl QueryHook for TransactionHook {
         _session_context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        // A plan with no columns; Execute answers (below).
-        (is_savepoint_statement(statement) || is_show_isolation(statement)).then(|| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        // A plan of the answer's columns (Describe reads them); Execute answers (below).
+        let schema = if is_show_isolation(statement) {
+            isolation_schema()
+        } else if is_savepoint_statement(statement) {
+            Arc::new(datafusion::arrow::datatypes::Schema::empty())
+        } else {
+            return None;
+        };
+        Some(
+            DFSchema::try_from(schema)
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(EmptyRelation {
+                        produce_one_row: false,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(df_error),
+        )
     }
 
     async fn handle_extended_query(

@@ -104,7 +104,7 @@ impl SQLTable for QueryTable {
     }
 
     fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
-        Some(Box::new(crate::derived_names::name_derived_columns))
+        Some(Box::new(super::derived_names::name_derived_columns))
     }
 
     fn ast_analyzer(&self) -> Option<AstAnalyzer> {

@@ -7,7 +7,7 @@
 //! wherever it is used as text: in a function, an operator, a comparison with
 //! another kind of column. A bare output column, `IS NULL`, and a uuid or jsonb
 //! column compared with literals (or with a column of its own type) stay as they
-//! are, so the origin can use its indexes. Runs after [`crate::derived_names`].
+//! are, so the origin can use its indexes. Runs after [`super::derived_names`].
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use datafusion::common::{DFSchema, Result};
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Cast, Expr, LogicalPlan, Operator};
 
-use crate::postgres::PG_TYPE_KEY;
+use crate::columns::PG_TYPE_KEY;
 
 /// `plan` with the text casts of uuid, json and jsonb columns restored.
 pub fn restore_text_casts(plan: LogicalPlan) -> Result<LogicalPlan> {

@@ -17,15 +17,12 @@
 //! `logical_optimizer`), after federation has renamed the tables to the origin's own
 //! names: earlier, that renaming would change the columns' names and not the aliases.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, Result, TableReference};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, SubqueryAlias};
-use datafusion_federation::sql::{LogicalOptimizer, RemoteTable, SQLTable};
 
 /// `plan` with the columns of every derived table named after themselves.
 pub fn name_derived_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
@@ -258,30 +255,6 @@ fn named_outputs(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
             )?)))
         }
         _ => Ok(None),
-    }
-}
-
-/// A table of a SQL origin whose SQL gets [`name_derived_columns`].
-#[derive(Debug)]
-pub struct OriginTable(pub RemoteTable);
-
-impl SQLTable for OriginTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn table_reference(&self) -> TableReference {
-        SQLTable::table_reference(&self.0)
-    }
-
-    fn schema(&self) -> SchemaRef {
-        SQLTable::schema(&self.0)
-    }
-
-    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
-        Some(Box::new(|plan| {
-            crate::text_casts::restore_text_casts(name_derived_columns(plan)?)
-        }))
     }
 }
 

@@ -201,18 +201,9 @@ impl<'a> FromSql<'a> for Text {
 
 /// A uuid's text (`a0eebc99-9c0b-...`) from its 16 bytes.
 pub fn uuid_text(bytes: &[u8]) -> Option<String> {
-    if bytes.len() != 16 {
-        return None;
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+    uuid::Uuid::from_slice(bytes)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
 }
 
 /// An interval as PostgreSQL sends it.

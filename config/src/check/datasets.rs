@@ -1,0 +1,295 @@
+//! `datasets:`: what each origin exposes, under which schema and name, and declared columns.
+
+use std::collections::HashMap;
+
+use super::{is_identifier, known, line, Checker, RESERVED_SCHEMAS};
+use crate::raw::{self};
+use crate::{ColumnType, Dataset, DatasetSource, DeclaredColumn, Origin, OriginKind, Result};
+
+impl Checker<'_> {
+    pub(super) fn datasets(
+        &self,
+        raw: &indexmap::IndexMap<String, raw::RawDataset>,
+        origins: &[Origin],
+    ) -> Result<Vec<Dataset>> {
+        let mut out: Vec<Dataset> = Vec::new();
+        let mut seen: HashMap<String, Option<u64>> = HashMap::new();
+        for (key, d) in raw {
+            let at = line(&d.origin);
+            let Some(origin) = origins.iter().find(|o| o.name == d.origin.value) else {
+                return Err(self.err(
+                    at,
+                    format!("dataset {key}: unknown origin {}", d.origin.value),
+                    format!(
+                        "define it under origins: (known: {})",
+                        known(origins.iter().map(|o| &o.name))
+                    ),
+                ));
+            };
+            let (schema, single) = match key.split_once('.') {
+                Some((s, t)) => (s, Some(t)),
+                None => (key.as_str(), None),
+            };
+            for part in std::iter::once(schema).chain(single) {
+                if !is_identifier(part) {
+                    return Err(self.err(
+                        at,
+                        format!("dataset name {key:?} is not schema or schema.table"),
+                        "use lower-case letters, digits and _ (one dot at most)",
+                    ));
+                }
+            }
+            if RESERVED_SCHEMAS.contains(&schema) {
+                return Err(self.err(
+                    at,
+                    format!("dataset {key}: schema {schema} is reserved"),
+                    "pick another schema name",
+                ));
+            }
+            let filters: Vec<_> = d.filters.clone().unwrap_or_default().into_iter().collect();
+            for (col, _) in &filters {
+                if !is_identifier(col) {
+                    return Err(self.err(
+                        at,
+                        format!("dataset {key}: filter column {col:?} is not a plain column name"),
+                        "use the column's lower-case name",
+                    ));
+                }
+            }
+            let is_mongo = matches!(origin.kind, OriginKind::Mongodb(_));
+            let columns = self.columns(key, d, is_mongo, single.is_some())?;
+            let mut tables = Vec::new();
+            if let Some(pipeline) = &d.pipeline {
+                if !is_mongo {
+                    return Err(self.err(
+                        line(pipeline),
+                        format!("dataset {key}: pipeline: is for mongodb origins"),
+                        "use query: with SQL for this origin",
+                    ));
+                }
+                let (Some(name), Some(collection), None, None) =
+                    (single, &d.table, &d.tables, &d.query)
+                else {
+                    return Err(self.err(
+                        line(pipeline),
+                        format!(
+                            "dataset {key}: a pipeline dataset names one table and its collection"
+                        ),
+                        format!("name it {schema}.<table> and add table: <collection>"),
+                    ));
+                };
+                if !filters.is_empty() {
+                    return Err(self.err(
+                        at,
+                        format!("dataset {key}: filters apply to tables, not pipelines"),
+                        "put the condition in a $match stage",
+                    ));
+                }
+                let text = match &pipeline.value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let stages: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    self.err(
+                        line(pipeline),
+                        format!("dataset {key}: pipeline is not JSON: {e}"),
+                        "write the stages as a JSON array or a YAML list",
+                    )
+                })?;
+                let ok = stages.as_array().is_some_and(|a| {
+                    a.iter()
+                        .all(|s| s.as_object().is_some_and(|o| o.len() == 1))
+                });
+                if !ok {
+                    return Err(self.err(
+                        line(pipeline),
+                        format!("dataset {key}: pipeline must be a list of stages, each one {{\"$stage\": ...}}"),
+                        "e.g. [{\"$match\": {\"status\": \"A\"}}]",
+                    ));
+                }
+                tables.push((
+                    name.to_string(),
+                    DatasetSource::Pipeline {
+                        collection: collection.value.clone(),
+                        pipeline: stages.to_string(),
+                    },
+                    line(pipeline),
+                ));
+            } else {
+                if is_mongo && d.query.is_some() {
+                    return Err(self.err(
+                        at,
+                        format!("dataset {key}: mongodb origins run pipelines, not SQL queries"),
+                        "use table: <collection> with pipeline: [...]",
+                    ));
+                }
+                match (single, &d.tables, &d.table, &d.query) {
+                    (None, Some(list), None, None) => {
+                        if list.is_empty() {
+                            return Err(self.err(
+                                at,
+                                format!("dataset {key}: tables is empty"),
+                                "list at least one table",
+                            ));
+                        }
+                        for t in list {
+                            let name = t.value.rsplit('.').next().unwrap_or(&t.value).to_string();
+                            if !is_identifier(&name) {
+                                return Err(self.err(
+                                    line(t),
+                                    format!("dataset {key}: table name {:?} is not plain", t.value),
+                                    "use lower-case letters, digits and _",
+                                ));
+                            }
+                            tables.push((
+                                name,
+                                DatasetSource::Table {
+                                    table: t.value.clone(),
+                                    filters: filters.clone(),
+                                },
+                                line(t),
+                            ));
+                        }
+                    }
+                    (Some(name), None, Some(table), None) => {
+                        tables.push((
+                            name.to_string(),
+                            DatasetSource::Table {
+                                table: table.value.clone(),
+                                filters,
+                            },
+                            at,
+                        ));
+                    }
+                    (Some(name), None, None, Some(query)) => {
+                        if !filters.is_empty() {
+                            return Err(self.err(
+                                at,
+                                format!("dataset {key}: filters apply to tables, not queries"),
+                                "put the condition in the query's WHERE clause",
+                            ));
+                        }
+                        if matches!(origin.kind, OriginKind::Files { .. }) {
+                            return Err(self.err(
+                                line(query),
+                                format!(
+                                    "dataset {key}: origin {} holds files and cannot run a query",
+                                    origin.name
+                                ),
+                                "use table: <file name> instead",
+                            ));
+                        }
+                        let sql = self.expand(query, &format!("datasets.{key}.query"))?;
+                        tables.push((name.to_string(), DatasetSource::Query(sql), line(query)));
+                    }
+                    (None, _, _, _) => {
+                        return Err(self.err(at, format!("dataset {key} names a schema, so it needs `tables: [...]`"), format!("add tables: [...], or name one table as {key}.<table> with table: or query:")));
+                    }
+                    (Some(_), _, _, _) => {
+                        return Err(self.err(at, format!("dataset {key} names one table, so it needs exactly one of `table:` or `query:`"), format!("use table: <origin table> or query: <SQL>; for a list, name the dataset by its schema ({schema})")));
+                    }
+                }
+            }
+            for (name, source, at) in tables {
+                let qualified = format!("{schema}.{name}");
+                if let Some(first) = seen.get(&qualified) {
+                    let first = first
+                        .map(|l| format!(" (first defined at line {l})"))
+                        .unwrap_or_default();
+                    return Err(self.err(
+                        at,
+                        format!("dataset {qualified} is defined twice{first}"),
+                        "remove one of them or give it another name",
+                    ));
+                }
+                seen.insert(qualified, at);
+                out.push(Dataset {
+                    schema: schema.to_string(),
+                    name,
+                    origin: origin.name.clone(),
+                    source,
+                    line: at,
+                    columns: columns.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The declared columns of a dataset (MongoDB only; one-table datasets).
+    pub(super) fn columns(
+        &self,
+        key: &str,
+        d: &raw::RawDataset,
+        is_mongo: bool,
+        single: bool,
+    ) -> Result<Vec<DeclaredColumn>> {
+        let Some(list) = &d.columns else {
+            return Ok(vec![]);
+        };
+        let at = line(&d.origin);
+        if !is_mongo {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: columns: is for mongodb origins"),
+                "remove columns:; other origins report their own columns",
+            ));
+        }
+        if !single {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: columns: needs a one-table dataset"),
+                format!("declare the columns on {key}.<table> with table: <collection>"),
+            ));
+        }
+        let mut out: Vec<DeclaredColumn> = Vec::new();
+        for c in list {
+            if !is_identifier(&c.name.value) {
+                return Err(self.err(
+                    line(&c.name),
+                    format!("dataset {key}: column name {:?} is not plain", c.name.value),
+                    "use lower-case letters, digits and _",
+                ));
+            }
+            if out.iter().any(|o| o.name == c.name.value) {
+                return Err(self.err(
+                    line(&c.name),
+                    format!("dataset {key}: column {} is declared twice", c.name.value),
+                    "remove one of them",
+                ));
+            }
+            let Some(sql_type) = ColumnType::parse(&c.sql_type.value) else {
+                return Err(self.err(
+                    line(&c.sql_type),
+                    format!("dataset {key}: column {}: unknown type {:?}", c.name.value, c.sql_type.value),
+                    "use int2, int4, int8, float4, float8, numeric(p,s), text, bool, date, timestamp, timestamptz, jsonb, or T[] of a scalar",
+                ));
+            };
+            let path = c
+                .path
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_else(|| c.name.value.clone());
+            if path.is_empty() || path.split('.').any(|p| p.is_empty() || p.starts_with('$')) {
+                return Err(self.err(
+                    c.path.as_ref().map(line).unwrap_or(line(&c.name)),
+                    format!("dataset {key}: column {}: bad path {path:?}", c.name.value),
+                    "write a dotted field path such as address.city",
+                ));
+            }
+            out.push(DeclaredColumn {
+                name: c.name.value.clone(),
+                sql_type,
+                path,
+            });
+        }
+        if out.is_empty() {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: columns: is empty"),
+                "declare at least one column, or remove columns: to infer them",
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,104 @@
+//! What the SQL origins (PostgreSQL, SQLite) share: quoting of table names, the
+//! SQL of a dataset's `filters:`, query datasets ([`QueryTable`]) and the rewrites
+//! each origin's part of a plan gets before it is unparsed ([`OriginTable`]:
+//! [`derived_names`], [`text_casts`]).
+
+pub mod derived_names;
+mod query_table;
+mod text_casts;
+
+use std::any::Any;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
+use datafusion_federation::sql::{LogicalOptimizer, RemoteTable, SQLTable};
+
+pub(crate) use query_table::QueryTable;
+
+/// A table of a SQL origin whose SQL gets [`derived_names::name_derived_columns`] and [`text_casts::restore_text_casts`].
+#[derive(Debug)]
+pub struct OriginTable(pub RemoteTable);
+
+impl SQLTable for OriginTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_reference(&self) -> TableReference {
+        SQLTable::table_reference(&self.0)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        SQLTable::schema(&self.0)
+    }
+
+    fn logical_optimizer(&self) -> Option<LogicalOptimizer> {
+        Some(Box::new(|plan| {
+            text_casts::restore_text_casts(derived_names::name_derived_columns(plan)?)
+        }))
+    }
+}
+
+/// The name federation writes for a query dataset before it is replaced by the query.
+pub fn placeholder(local_name: &str) -> String {
+    format!("sy_{}", local_name.replace('.', "_"))
+}
+
+/// `a` or `a.b` as a table reference (names are taken literally, not case-folded).
+pub fn parse_table_name(name: &str) -> TableReference {
+    match name.split_once('.') {
+        Some((schema, table)) => TableReference::partial(schema, table),
+        None => TableReference::bare(name),
+    }
+}
+
+/// The reference with each part double-quoted.
+pub fn quoted(reference: &TableReference) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    match reference.schema() {
+        Some(schema) => format!("{}.{}", q(schema), q(reference.table())),
+        None => q(reference.table()),
+    }
+}
+
+/// `SELECT * FROM <table> WHERE "col" = <literal> AND ...` for a dataset's `filters:`.
+pub fn filtered_table_sql(
+    table: &str,
+    filters: &[(String, switchyard_config::FilterValue)],
+) -> String {
+    use switchyard_config::FilterValue;
+    let conditions: Vec<String> = filters
+        .iter()
+        .map(|(col, v)| {
+            let literal = match v {
+                FilterValue::Bool(b) => b.to_string().to_uppercase(),
+                FilterValue::Int(i) => i.to_string(),
+                FilterValue::Float(f) => f.to_string(),
+                FilterValue::Text(s) => format!("'{}'", s.replace('\'', "''")),
+            };
+            format!("\"{}\" = {literal}", col.replace('"', "\"\""))
+        })
+        .collect();
+    format!("SELECT * FROM {table} WHERE {}", conditions.join(" AND "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_config::FilterValue;
+
+    #[test]
+    fn filters_are_quoted_literals() {
+        let sql = filtered_table_sql(
+            "\"public\".\"t\"",
+            &[
+                ("status".into(), FilterValue::Int(1)),
+                ("name".into(), FilterValue::Text("o'brien".into())),
+            ],
+        );
+        assert_eq!(
+            sql,
+            "SELECT * FROM \"public\".\"t\" WHERE \"status\" = 1 AND \"name\" = 'o''brien'"
+        );
+    }
+}

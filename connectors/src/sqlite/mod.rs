@@ -1,0 +1,225 @@
+//! SQLite origins (and the local store's file): federated through our own
+//! streaming executor, with schemas taken from the declared column types rather
+//! than guessed from the first row.
+//!
+//! datafusion-table-providers' SQLite reader builds a whole result as one batch and,
+//! when that panics (a result over 2 GiB of text), kills its only connection until
+//! restart. Here each query opens its own read-only connection on a blocking thread
+//! and sends `BATCH_ROWS`-row batches through a bounded channel, so memory stays flat,
+//! a dropped stream interrupts SQLite, and a failure ends only its own statement.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::dialect::SQLiteDialect;
+use datafusion_federation::sql::{
+    RemoteTable, RemoteTableRef, SQLFederationProvider, SQLTableSource,
+};
+use datafusion_federation::FederatedTableProviderAdaptor;
+use switchyard_config::{Dataset, DatasetSource};
+
+use crate::origin::Origin;
+use crate::sql::{
+    filtered_table_sql, parse_table_name, placeholder, quoted, OriginTable, QueryTable,
+};
+use crate::{ConnectorError, Result};
+use exec::SqliteExecutor;
+
+mod exec;
+
+/// One SQLite database file.
+pub struct SqliteConnector {
+    origin: String,
+    path: PathBuf,
+    provider: Arc<SQLFederationProvider>,
+}
+
+impl std::fmt::Debug for SqliteConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteConnector")
+            .field("origin", &self.origin)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteConnector {
+    /// A connector for the file at `path`; opened on first use.
+    pub fn new(origin: &str, path: &Path) -> Self {
+        let executor = SqliteExecutor {
+            origin: origin.to_string(),
+            path: path.to_path_buf(),
+            readers: Arc::default(),
+        };
+        SqliteConnector {
+            origin: origin.to_string(),
+            path: path.to_path_buf(),
+            provider: Arc::new(SQLFederationProvider::new(Arc::new(executor))),
+        }
+    }
+
+    /// Names of the tables in the file.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        table_names(&self.origin, &self.path)
+    }
+
+    /// The Arrow schema of the rows `sql` returns, from SQLite's declared column types.
+    pub fn describe(&self, sql: &str) -> Result<SchemaRef> {
+        describe(&self.origin, &self.path, sql)
+    }
+
+    /// A federated table for a dataset; `local_name` is `schema.table` as clients see it.
+    fn federated(
+        &self,
+        local_name: &str,
+        source: &DatasetSource,
+    ) -> Result<Arc<dyn TableProvider>> {
+        if !self.path.is_file() {
+            return Err(ConnectorError::Unreachable {
+                origin: self.origin.clone(),
+                message: format!("{} does not exist", self.path.display()),
+            });
+        }
+        let table: Arc<dyn datafusion_federation::sql::SQLTable> = match source {
+            DatasetSource::Table { table, filters } if filters.is_empty() => {
+                let reference = parse_table_name(table);
+                let schema = self.describe(&format!("SELECT * FROM {}", quoted(&reference)))?;
+                Arc::new(OriginTable(RemoteTable::new(
+                    RemoteTableRef::from(reference),
+                    schema,
+                )))
+            }
+            DatasetSource::Table { table, filters } => {
+                let sql = filtered_table_sql(&quoted(&parse_table_name(table)), filters);
+                self.query_table(local_name, &sql)?
+            }
+            DatasetSource::Query(sql) => self.query_table(local_name, sql)?,
+            DatasetSource::Pipeline { .. } => {
+                return Err(ConnectorError::DataFusion(DataFusionError::Plan(format!(
+                    "dataset {local_name}: pipelines are for mongodb origins"
+                ))))
+            }
+        };
+        let source = Arc::new(SQLTableSource::new_with_table(
+            Arc::clone(&self.provider),
+            table,
+        ));
+        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
+    }
+
+    fn query_table(
+        &self,
+        local_name: &str,
+        sql: &str,
+    ) -> Result<Arc<dyn datafusion_federation::sql::SQLTable>> {
+        let schema = self.describe(&format!("SELECT * FROM ({sql}) AS q"))?;
+        Ok(Arc::new(QueryTable::try_new(
+            placeholder(local_name),
+            sql,
+            &SQLiteDialect {},
+            schema,
+        )?))
+    }
+}
+
+pub(crate) fn open_readonly(origin: &str, path: &Path) -> Result<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+        |e| ConnectorError::Unreachable {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        },
+    )
+}
+
+pub(crate) fn sqlite_error(origin: &str, e: rusqlite::Error) -> ConnectorError {
+    let message = e.to_string();
+    if message.contains("no such table") {
+        ConnectorError::NotFound {
+            origin: origin.to_string(),
+            object: message.trim_start_matches("no such table: ").to_string(),
+        }
+    } else if message.contains("interrupted") {
+        ConnectorError::DataFusion(DataFusionError::Execution(format!(
+            "origin {origin}: query interrupted"
+        )))
+    } else {
+        ConnectorError::Origin {
+            origin: origin.to_string(),
+            code: "42000".into(),
+            message,
+        }
+    }
+}
+
+pub(crate) fn table_names(origin: &str, path: &Path) -> Result<Vec<String>> {
+    let conn = open_readonly(origin, path)?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(|e| sqlite_error(origin, e))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| sqlite_error(origin, e))?;
+    names
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| sqlite_error(origin, e))
+}
+
+pub(crate) fn describe(origin: &str, path: &Path, sql: &str) -> Result<SchemaRef> {
+    let conn = open_readonly(origin, path)?;
+    let stmt = conn.prepare(sql).map_err(|e| sqlite_error(origin, e))?;
+    let fields: Vec<Field> = stmt
+        .columns()
+        .iter()
+        .map(|c| Field::new(c.name(), affinity_type(c.decl_type()), true))
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+#[async_trait]
+impl Origin for SqliteConnector {
+    fn name(&self) -> &str {
+        &self.origin
+    }
+
+    async fn table(&self, dataset: &Dataset) -> Result<Arc<dyn TableProvider>> {
+        self.federated(&dataset.qualified_name(), &dataset.source)
+    }
+}
+
+/// SQLite's type-affinity rules (https://sqlite.org/datatype3.html §3.1) mapped to Arrow.
+fn affinity_type(declared: Option<&str>) -> DataType {
+    let d = declared.unwrap_or("").to_ascii_uppercase();
+    if d.contains("INT") {
+        DataType::Int64
+    } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
+        DataType::Utf8
+    } else if d.contains("BLOB") {
+        DataType::Binary
+    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
+        DataType::Float64
+    } else if d.contains("BOOL") {
+        DataType::Boolean
+    } else if d.is_empty() {
+        // Expressions carry no declared type: text is the lossless choice.
+        DataType::Utf8
+    } else {
+        DataType::Float64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_follows_sqlite_rules() {
+        assert_eq!(affinity_type(Some("integer")), DataType::Int64);
+        assert_eq!(affinity_type(Some("VARCHAR(20)")), DataType::Utf8);
+        assert_eq!(affinity_type(Some("double precision")), DataType::Float64);
+        assert_eq!(affinity_type(None), DataType::Utf8);
+    }
+}
