@@ -1,6 +1,7 @@
 //! Connector errors, each with the SQLSTATE a client should see.
 
 use datafusion::error::DataFusionError;
+use switchyard_sqlstate::SqlState;
 
 /// Result alias for connector operations.
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
@@ -30,7 +31,7 @@ pub enum ConnectorError {
         /// Origin name.
         origin: String,
         /// The origin's SQLSTATE.
-        code: String,
+        code: SqlState,
         /// The origin's message.
         message: String,
     },
@@ -79,16 +80,16 @@ pub enum ConnectorError {
 
 impl ConnectorError {
     /// The SQLSTATE for this error.
-    pub fn sqlstate(&self) -> &str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            ConnectorError::Unreachable { .. } => "08001",
-            ConnectorError::ConnectionLost { .. } => "08006",
-            ConnectorError::Origin { code, .. } => code,
-            ConnectorError::NotFound { .. } => "42P01",
-            ConnectorError::UnsupportedType { .. } => "0A000",
-            ConnectorError::WrongType { .. } => "42804",
-            ConnectorError::NoSchema { .. } => "42P18",
-            ConnectorError::DataFusion(_) => "XX000",
+            ConnectorError::Unreachable { .. } => SqlState::UNABLE_TO_CONNECT,
+            ConnectorError::ConnectionLost { .. } => SqlState::CONNECTION_FAILURE,
+            ConnectorError::Origin { code, .. } => *code,
+            ConnectorError::NotFound { .. } => SqlState::UNDEFINED_TABLE,
+            ConnectorError::UnsupportedType { .. } => SqlState::FEATURE_NOT_SUPPORTED,
+            ConnectorError::WrongType { .. } => SqlState::DATATYPE_MISMATCH,
+            ConnectorError::NoSchema { .. } => SqlState::INDETERMINATE_DATATYPE,
+            ConnectorError::DataFusion(_) => SqlState::INTERNAL_ERROR,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! read-only under the `local` schema, and Switchyard (or the demo) writes them.
 
 use std::path::{Path, PathBuf};
+use switchyard_sqlstate::SqlState;
 
 use crate::sqlite::SqliteConnector;
 use crate::{ConnectorError, Result};
@@ -47,7 +48,7 @@ impl LocalStore {
             })?;
         conn.execute_batch(sql).map_err(|e| ConnectorError::Origin {
             origin: LOCAL_SCHEMA.into(),
-            code: "42000".into(),
+            code: SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
             message: e.to_string(),
         })
     }

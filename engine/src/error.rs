@@ -72,7 +72,7 @@ impl EngineError {
     /// The SQLSTATE a client sees.
     pub fn sqlstate(&self) -> SqlState {
         match self {
-            EngineError::Refused(e) => safety_state(e),
+            EngineError::Refused(e) => e.sqlstate(),
             EngineError::Canceled | EngineError::Timeout => SqlState::QUERY_CANCELED,
             EngineError::RowCap { .. } | EngineError::ResultBytes { .. } => {
                 SqlState::PROGRAM_LIMIT_EXCEEDED
@@ -105,14 +105,6 @@ impl From<DataFusionError> for EngineError {
     }
 }
 
-fn safety_state(e: &SafetyError) -> SqlState {
-    SqlState::parse(e.sqlstate()).unwrap_or(SqlState::INTERNAL_ERROR)
-}
-
-fn connector_state(e: &ConnectorError) -> SqlState {
-    SqlState::parse(e.sqlstate()).unwrap_or(SqlState::INTERNAL_ERROR)
-}
-
 /// The SQLSTATE and message for an error raised while planning or running a statement.
 pub fn classify(error: &(dyn std::error::Error + 'static)) -> (SqlState, String) {
     // Look through wrappers (Context, Shared, External, ...) for the cause that names the code.
@@ -125,10 +117,10 @@ pub fn classify(error: &(dyn std::error::Error + 'static)) -> (SqlState, String)
             return (e.state, e.message.clone());
         }
         if let Some(e) = current.downcast_ref::<ConnectorError>() {
-            return (connector_state(e), e.to_string());
+            return (e.sqlstate(), e.to_string());
         }
         if let Some(e) = current.downcast_ref::<SafetyError>() {
-            return (safety_state(e), e.to_string());
+            return (e.sqlstate(), e.to_string());
         }
         if let Some(e) = current.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>() {
             return (SqlState::SYNTAX_ERROR, format!("syntax error: {e}"));

@@ -33,6 +33,8 @@ pub use guardrails::Limits;
 pub use pipeline::{Checked, Denied, Pipeline, StatementInput};
 pub use policy::{Policy, Principal};
 
+use switchyard_sqlstate::SqlState;
+
 /// Result alias for safety checks.
 pub type Result<T, E = SafetyError> = std::result::Result<T, E>;
 
@@ -101,16 +103,16 @@ pub enum SafetyError {
 
 impl SafetyError {
     /// The SQLSTATE a client should see.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
             SafetyError::TableDenied { .. }
             | SafetyError::ColumnDenied { .. }
             | SafetyError::FunctionDenied { .. }
-            | SafetyError::Injection { .. } => "42501",
-            SafetyError::ReadOnly { .. } => "25006",
-            SafetyError::UnfilteredWrite { .. } => "21000",
-            SafetyError::Cartesian { .. } => "54000",
-            SafetyError::RowFilter { .. } => "F0000",
+            | SafetyError::Injection { .. } => SqlState::INSUFFICIENT_PRIVILEGE,
+            SafetyError::ReadOnly { .. } => SqlState::READ_ONLY_SQL_TRANSACTION,
+            SafetyError::UnfilteredWrite { .. } => SqlState::CARDINALITY_VIOLATION,
+            SafetyError::Cartesian { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
+            SafetyError::RowFilter { .. } => SqlState::CONFIG_FILE_ERROR,
         }
     }
 }

@@ -158,13 +158,13 @@ async fn rbac_finds_denied_tables_wherever_they_hide() {
     ] {
         let (e, stage) = error("ann", sql).await;
         assert_eq!(stage, Stage::RbacGate, "{sql}");
-        assert_eq!(e.sqlstate(), "42501");
+        assert_eq!(e.sqlstate().code(), "42501");
         assert!(e.to_string().contains("sales.secrets"), "{e}");
     }
     let (e, _) = error("ann", "SELECT * FROM crm.notes").await;
     assert!(e.to_string().contains("crm.notes"));
     let (e, _) = error("nobody", "SELECT * FROM sales.orders").await;
-    assert_eq!(e.sqlstate(), "42501");
+    assert_eq!(e.sqlstate().code(), "42501");
     assert!(
         check("ann", "SELECT count(*) FROM information_schema.tables")
             .await
@@ -251,7 +251,7 @@ async fn statement_kinds_follow_privileges() {
         "EXPLAIN INSERT INTO sales.orders VALUES (9, 'x', 'y', 'z')",
     ] {
         let (e, stage) = error("ann", sql).await;
-        assert_eq!(e.sqlstate(), "25006", "{sql}: {e}");
+        assert_eq!(e.sqlstate().code(), "25006", "{sql}: {e}");
         assert_eq!(stage, Stage::AstChecker);
     }
     // A role with some write privileges gets 42501 for the others.
@@ -260,13 +260,13 @@ async fn statement_kinds_follow_privileges() {
         "INSERT INTO sales.orders VALUES (9, 'x', 'y', 'z')",
     )
     .await;
-    assert_eq!(e.sqlstate(), "42501");
+    assert_eq!(e.sqlstate().code(), "42501");
     assert!(check("writer", "DELETE FROM sales.orders WHERE id = 1")
         .await
         .is_ok());
     // DDL never, even for writers.
     let (e, _) = error("writer", "CREATE TABLE sales.y (id int)").await;
-    assert_eq!(e.sqlstate(), "25006");
+    assert_eq!(e.sqlstate().code(), "25006");
 }
 
 #[tokio::test]
@@ -293,7 +293,7 @@ async fn denied_functions_are_refused_by_name() {
             trailing_comment: false,
         })
         .expect("refused");
-    assert_eq!(denied.error.sqlstate(), "42501");
+    assert_eq!(denied.error.sqlstate().code(), "42501");
 }
 
 #[tokio::test]
@@ -353,7 +353,7 @@ async fn guardrails_cap_rows_and_refuse_cartesian_products_and_unfiltered_writes
     )
     .await;
     assert_eq!(stage, Stage::Guardrails);
-    assert_eq!(e.sqlstate(), "54000");
+    assert_eq!(e.sqlstate().code(), "54000");
     // A join condition (also written in WHERE) is no cartesian product; nor is a small one.
     assert!(check(
         "capped",
@@ -364,5 +364,5 @@ async fn guardrails_cap_rows_and_refuse_cartesian_products_and_unfiltered_writes
     assert!(check("capped", "SELECT count(*) FROM (SELECT id FROM sales.orders LIMIT 3) a CROSS JOIN (SELECT id FROM sales.orders LIMIT 3) b").await.is_ok());
     let (e, stage) = error("writer", "DELETE FROM sales.orders").await;
     assert_eq!(stage, Stage::Guardrails);
-    assert_eq!(e.sqlstate(), "21000");
+    assert_eq!(e.sqlstate().code(), "21000");
 }

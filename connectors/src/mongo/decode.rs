@@ -444,7 +444,7 @@ mod tests {
 
         let bad = vec![doc! {"_id": 7_i32, "n": "seven"}];
         let err = batch("m", &bad, &schema, &targets).unwrap_err();
-        assert_eq!(err.sqlstate(), "42804");
+        assert_eq!(err.sqlstate().code(), "42804");
         assert!(
             err.to_string()
                 .contains("expected int4, found string \"seven\" (document _id 7)"),

@@ -15,6 +15,7 @@ pub mod schema;
 mod translate;
 
 use std::sync::Arc;
+use switchyard_sqlstate::SqlState;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
@@ -385,12 +386,12 @@ pub(crate) fn error(origin: &str, e: mongodb::error::Error) -> ConnectorError {
         ErrorKind::Command(c) => ConnectorError::Origin {
             origin: origin.to_string(),
             // MongoDB's codes are not SQLSTATEs: report them in the message.
-            code: "XX000".into(),
+            code: SqlState::INTERNAL_ERROR,
             message: format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),
         },
         _ => ConnectorError::Origin {
             origin: origin.to_string(),
-            code: "XX000".into(),
+            code: SqlState::INTERNAL_ERROR,
             message: e.to_string(),
         },
     }

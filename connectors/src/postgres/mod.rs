@@ -9,6 +9,7 @@ pub mod rows;
 pub mod types;
 
 use std::sync::Arc;
+use switchyard_sqlstate::SqlState;
 
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
@@ -66,7 +67,9 @@ impl PostgresConnector {
                     .describe(&format!("SELECT * FROM {}", quoted(&reference)))
                     .await
                     .map_err(|e| match e {
-                        ConnectorError::Origin { code, .. } if code == "42P01" => {
+                        ConnectorError::Origin { code, .. }
+                            if code == SqlState::UNDEFINED_TABLE =>
+                        {
                             ConnectorError::NotFound {
                                 origin: self.pool.origin().to_string(),
                                 object: format!("table {table}"),

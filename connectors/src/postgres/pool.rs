@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use switchyard_sqlstate::SqlState;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -226,7 +227,7 @@ impl PgPool {
             // The server answered but refused us (bad password, no such database): pass its code on.
             Some(db) => ConnectorError::Origin {
                 origin: self.origin.clone(),
-                code: db.code().code().to_string(),
+                code: origin_state(db),
                 message: db.message().to_string(),
             },
             None => self.unreachable(&e),
@@ -237,7 +238,7 @@ impl PgPool {
         match e.as_db_error() {
             Some(db) => ConnectorError::Origin {
                 origin: self.origin.clone(),
-                code: db.code().code().to_string(),
+                code: origin_state(db),
                 message: db.message().to_string(),
             },
             None => ConnectorError::ConnectionLost {
@@ -375,4 +376,9 @@ fn to_batch(rows: &[Row], schema: &SchemaRef) -> DfResult<RecordBatch> {
         })
         .collect::<DfResult<Vec<_>>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// The SQLSTATE an origin sent (PostgreSQL's are always five characters).
+fn origin_state(db: &tokio_postgres::error::DbError) -> SqlState {
+    SqlState::parse(db.code().code()).unwrap_or(SqlState::INTERNAL_ERROR)
 }

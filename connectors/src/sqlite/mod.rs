@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use switchyard_sqlstate::SqlState;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -149,7 +150,7 @@ pub(crate) fn sqlite_error(origin: &str, e: rusqlite::Error) -> ConnectorError {
     } else {
         ConnectorError::Origin {
             origin: origin.to_string(),
-            code: "42000".into(),
+            code: SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
             message,
         }
     }
