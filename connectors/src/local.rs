@@ -4,6 +4,7 @@
 //! read-only under the `local` schema, and Switchyard (or the demo) writes them.
 
 use std::path::{Path, PathBuf};
+
 use switchyard_sqlstate::SqlState;
 
 use crate::sqlite::SqliteConnector;

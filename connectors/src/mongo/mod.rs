@@ -15,7 +15,6 @@ pub mod schema;
 mod translate;
 
 use std::sync::Arc;
-use switchyard_sqlstate::SqlState;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
@@ -29,6 +28,7 @@ use mongodb::bson::{Bson, Document};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 use switchyard_config::{DatasetSource, DeclaredColumn, FilterValue, MongoOrigin};
+use switchyard_sqlstate::SqlState;
 use tokio::sync::OnceCell;
 
 use crate::{ConnectorError, Result};

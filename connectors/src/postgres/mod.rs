@@ -9,26 +9,20 @@ pub mod rows;
 pub mod types;
 
 use std::sync::Arc;
-use switchyard_sqlstate::SqlState;
 
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
-use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect as PgParseDialect;
-use datafusion_federation::sql::{
-    RemoteTable, RemoteTableRef, SQLFederationProvider, SQLTableSource,
-};
-use datafusion_federation::FederatedTableProviderAdaptor;
+use datafusion_federation::sql::SQLFederationProvider;
 use switchyard_config::{Dataset, DatasetSource, PostgresOrigin};
+use switchyard_sqlstate::SqlState;
 
 pub use exec::PgExecutor;
 pub use pool::PgPool;
 
 use crate::facts::{Resolve, TableFacts};
 use crate::origin::Origin;
-use crate::sql::{
-    filtered_table_sql, parse_table_name, placeholder, quoted, OriginTable, QueryTable,
-};
+use crate::sql::{parse_table_name, DatasetSql};
 use crate::{ConnectorError, Result};
 
 /// One PostgreSQL origin: its pool and federation provider.
@@ -59,62 +53,23 @@ impl PostgresConnector {
         local_name: &str,
         source: &DatasetSource,
     ) -> Result<Arc<dyn TableProvider>> {
-        let table: Arc<dyn datafusion_federation::sql::SQLTable> = match source {
-            DatasetSource::Table { table, filters } if filters.is_empty() => {
-                let reference = parse_table_name(table);
-                let schema = self
-                    .pool
-                    .describe(&format!("SELECT * FROM {}", quoted(&reference)))
-                    .await
-                    .map_err(|e| match e {
-                        ConnectorError::Origin { code, .. }
-                            if code == SqlState::UNDEFINED_TABLE =>
-                        {
-                            ConnectorError::NotFound {
-                                origin: self.pool.origin().to_string(),
-                                object: format!("table {table}"),
-                            }
-                        }
-                        other => other,
-                    })?;
-                Arc::new(OriginTable(RemoteTable::new(
-                    RemoteTableRef::from(reference),
-                    schema,
-                )))
-            }
-            DatasetSource::Table { table, filters } => {
-                let sql = filtered_table_sql(&quoted(&parse_table_name(table)), filters);
-                self.query_table(local_name, &sql).await?
-            }
-            DatasetSource::Query(sql) => self.query_table(local_name, sql).await?,
-            DatasetSource::Pipeline { .. } => {
-                return Err(ConnectorError::DataFusion(DataFusionError::Plan(format!(
-                    "dataset {local_name}: pipelines are for mongodb origins"
-                ))))
-            }
-        };
-        let source = Arc::new(SQLTableSource::new_with_table(
-            Arc::clone(&self.provider),
-            table,
-        ));
-        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
-    }
-
-    async fn query_table(
-        &self,
-        local_name: &str,
-        sql: &str,
-    ) -> Result<Arc<dyn datafusion_federation::sql::SQLTable>> {
+        let wanted = DatasetSql::of(local_name, source)?;
         let schema = self
             .pool
-            .describe(&format!("SELECT * FROM ({sql}) AS q"))
-            .await?;
-        Ok(Arc::new(QueryTable::try_new(
-            placeholder(local_name),
-            sql,
-            &PgParseDialect {},
-            schema,
-        )?))
+            .describe(&wanted.describe_sql())
+            .await
+            .map_err(|e| match (e, &wanted) {
+                (ConnectorError::Origin { code, .. }, DatasetSql::Table(reference))
+                    if code == SqlState::UNDEFINED_TABLE =>
+                {
+                    ConnectorError::NotFound {
+                        origin: self.pool.origin().to_string(),
+                        object: format!("table {reference}"),
+                    }
+                }
+                (other, _) => other,
+            })?;
+        wanted.into_table(local_name, schema, &PgParseDialect {}, &self.provider)
     }
 }
 

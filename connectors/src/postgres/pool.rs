@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard_sqlstate::SqlState;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -17,6 +16,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 use postgres_native_tls::MakeTlsConnector;
 use switchyard_config::{PostgresOrigin, SslMode};
+use switchyard_sqlstate::SqlState;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};

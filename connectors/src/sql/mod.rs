@@ -9,9 +9,20 @@ mod text_casts;
 
 use std::any::Any;
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
-use datafusion_federation::sql::{LogicalOptimizer, RemoteTable, SQLTable};
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::dialect::Dialect;
+use datafusion_federation::sql::{
+    LogicalOptimizer, RemoteTable, RemoteTableRef, SQLFederationProvider, SQLTable, SQLTableSource,
+};
+use datafusion_federation::FederatedTableProviderAdaptor;
+use switchyard_config::DatasetSource;
+
+use crate::{ConnectorError, Result};
 
 pub(crate) use query_table::QueryTable;
 
@@ -36,6 +47,69 @@ impl SQLTable for OriginTable {
         Some(Box::new(|plan| {
             text_casts::restore_text_casts(derived_names::name_derived_columns(plan)?)
         }))
+    }
+}
+
+/// What a SQL origin reads for a dataset: a whole table, or a query (a query
+/// dataset, or a table with `filters:`).
+pub(crate) enum DatasetSql {
+    /// A whole origin table: pushdown names it, and its facts are the origin's.
+    Table(TableReference),
+    /// The rows of a query, planned as a derived table.
+    Query(String),
+}
+
+impl DatasetSql {
+    /// What `source` reads; `local_name` is `schema.table` as clients see it.
+    pub(crate) fn of(local_name: &str, source: &DatasetSource) -> Result<DatasetSql> {
+        Ok(match source {
+            DatasetSource::Table { table, filters } if filters.is_empty() => {
+                DatasetSql::Table(parse_table_name(table))
+            }
+            DatasetSource::Table { table, filters } => DatasetSql::Query(filtered_table_sql(
+                &quoted(&parse_table_name(table)),
+                filters,
+            )),
+            DatasetSource::Query(sql) => DatasetSql::Query(sql.clone()),
+            DatasetSource::Pipeline { .. } => {
+                return Err(ConnectorError::DataFusion(DataFusionError::Plan(format!(
+                    "dataset {local_name}: pipelines are for mongodb origins"
+                ))))
+            }
+        })
+    }
+
+    /// The statement whose result columns are the dataset's (run to describe it).
+    pub(crate) fn describe_sql(&self) -> String {
+        match self {
+            DatasetSql::Table(reference) => format!("SELECT * FROM {}", quoted(reference)),
+            DatasetSql::Query(sql) => format!("SELECT * FROM ({sql}) AS q"),
+        }
+    }
+
+    /// The federated table, given the columns the origin described; `dialect`
+    /// parses a query dataset's SQL.
+    pub(crate) fn into_table(
+        self,
+        local_name: &str,
+        schema: SchemaRef,
+        dialect: &dyn Dialect,
+        provider: &Arc<SQLFederationProvider>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let table: Arc<dyn SQLTable> = match self {
+            DatasetSql::Table(reference) => Arc::new(OriginTable(RemoteTable::new(
+                RemoteTableRef::from(reference),
+                schema,
+            ))),
+            DatasetSql::Query(sql) => Arc::new(QueryTable::try_new(
+                placeholder(local_name),
+                &sql,
+                dialect,
+                schema,
+            )?),
+        };
+        let source = Arc::new(SQLTableSource::new_with_table(Arc::clone(provider), table));
+        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
     }
 }
 

@@ -10,23 +10,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use switchyard_sqlstate::SqlState;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::dialect::SQLiteDialect;
-use datafusion_federation::sql::{
-    RemoteTable, RemoteTableRef, SQLFederationProvider, SQLTableSource,
-};
-use datafusion_federation::FederatedTableProviderAdaptor;
+use datafusion_federation::sql::SQLFederationProvider;
 use switchyard_config::{Dataset, DatasetSource};
+use switchyard_sqlstate::SqlState;
 
 use crate::origin::Origin;
-use crate::sql::{
-    filtered_table_sql, parse_table_name, placeholder, quoted, OriginTable, QueryTable,
-};
+use crate::sql::DatasetSql;
 use crate::{ConnectorError, Result};
 use exec::SqliteExecutor;
 
@@ -85,45 +80,9 @@ impl SqliteConnector {
                 message: format!("{} does not exist", self.path.display()),
             });
         }
-        let table: Arc<dyn datafusion_federation::sql::SQLTable> = match source {
-            DatasetSource::Table { table, filters } if filters.is_empty() => {
-                let reference = parse_table_name(table);
-                let schema = self.describe(&format!("SELECT * FROM {}", quoted(&reference)))?;
-                Arc::new(OriginTable(RemoteTable::new(
-                    RemoteTableRef::from(reference),
-                    schema,
-                )))
-            }
-            DatasetSource::Table { table, filters } => {
-                let sql = filtered_table_sql(&quoted(&parse_table_name(table)), filters);
-                self.query_table(local_name, &sql)?
-            }
-            DatasetSource::Query(sql) => self.query_table(local_name, sql)?,
-            DatasetSource::Pipeline { .. } => {
-                return Err(ConnectorError::DataFusion(DataFusionError::Plan(format!(
-                    "dataset {local_name}: pipelines are for mongodb origins"
-                ))))
-            }
-        };
-        let source = Arc::new(SQLTableSource::new_with_table(
-            Arc::clone(&self.provider),
-            table,
-        ));
-        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
-    }
-
-    fn query_table(
-        &self,
-        local_name: &str,
-        sql: &str,
-    ) -> Result<Arc<dyn datafusion_federation::sql::SQLTable>> {
-        let schema = self.describe(&format!("SELECT * FROM ({sql}) AS q"))?;
-        Ok(Arc::new(QueryTable::try_new(
-            placeholder(local_name),
-            sql,
-            &SQLiteDialect {},
-            schema,
-        )?))
+        let wanted = DatasetSql::of(local_name, source)?;
+        let schema = self.describe(&wanted.describe_sql())?;
+        wanted.into_table(local_name, schema, &SQLiteDialect {}, &self.provider)
     }
 }
 
