@@ -89,7 +89,7 @@ pub async fn safety(iterations: usize) -> Result<()> {
     let config = switchyard_config::Config::load(&file)?;
 
     // 1. The pipeline alone, on the plan of the point query.
-    let (ctx, _origins) = switchyard::server::base_context(&config)?;
+    let (ctx, _origins, _materializer) = switchyard::server::base_context(&config)?;
     let pipeline = Pipeline::new(Policy::new(&config, "public"));
     let sql = "SELECT id, name, email, region FROM sales.customers WHERE id = 4";
     let ast = SqlParser::parse_sql(&PostgreSqlDialect {}, sql)?.remove(0);

@@ -306,6 +306,23 @@ pub struct Dataset {
     pub line: Option<u64>,
     /// Declared columns (MongoDB datasets; empty means inferred).
     pub columns: Vec<DeclaredColumn>,
+    /// How statements read it: at the origin, or from a local copy.
+    pub mode: Mode,
+}
+
+/// How a dataset is answered (the FlashQL modes; `sync` comes later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every statement reads the origin.
+    #[default]
+    Federate,
+    /// Copied into the local store and answered from the copy, also while the
+    /// origin is down; copied again at start, on `REFRESH MATERIALIZED VIEW`, and
+    /// every `refresh` interval when one is set.
+    Materialize {
+        /// Copy again this often.
+        refresh: Option<std::time::Duration>,
+    },
 }
 
 impl Dataset {
@@ -342,6 +359,8 @@ pub enum DatasetSource {
 pub struct LocalStore {
     /// Its SQLite file.
     pub path: PathBuf,
+    /// The most its file may grow to, in bytes (beyond it writes fail as a full disk would).
+    pub max_size: Option<u64>,
 }
 
 impl Config {

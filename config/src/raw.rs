@@ -206,6 +206,12 @@ pub struct RawDataset {
     pub pipeline: Option<Spanned<serde_json::Value>>,
     /// MongoDB: declared columns (otherwise inferred by sampling).
     pub columns: Option<Vec<RawColumn>>,
+    /// `federate` (the default), `materialize` or `sync`.
+    pub mode: Option<Str>,
+    /// Materialized: keep the copy fresh from the origin's change feed.
+    pub live: Option<Spanned<bool>>,
+    /// Materialized: copy the dataset again at this interval (`10m`, `1h`).
+    pub refresh: Option<Str>,
 }
 
 /// One declared column of a MongoDB dataset.
@@ -232,5 +238,7 @@ pub enum FilterValue {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLocal {
-    pub path: Str,
+    pub path: Option<Str>,
+    /// The most the store's file may grow to (`512MB`, `10GB`).
+    pub max_size: Option<Spanned<FilterValue>>,
 }

@@ -369,3 +369,78 @@ fn mongodb_origins_and_datasets_load_and_mistakes_name_their_line() {
         "pipelines, not SQL",
     );
 }
+
+#[test]
+fn modes_are_read_and_checked_with_their_lines() {
+    use switchyard_config::Mode;
+    let dir = example_dir();
+    let text = EXAMPLE
+        .replace(
+            "pg1.products: { origin: prod, table: public.products, filters: { status: 1 } }",
+            "pg1.products: { origin: prod, table: public.products, filters: { status: 1 }, mode: materialize }",
+        )
+        .replace(
+            "    origin: analytics\n",
+            "    origin: analytics\n    mode: materialize\n    refresh: 10m\n",
+        );
+    let c = parse(dir.path(), &text).unwrap();
+    let mode = |name: &str| {
+        c.datasets
+            .iter()
+            .find(|d| d.qualified_name() == name)
+            .unwrap()
+            .mode
+    };
+    assert_eq!(mode("public.users"), Mode::Federate);
+    assert_eq!(mode("pg1.products"), Mode::Materialize { refresh: None });
+    assert_eq!(
+        mode("analytics.events"),
+        Mode::Materialize {
+            refresh: Some(std::time::Duration::from_secs(600))
+        }
+    );
+
+    let one = |extra: &str| {
+        error(&EXAMPLE.replace(
+            "pg1.products: { origin: prod, table: public.products, filters: { status: 1 } }",
+            &format!("pg1.products: {{ origin: prod, table: public.products, {extra} }}"),
+        ))
+    };
+    let e = one("mode: cache");
+    assert_eq!(e.line, Some(15));
+    assert!(
+        e.reason.contains("unknown mode \"cache\"")
+            && e.fix.contains("federate, materialize or sync"),
+        "{e}"
+    );
+    let e = one("mode: sync");
+    assert!(e.reason.contains("mode: sync is not available yet"), "{e}");
+    let e = one("mode: materialize, live: true");
+    assert!(
+        e.reason.contains("live: true is not available yet") && e.fix.contains("refresh:"),
+        "{e}"
+    );
+    let e = one("refresh: 10m");
+    assert!(e.reason.contains("refresh: needs mode: materialize"), "{e}");
+    let e = one("mode: materialize, refresh: soon");
+    assert!(e.reason.contains("is not an interval"), "{e}");
+    let e = error(
+        &EXAMPLE
+            .replace(
+                "lake:      { kind: files, path: data/events/ }",
+                "lake:      { kind: files, path: data/events/ }\n  # files\n",
+            )
+            .replace(
+                "  public: { origin: prod, tables: [users, orders] }",
+                "  public: { origin: lake, tables: [e], mode: materialize }",
+            ),
+    );
+    assert!(e.reason.contains("need no local copy"), "{e}");
+    let e = error(&EXAMPLE.replace(
+        "local: { path: data/local.db }",
+        "local: { path: data/local.db, max_size: lots }",
+    ));
+    assert!(e.reason.contains("local.max_size is not a size"), "{e}");
+    let e = error(&EXAMPLE.replace("  public: { origin: prod", "  switchyard: { origin: prod"));
+    assert!(e.reason.contains("reserved"), "{e}");
+}

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::prelude::SessionContext;
-use switchyard_config::{Config, Dataset, DatasetSource};
+use switchyard_config::{Config, Dataset, DatasetSource, Mode};
 use tokio::sync::Mutex;
 
 use crate::facts::TableFacts;
@@ -19,12 +19,48 @@ use crate::{ConnectorError, Result};
 #[derive(Debug, Default, Clone)]
 pub struct Origins {
     origins: BTreeMap<String, Arc<dyn Origin>>,
+    store: Option<Arc<LocalStore>>,
+    notes: Arc<CopyNotes>,
 }
 
 impl Origins {
     /// The origin named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Origin>> {
         self.origins.get(name)
+    }
+
+    /// The local store (set by [`install`]).
+    pub fn store(&self) -> Option<&Arc<LocalStore>> {
+        self.store.as_ref()
+    }
+
+    /// Why materialized datasets have no copy yet, as their keeper last said.
+    pub fn copy_notes(&self) -> &Arc<CopyNotes> {
+        &self.notes
+    }
+}
+
+/// One line per materialized dataset saying why it has no copy to read yet
+/// (`snapshotting, 1200 rows copied`, `origin down: ...`), kept by whoever takes
+/// the copies and shown to a statement that reads the dataset meanwhile.
+#[derive(Debug, Default)]
+pub struct CopyNotes(std::sync::RwLock<BTreeMap<String, String>>);
+
+impl CopyNotes {
+    /// Sets the note for `dataset` (`schema.name`).
+    pub fn set(&self, dataset: &str, note: String) {
+        if let Ok(mut notes) = self.0.write() {
+            notes.insert(dataset.to_string(), note);
+        }
+    }
+
+    /// The note for `dataset`.
+    pub fn get(&self, dataset: &str) -> String {
+        self.0
+            .read()
+            .ok()
+            .and_then(|n| n.get(dataset).cloned())
+            .unwrap_or_else(|| "it is not copied yet (is Switchyard materializing it?)".into())
     }
 }
 
@@ -41,11 +77,13 @@ struct Entry {
 /// Origin table (origin, schema, table) → the dataset (schema, name) exposing it whole.
 type Exposed = BTreeMap<(String, String, String), (String, String)>;
 
-/// A schema whose tables live at origins.
+/// A schema whose tables live at origins (or, materialized, in the local store).
 #[derive(Debug)]
 pub struct OriginSchema {
     tables: BTreeMap<String, Arc<Entry>>,
     exposed: Arc<Exposed>,
+    store: Arc<LocalStore>,
+    notes: Arc<CopyNotes>,
 }
 
 impl OriginSchema {
@@ -86,6 +124,17 @@ impl SchemaProvider for OriginSchema {
         let Some(entry) = self.tables.get(name) else {
             return Ok(None);
         };
+        if matches!(entry.dataset.mode, Mode::Materialize { .. }) {
+            // Read from the current copy, never the origin; not kept, as a
+            // refresh may bring a new schema.
+            let local_name = entry.dataset.qualified_name();
+            let why = self.notes.get(&local_name);
+            let table = self
+                .store
+                .copy_table(&entry.dataset, &why)
+                .map_err(DataFusionError::from)?;
+            return Ok(Some(table));
+        }
         let mut resolved = entry.resolved.lock().await;
         if let Some(table) = resolved.as_ref() {
             return Ok(Some(Arc::clone(table)));
@@ -162,7 +211,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
     }
     let exposed = Arc::new(exposed);
 
-    let store = LocalStore::open(&config.local.path)?;
+    let store = Arc::new(LocalStore::from_config(&config.local)?);
     let local_sqlite = Arc::new(store.connector());
     let local: Arc<dyn Origin> = Arc::clone(&local_sqlite) as Arc<dyn Origin>;
     for name in local_sqlite.table_names()? {
@@ -176,6 +225,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
             },
             line: None,
             columns: vec![],
+            mode: switchyard_config::Mode::Federate,
         };
         schemas.entry(LOCAL_SCHEMA.into()).or_default().insert(
             name,
@@ -188,6 +238,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
         );
     }
     origins.origins.insert(LOCAL_SCHEMA.into(), local);
+    origins.store = Some(Arc::clone(&store));
 
     let catalog_name = ctx
         .state()
@@ -201,7 +252,15 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
         .expect("the default catalog exists");
     for (schema, tables) in schemas {
         let exposed = Arc::clone(&exposed);
-        catalog.register_schema(&schema, Arc::new(OriginSchema { tables, exposed }))?;
+        catalog.register_schema(
+            &schema,
+            Arc::new(OriginSchema {
+                tables,
+                exposed,
+                store: Arc::clone(&store),
+                notes: Arc::clone(&origins.notes),
+            }),
+        )?;
     }
     Ok(origins)
 }

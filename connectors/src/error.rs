@@ -73,6 +73,22 @@ pub enum ConnectorError {
         /// Why, and what to do.
         message: String,
     },
+    /// A materialized dataset has no local copy to read yet (SQLSTATE 55000).
+    #[error("dataset {dataset} has no local copy yet: {why}")]
+    NotMaterialized {
+        /// `schema.name`.
+        dataset: String,
+        /// Its state (snapshotting, origin down...).
+        why: String,
+    },
+    /// The local store failed: full (SQLSTATE 53100) or otherwise unusable (58030).
+    #[error("local store: {message}")]
+    LocalStore {
+        /// The size limit or the disk is reached.
+        full: bool,
+        /// What SQLite said.
+        message: String,
+    },
     /// An error from DataFusion while building a table.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -89,6 +105,9 @@ impl ConnectorError {
             ConnectorError::UnsupportedType { .. } => SqlState::FEATURE_NOT_SUPPORTED,
             ConnectorError::WrongType { .. } => SqlState::DATATYPE_MISMATCH,
             ConnectorError::NoSchema { .. } => SqlState::INDETERMINATE_DATATYPE,
+            ConnectorError::NotMaterialized { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ConnectorError::LocalStore { full: true, .. } => SqlState::DISK_FULL,
+            ConnectorError::LocalStore { full: false, .. } => SqlState::IO_ERROR,
             ConnectorError::DataFusion(_) => SqlState::INTERNAL_ERROR,
         }
     }

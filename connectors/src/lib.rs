@@ -19,7 +19,7 @@ pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
-pub use catalog::{install, Origins};
+pub use catalog::{install, CopyNotes, Origins};
 pub use columns::{PG_TYPE_KEY, PG_TYPMOD_KEY};
 pub use error::{ConnectorError, Result};
 pub use origin::Origin;

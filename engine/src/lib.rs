@@ -11,6 +11,7 @@
 pub mod audit;
 mod error;
 pub mod guard;
+pub mod refresh;
 mod session;
 pub mod slots;
 pub mod text;

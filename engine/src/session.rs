@@ -13,6 +13,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use switchyard_config::{Config, RowCapAction};
+use switchyard_materialize::Materializer;
 use switchyard_safety::{
     fingerprint, statement_hash, AuditLog, AuditRecord, Decision, Denied, Limits, Pipeline,
     Principal, StatementInput,
@@ -31,6 +32,7 @@ pub struct Engine {
     config: Arc<Config>,
     pipeline: Arc<Pipeline>,
     audit: Arc<AuditLog>,
+    materializer: Option<Arc<Materializer>>,
     slots: Arc<Slots>,
     running: Arc<AtomicUsize>,
 }
@@ -58,9 +60,28 @@ impl Engine {
             config,
             pipeline,
             audit,
+            materializer: None,
             slots: Arc::new(Slots::default()),
             running: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The engine with `materializer` keeping its materialized datasets.
+    pub fn with_materializer(
+        config: Arc<Config>,
+        pipeline: Arc<Pipeline>,
+        audit: Arc<AuditLog>,
+        materializer: Arc<Materializer>,
+    ) -> Arc<Self> {
+        let mut engine = Arc::into_inner(Self::new(config, pipeline, audit))
+            .expect("a new engine has one owner");
+        engine.materializer = Some(materializer);
+        Arc::new(engine)
+    }
+
+    /// What keeps the materialized datasets' copies (none in tests without them).
+    pub fn materializer(&self) -> Option<&Arc<Materializer>> {
+        self.materializer.as_ref()
     }
 
     /// Statements begun and not yet ended (their rows may still be streaming).
@@ -226,7 +247,12 @@ impl Session {
         )
     }
 
-    fn new_record(&self, protocol: Protocol, fingerprint: String, hash: String) -> AuditRecord {
+    pub(crate) fn new_record(
+        &self,
+        protocol: Protocol,
+        fingerprint: String,
+        hash: String,
+    ) -> AuditRecord {
         AuditRecord {
             time: now(),
             session: self.client.session_id,
@@ -263,7 +289,7 @@ impl Session {
         self.audit(record, started).finish(Some(error.record()));
     }
 
-    fn audit(&self, record: AuditRecord, started: Instant) -> StatementAudit {
+    pub(crate) fn audit(&self, record: AuditRecord, started: Instant) -> StatementAudit {
         StatementAudit::new(Arc::clone(&self.engine.audit), record, started)
     }
 

@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: String,
     },
+    /// Copy materialized datasets into the local store now, showing progress: every
+    /// `mode: materialize` dataset of the config, or the one named. A running
+    /// `serve` on the same config serves the new copies at once.
+    Materialize {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One dataset (`schema.name`); all materialized datasets when left out.
+        dataset: Option<String>,
+    },
     /// Check a config file and print what it defines, or the first error with its line.
     CheckConfig {
         /// The YAML config file.
@@ -101,6 +111,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok, {n} records, chain intact", file.display());
             Ok(())
         }
+        Command::Materialize { config, dataset } => {
+            let config = Config::load(&config)?;
+            materialize(config, dataset)
+        }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             serve(config, None)
@@ -116,6 +130,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
     }
+}
+
+/// Copies materialized datasets with a progress bar each (rows, rows/s).
+fn materialize(config: Config, only: Option<String>) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let (_ctx, _origins, materializer) = switchyard::server::base_context(&config)?;
+        let names: Vec<String> = match only {
+            Some(name) if materializer.keeps(&name) => vec![name],
+            Some(name) => anyhow::bail!(
+                "{name} is not a materialized dataset of {} (give it mode: materialize)",
+                config.file.display()
+            ),
+            None => materializer.datasets().map(str::to_string).collect(),
+        };
+        if names.is_empty() {
+            println!(
+                "{}: no dataset has mode: materialize",
+                config.file.display()
+            );
+        }
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix}: {human_pos} rows ({per_sec}) {elapsed} {msg}",
+        )
+        .context("progress style")?;
+        for name in names {
+            let progress = std::sync::Arc::new(AtomicU64::new(0));
+            let bar = indicatif::ProgressBar::new_spinner()
+                .with_style(style.clone())
+                .with_prefix(name.clone());
+            let started = std::time::Instant::now();
+            let copy = materializer.copy_now(&name, std::sync::Arc::clone(&progress));
+            tokio::pin!(copy);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            let result = loop {
+                tokio::select! {
+                    r = &mut copy => break r,
+                    _ = tick.tick() => {
+                        bar.set_position(progress.load(Ordering::Relaxed));
+                        bar.tick();
+                    }
+                }
+            };
+            bar.set_position(progress.load(Ordering::Relaxed));
+            match result {
+                Ok(info) => {
+                    bar.finish_and_clear();
+                    let secs = started.elapsed().as_secs_f64();
+                    println!(
+                        "{name}: {} rows copied in {secs:.1} s ({:.0} rows/s)",
+                        info.rows,
+                        info.rows as f64 / secs.max(0.001)
+                    );
+                }
+                Err(e) => {
+                    bar.abandon();
+                    anyhow::bail!("{name}: {e}");
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Serves until Ctrl-C; `demo` is `Some(with_postgres)` for `switchyard demo`.

@@ -11,6 +11,7 @@ use pgwire::api::RandomPidSecretKeyGenerator;
 use switchyard_config::{Config, TlsMode};
 use switchyard_connectors::Origins;
 use switchyard_engine::Engine;
+use switchyard_materialize::{Materializer, StatusSchema, STATUS_SCHEMA};
 use switchyard_safety::{AuditLog, Pipeline, Policy};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -45,6 +46,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The local store's copies could not be read.
+    #[error(transparent)]
+    Materialize(#[from] switchyard_materialize::MaterializeError),
     /// pg_catalog emulation failed to install.
     #[error("cannot set up pg_catalog: {0}")]
     Catalog(String),
@@ -82,13 +86,23 @@ impl Server {
     }
 }
 
-/// The shared DataFusion session with every dataset registered and pg_catalog emulated.
-pub fn base_context(config: &Config) -> Result<(SessionContext, Origins), StartError> {
+/// The shared DataFusion session with every dataset registered, pg_catalog
+/// emulated and `switchyard.datasets` showing the materializer (not started yet).
+pub fn base_context(
+    config: &Config,
+) -> Result<(SessionContext, Origins, Arc<Materializer>), StartError> {
     let ctx = SessionContext::new_with_state(switchyard_planner::session_state());
     let origins = switchyard_connectors::install(&ctx, config)?;
+    let materializer = Materializer::new(config, &origins)?;
+    let catalog = ctx
+        .catalog(switchyard_planner::CATALOG)
+        .ok_or_else(|| StartError::Catalog("no default catalog".into()))?;
+    catalog
+        .register_schema(STATUS_SCHEMA, Arc::new(StatusSchema::new(&materializer)))
+        .map_err(|e| StartError::Catalog(e.to_string()))?;
     setup_pg_catalog(&ctx, switchyard_planner::CATALOG, EmptyContextProvider)
         .map_err(|e| StartError::Catalog(e.to_string()))?;
-    Ok((ctx, origins))
+    Ok((ctx, origins, materializer))
 }
 
 /// Binds the listener and serves connections in the background.
@@ -100,7 +114,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             source,
         }
     })?;
-    let (base, origins) = base_context(&config)?;
+    let (base, origins, materializer) = base_context(&config)?;
     let acceptor = match config.tls.mode {
         TlsMode::Disable => None,
         TlsMode::Allow | TlsMode::Require => {
@@ -125,11 +139,13 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     params.server_version = "15.0 (Switchyard)".into();
     let users = Arc::new(Users::new(&config.users));
     let tls_required = config.tls.mode == TlsMode::Require;
-    let engine = Engine::new(
+    let engine = Engine::with_materializer(
         Arc::new(config),
         Arc::new(Pipeline::new(policy)),
         Arc::new(audit),
+        Arc::clone(&materializer),
     );
+    materializer.start();
     let shared = Arc::new(Shared {
         engine,
         base,

@@ -119,10 +119,17 @@ impl Policy {
             guardrails: config.guardrails.clone(),
             injection: config.safety.injection.clone(),
             denied_functions,
+            // A materialized dataset is read from the local store, not its origin.
             origins: config
                 .datasets
                 .iter()
-                .map(|d| ((d.schema.clone(), d.name.clone()), d.origin.clone()))
+                .map(|d| {
+                    let origin = match d.mode {
+                        switchyard_config::Mode::Materialize { .. } => "local".to_string(),
+                        switchyard_config::Mode::Federate => d.origin.clone(),
+                    };
+                    ((d.schema.clone(), d.name.clone()), origin)
+                })
                 .collect(),
             default_schema: default_schema.to_string(),
         }

@@ -69,6 +69,8 @@ states! {
     UNDEFINED_OBJECT = b"42704";
     /// 42804 datatype_mismatch.
     DATATYPE_MISMATCH = b"42804";
+    /// 42809 wrong_object_type: e.g. REFRESH MATERIALIZED VIEW of a dataset that is not materialized.
+    WRONG_OBJECT_TYPE = b"42809";
     /// 42883 undefined_function.
     UNDEFINED_FUNCTION = b"42883";
     /// 42P01 undefined_table.
@@ -85,6 +87,8 @@ states! {
     CONFIGURATION_LIMIT_EXCEEDED = b"53400";
     /// 54000 program_limit_exceeded (guardrails: row cap, result bytes, cartesian products).
     PROGRAM_LIMIT_EXCEEDED = b"54000";
+    /// 55000 object_not_in_prerequisite_state: a materialized dataset has no local copy yet.
+    OBJECT_NOT_IN_PREREQUISITE_STATE = b"55000";
     /// 57014 query_canceled (cancel request or statement timeout).
     QUERY_CANCELED = b"57014";
     /// 57P01 admin_shutdown (a statement abandoned before its end).

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use super::{is_identifier, known, line, Checker, RESERVED_SCHEMAS};
+use crate::policy::parse_duration;
 use crate::raw::{self};
-use crate::{ColumnType, Dataset, DatasetSource, DeclaredColumn, Origin, OriginKind, Result};
+use crate::{ColumnType, Dataset, DatasetSource, DeclaredColumn, Mode, Origin, OriginKind, Result};
 
 impl Checker<'_> {
     pub(super) fn datasets(
@@ -57,6 +58,7 @@ impl Checker<'_> {
                 }
             }
             let is_mongo = matches!(origin.kind, OriginKind::Mongodb(_));
+            let mode = self.mode(key, d, origin)?;
             let columns = self.columns(key, d, is_mongo, single.is_some())?;
             let mut tables = Vec::new();
             if let Some(pipeline) = &d.pipeline {
@@ -210,10 +212,89 @@ impl Checker<'_> {
                     source,
                     line: at,
                     columns: columns.clone(),
+                    mode,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// `mode:`, `live:` and `refresh:` of a dataset.
+    pub(super) fn mode(&self, key: &str, d: &raw::RawDataset, origin: &Origin) -> Result<Mode> {
+        let at = line(&d.origin);
+        let mode = d
+            .mode
+            .as_ref()
+            .map(|m| m.value.as_str())
+            .unwrap_or("federate");
+        let mode_at = d.mode.as_ref().map(line).unwrap_or(at);
+        match mode {
+            "federate" => {
+                if let Some(refresh) = &d.refresh {
+                    return Err(self.err(
+                        line(refresh),
+                        format!("dataset {key}: refresh: needs mode: materialize"),
+                        "add mode: materialize, or remove refresh: (federated datasets are read at the origin every time)",
+                    ));
+                }
+                if let Some(live) = &d.live {
+                    return Err(self.err(
+                        line(live),
+                        format!("dataset {key}: live: needs mode: materialize"),
+                        "add mode: materialize, or remove live:",
+                    ));
+                }
+                Ok(Mode::Federate)
+            }
+            "materialize" => {
+                if matches!(origin.kind, OriginKind::Files { .. }) {
+                    return Err(self.err(
+                        mode_at,
+                        format!(
+                            "dataset {key}: origin {} holds local files, which need no local copy",
+                            origin.name
+                        ),
+                        "remove mode: materialize (files are read where they lie)",
+                    ));
+                }
+                if let Some(live) = d.live.as_ref().filter(|l| l.value) {
+                    return Err(self.err(
+                        line(live),
+                        format!("dataset {key}: live: true is not available yet (change feeds come next)"),
+                        "use refresh: <interval> (e.g. refresh: 10m) to copy it again periodically",
+                    ));
+                }
+                let refresh = match &d.refresh {
+                    Some(r) => {
+                        let every = parse_duration(&r.value)
+                            .filter(|d| !d.is_zero())
+                            .ok_or_else(|| {
+                                self.err(
+                                    line(r),
+                                    format!(
+                                        "dataset {key}: refresh: {:?} is not an interval",
+                                        r.value
+                                    ),
+                                    "write it as 30s, 10m or 1h",
+                                )
+                            })?;
+                        Some(every)
+                    }
+                    None => None,
+                };
+                Ok(Mode::Materialize { refresh })
+            }
+            "sync" => Err(self.err(
+                mode_at,
+                format!("dataset {key}: mode: sync is not available yet"),
+                "use mode: materialize (a read-only local copy) until two-way sync lands",
+            )),
+            other => Err(self.err(
+                mode_at,
+                format!("dataset {key}: unknown mode {other:?}"),
+                "use federate, materialize or sync",
+            )),
+        }
     }
 
     /// The declared columns of a dataset (MongoDB only; one-table datasets).

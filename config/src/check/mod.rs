@@ -9,11 +9,12 @@ mod tls;
 use std::path::{Path, PathBuf};
 
 use crate::env::{expand, ExpandError};
+use crate::policy::parse_bytes;
 use crate::raw::{OriginKindName, RawConfig, Str};
 use crate::{Audit, Config, ConfigError, Fsync, Guardrails, LocalStore, Result};
 
 /// Schemas Switchyard itself owns; datasets may not use them.
-const RESERVED_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "local"];
+const RESERVED_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "local", "switchyard"];
 
 /// Parses and checks config text as if read from `file`, with `env` giving `${VAR}` values.
 pub fn parse_str(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
@@ -125,10 +126,24 @@ impl Checker<'_> {
         };
         let local = match &raw.local {
             Some(l) => LocalStore {
-                path: self.path(&l.path, "local.path")?,
+                path: match &l.path {
+                    Some(p) => self.path(p, "local.path")?,
+                    None => data_dir.join("local.db"),
+                },
+                max_size: match &l.max_size {
+                    Some(v) => Some(parse_bytes(&v.value).ok_or_else(|| {
+                        self.err(
+                            line(v),
+                            "local.max_size is not a size".to_string(),
+                            "write it as 512MB or 10GB",
+                        )
+                    })?),
+                    None => None,
+                },
             },
             None => LocalStore {
                 path: data_dir.join("local.db"),
+                max_size: None,
             },
         };
         let guardrails = match &raw.guardrails {

@@ -126,9 +126,14 @@ pub fn parse_table_name(name: &str) -> TableReference {
     }
 }
 
+/// An identifier double-quoted (names are taken literally).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The reference with each part double-quoted.
 pub fn quoted(reference: &TableReference) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let q = quote_ident;
     match reference.schema() {
         Some(schema) => format!("{}.{}", q(schema), q(reference.table())),
         None => q(reference.table()),

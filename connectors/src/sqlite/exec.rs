@@ -24,7 +24,6 @@ use futures::StreamExt;
 use rusqlite::types::ValueRef;
 
 /// Rows per Arrow batch, as for PostgreSQL origins.
-/// Rows per Arrow batch, as for PostgreSQL origins.
 const BATCH_ROWS: usize = 4096;
 
 use super::{describe, open_readonly, sqlite_error, table_names};
@@ -66,7 +65,7 @@ fn sqlite_ast_analyzer(statement: ast::Statement) -> DfResult<ast::Statement> {
 
 /// Interrupts the query's SQLite connection when the stream reading it is dropped
 /// (cancel, LIMIT satisfied, client gone); harmless once the query has finished.
-struct InterruptOnDrop(rusqlite::InterruptHandle);
+pub(crate) struct InterruptOnDrop(pub(crate) rusqlite::InterruptHandle);
 
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
@@ -143,7 +142,7 @@ impl SQLExecutor for SqliteExecutor {
 }
 
 /// The receiver as a stream (tokio's channel without the tokio-stream crate).
-fn tokio_stream_from(
+pub(crate) fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<DfResult<RecordBatch>>,
 ) -> impl futures::Stream<Item = DfResult<RecordBatch>> + Send {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })

@@ -25,7 +25,7 @@ use crate::sql::DatasetSql;
 use crate::{ConnectorError, Result};
 use exec::SqliteExecutor;
 
-mod exec;
+pub(crate) mod exec;
 
 /// One SQLite database file.
 pub struct SqliteConnector {
@@ -118,7 +118,7 @@ pub(crate) fn sqlite_error(origin: &str, e: rusqlite::Error) -> ConnectorError {
 pub(crate) fn table_names(origin: &str, path: &Path) -> Result<Vec<String>> {
     let conn = open_readonly(origin, path)?;
     let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .prepare("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_switchyard%' ESCAPE '\\' ORDER BY name")
         .map_err(|e| sqlite_error(origin, e))?;
     let names = stmt
         .query_map([], |r| r.get::<_, String>(0))

@@ -7,6 +7,7 @@ mod cancel;
 mod demo;
 mod frontdoor;
 mod jdbc;
+mod materialize;
 mod mongo;
 mod node;
 mod origins;

@@ -135,6 +135,19 @@ impl ExtendedQueryHandler for QueryService {
     {
         let started = Instant::now();
         let session = self.login.session(&*client);
+        if portal.statement.statement.1.is_none() {
+            if let Some(Ok(refresh)) =
+                switchyard_engine::refresh::parse(&portal.statement.statement.0)
+            {
+                session
+                    .refresh(&refresh, Protocol::Extended)
+                    .await
+                    .map_err(pg_error)?;
+                return Ok(Response::Execution(Tag::new(
+                    switchyard_engine::refresh::TAG,
+                )));
+            }
+        }
         let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
         let approval = statement.and_then(|statement| {
             if matches!(statement, Statement::Declare { .. }) {
@@ -199,6 +212,18 @@ impl QueryParser for GuardedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let started = Instant::now();
+        if let Some(refresh) = switchyard_engine::refresh::parse(sql) {
+            // Run at Execute; the statement has no plan and returns no rows.
+            return match refresh {
+                Ok(_) => Ok(Some((sql.to_string(), None))),
+                Err(e) => {
+                    self.login
+                        .session(client)
+                        .audit_unparsed(sql, Protocol::Extended, &e, started);
+                    Err(pg_error(e))
+                }
+            };
+        }
         let rewritten = pgcompat::prepare(sql)?;
         let texts = QueryText::from_sql(sql);
         if texts.stacked() > 1 {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use datafusion_postgres::DfSessionService;
 use futures::Sink;
 use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::Response;
+use pgwire::api::results::{Response, Tag};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore};
 use pgwire::error::{PgWireError, PgWireResult};
@@ -17,7 +17,7 @@ use pgwire::messages::PgWireBackendMessage;
 use switchyard_engine::{Protocol, QueryText};
 
 use crate::pgwire::pgcompat;
-use crate::pgwire::protocol::errors::engine_error;
+use crate::pgwire::protocol::errors::{engine_error, pg_error};
 use crate::pgwire::protocol::query::{wrap, QueryService};
 
 #[async_trait]
@@ -52,6 +52,20 @@ impl SimpleQueryHandler for QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
+        if let Some(refresh) = switchyard_engine::refresh::parse(query) {
+            let session = self.login.session(&*client);
+            let refresh = refresh.inspect_err(|e| {
+                session.audit_unparsed(query, Protocol::Simple, e, started);
+            });
+            let refresh = refresh.map_err(pg_error)?;
+            session
+                .refresh(&refresh, Protocol::Simple)
+                .await
+                .map_err(pg_error)?;
+            return Ok(vec![Response::Execution(Tag::new(
+                switchyard_engine::refresh::TAG,
+            ))]);
+        }
         let rewritten = pgcompat::prepare(query)?;
         // The analyser reads the text as sent: a rewrite drops comments.
         *self.texts.lock().unwrap_or_else(|p| p.into_inner()) = QueryText::from_sql(query);

@@ -407,3 +407,65 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A TCP forwarder to a real origin: cutting it is the origin going away (new
+/// connections refused, open ones broken), restoring it brings it back on the
+/// same port. Lets a test take one origin down without stopping the shared cluster.
+pub struct Forwarder {
+    pub port: u16,
+    target: u16,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Forwarder {
+    /// Forwards a free local port to `target` (a port on 127.0.0.1).
+    pub async fn start(target: u16) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let f = Forwarder {
+            port,
+            target,
+            task: std::sync::Mutex::new(None),
+        };
+        f.serve(listener);
+        f
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let target = self.target;
+        let task = tokio::spawn(async move {
+            // Connections live in the set, so aborting this task breaks them all.
+            let mut open = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                open.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    /// The origin goes away.
+    pub async fn cut(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The origin comes back on the same port.
+    pub async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("the forwarder's port is free again");
+        self.serve(listener);
+    }
+}

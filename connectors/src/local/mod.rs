@@ -1,14 +1,26 @@
 //! The local store: Switchyard's own embedded SQLite file under the data dir.
 //!
-//! Materialized and synced datasets will live here; today its tables are served
-//! read-only under the `local` schema, and Switchyard (or the demo) writes them.
+//! Its own tables are served read-only under the `local` schema (Switchyard or the
+//! demo writes them). Materialized datasets keep their copies here ([`copies`]:
+//! written whole in one transaction; [`scan`]: read with exact filter pushdown;
+//! [`codec`]: how each Arrow type is stored so it reads back equal).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use switchyard_config::Dataset;
 
 use switchyard_sqlstate::SqlState;
 
 use crate::sqlite::SqliteConnector;
 use crate::{ConnectorError, Result};
+
+pub mod codec;
+pub mod copies;
+pub mod scan;
+
+pub use copies::{CopyInfo, CopyWriter, RESERVED_PREFIX};
 
 /// Schema the local store's tables appear under.
 pub const LOCAL_SCHEMA: &str = "local";
@@ -17,9 +29,17 @@ pub const LOCAL_SCHEMA: &str = "local";
 #[derive(Debug)]
 pub struct LocalStore {
     path: PathBuf,
+    max_size: Option<u64>,
 }
 
 impl LocalStore {
+    /// Opens the store from its config, creating the file and its folder on first use.
+    pub fn from_config(config: &switchyard_config::LocalStore) -> Result<Self> {
+        let mut store = Self::open(&config.path)?;
+        store.max_size = config.max_size;
+        Ok(store)
+    }
+
     /// Opens the store, creating the file and its folder on first use.
     pub fn open(path: &Path) -> Result<Self> {
         let fail = |message: String| ConnectorError::Unreachable {
@@ -37,6 +57,7 @@ impl LocalStore {
             .map_err(|e| fail(e.to_string()))?;
         Ok(LocalStore {
             path: path.to_path_buf(),
+            max_size: None,
         })
     }
 
@@ -63,4 +84,32 @@ impl LocalStore {
     pub fn connector(&self) -> SqliteConnector {
         SqliteConnector::new(LOCAL_SCHEMA, &self.path)
     }
+
+    /// The table a materialized dataset is read from: its current copy, or
+    /// [`ConnectorError::NotMaterialized`] while there is none.
+    pub fn copy_table(&self, dataset: &Dataset, why_none: &str) -> Result<Arc<dyn TableProvider>> {
+        let name = dataset.qualified_name();
+        match self.copy_info(&name)? {
+            Some(info) if info.source == source_key(dataset) => Ok(Arc::new(scan::CopyTable::new(
+                &name,
+                self.path.clone(),
+                info.schema,
+            ))),
+            _ => Err(ConnectorError::NotMaterialized {
+                dataset: name,
+                why: why_none.to_string(),
+            }),
+        }
+    }
+}
+
+/// What a copy of `dataset` was read from: a copy of another origin or source
+/// (the config changed) is not served, and is taken again.
+pub fn source_key(dataset: &Dataset) -> String {
+    format!("{}:{:?}", dataset.origin, dataset.source)
+}
+
+/// A read-only connection to the store's file.
+pub(crate) fn open_readonly_store(path: &Path) -> Result<rusqlite::Connection> {
+    crate::sqlite::open_readonly(LOCAL_SCHEMA, path)
 }

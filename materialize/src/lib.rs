@@ -1,0 +1,192 @@
+//! Materialized datasets (`mode: materialize`): each is copied from its origin
+//! into the local store and read from the copy, also while the origin is down.
+//!
+//! One [`worker`] per dataset keeps its copy: it takes a snapshot at start, again
+//! every `refresh:` interval and on request (`REFRESH MATERIALIZED VIEW`), and
+//! retries with backoff when the origin is down, serving the last copy meanwhile.
+//! Its [`state`] is what `switchyard.datasets` ([`status_table`]) shows. A
+//! [`snapshot`] streams the origin's rows into a new copy with bounded memory.
+
+mod error;
+pub mod snapshot;
+pub mod state;
+pub mod status_table;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use switchyard_config::{Config, Dataset, Mode};
+use switchyard_connectors::local::{CopyInfo, LocalStore};
+use switchyard_connectors::{CopyNotes, Origin, Origins};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::{MaterializeError, Result};
+pub use state::{DatasetStatus, State};
+pub use status_table::{StatusSchema, STATUS_SCHEMA};
+
+/// A request to a dataset's worker: copy now, and say how it went.
+type Refresh = oneshot::Sender<Result<CopyInfo>>;
+
+/// One materialized dataset and its worker's mailbox.
+struct Kept {
+    dataset: Dataset,
+    origin: Arc<dyn Origin>,
+    status: Arc<Mutex<DatasetStatus>>,
+    progress: Arc<AtomicU64>,
+    requests: mpsc::Sender<Refresh>,
+    /// Taken when the worker starts.
+    mailbox: Mutex<Option<mpsc::Receiver<Refresh>>>,
+}
+
+/// Keeps the copies of every materialized dataset of a config.
+pub struct Materializer {
+    store: Arc<LocalStore>,
+    notes: Arc<CopyNotes>,
+    kept: BTreeMap<String, Kept>,
+}
+
+impl std::fmt::Debug for Materializer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Materializer")
+            .field("datasets", &self.kept.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Materializer {
+    /// The materialized datasets of `config`, over the origins and local store
+    /// [`switchyard_connectors::install`] set up. Copies of datasets that left the
+    /// config (or whose source changed) and copies cut short by a crash are dropped.
+    pub fn new(config: &Config, origins: &Origins) -> Result<Arc<Self>> {
+        let store = Arc::clone(origins.store().ok_or(MaterializeError::NoStore)?);
+        let mut kept = BTreeMap::new();
+        for dataset in &config.datasets {
+            let Mode::Materialize { refresh } = dataset.mode else {
+                continue;
+            };
+            let origin = Arc::clone(
+                origins
+                    .get(&dataset.origin)
+                    .ok_or_else(|| MaterializeError::UnknownDataset(dataset.origin.clone()))?,
+            );
+            let name = dataset.qualified_name();
+            let (requests, mailbox) = mpsc::channel(16);
+            kept.insert(
+                name.clone(),
+                Kept {
+                    dataset: dataset.clone(),
+                    origin,
+                    status: Arc::new(Mutex::new(DatasetStatus::new(&name, refresh))),
+                    progress: Arc::new(AtomicU64::new(0)),
+                    requests,
+                    mailbox: Mutex::new(Some(mailbox)),
+                },
+            );
+        }
+        let this = Materializer {
+            store,
+            notes: Arc::clone(origins.copy_notes()),
+            kept,
+        };
+        this.tidy()?;
+        Ok(Arc::new(this))
+    }
+
+    /// Drops what no dataset reads any more, and reads what the store still holds.
+    fn tidy(&self) -> Result<()> {
+        let orphans = self.store.drop_orphans()?;
+        if orphans > 0 {
+            tracing::info!(tables = orphans, "dropped unfinished copies");
+        }
+        for copy in self.store.copies()? {
+            let current = self
+                .kept
+                .get(&copy.dataset)
+                .filter(|k| copy.source == switchyard_connectors::local::source_key(&k.dataset));
+            match current {
+                Some(k) => k.status_mut().copied(&copy),
+                None => {
+                    tracing::info!(dataset = %copy.dataset, "dropping a copy the config no longer reads");
+                    self.store.drop_copy(&copy.dataset)?;
+                }
+            }
+        }
+        for (name, k) in &self.kept {
+            self.notes.set(name, k.status_mut().why_no_copy());
+        }
+        Ok(())
+    }
+
+    /// Starts every dataset's worker on the current runtime (once).
+    pub fn start(self: &Arc<Self>) {
+        for name in self.kept.keys() {
+            let mailbox = self.kept[name]
+                .mailbox
+                .lock()
+                .ok()
+                .and_then(|mut m| m.take());
+            if let Some(mailbox) = mailbox {
+                tokio::spawn(worker::run(Arc::clone(self), name.clone(), mailbox));
+            }
+        }
+    }
+
+    /// Names of the materialized datasets.
+    pub fn datasets(&self) -> impl Iterator<Item = &str> {
+        self.kept.keys().map(String::as_str)
+    }
+
+    /// Whether `dataset` (`schema.name`) is materialized here.
+    pub fn keeps(&self, dataset: &str) -> bool {
+        self.kept.contains_key(dataset)
+    }
+
+    /// Copies `dataset` again now (`REFRESH MATERIALIZED VIEW`), waiting for the
+    /// copy; reads go on from the previous copy meanwhile.
+    pub async fn refresh(&self, dataset: &str) -> Result<CopyInfo> {
+        let kept = self
+            .kept
+            .get(dataset)
+            .ok_or_else(|| MaterializeError::NotMaterialized(dataset.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        kept.requests
+            .send(tx)
+            .await
+            .map_err(|_| MaterializeError::Stopped(dataset.to_string()))?;
+        rx.await
+            .map_err(|_| MaterializeError::Stopped(dataset.to_string()))?
+    }
+
+    /// Copies `dataset` here and now, without a worker (`switchyard materialize`);
+    /// `progress` counts the rows copied.
+    pub async fn copy_now(&self, dataset: &str, progress: Arc<AtomicU64>) -> Result<CopyInfo> {
+        let kept = self
+            .kept
+            .get(dataset)
+            .ok_or_else(|| MaterializeError::NotMaterialized(dataset.to_string()))?;
+        snapshot::take(&kept.origin, &self.store, &kept.dataset, progress).await
+    }
+
+    /// Every materialized dataset's status, by name.
+    pub fn status(&self) -> Vec<DatasetStatus> {
+        self.kept
+            .values()
+            .map(|k| {
+                let mut s = k.status_mut().clone();
+                if s.state.is_copying() {
+                    s.snapshot_rows = Some(k.progress.load(std::sync::atomic::Ordering::Relaxed));
+                }
+                s
+            })
+            .collect()
+    }
+}
+
+impl Kept {
+    fn status_mut(&self) -> std::sync::MutexGuard<'_, DatasetStatus> {
+        // A worker that panicked mid-update leaves a readable status.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
