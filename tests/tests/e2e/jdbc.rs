@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::common;
 use crate::common::{Harness, NORTH_REP};
 
-const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+pub(crate) const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
 fn run_java(port: u16, work: &Path) -> String {
     run_program("GovernedMetadata", port, NORTH_REP, work)
@@ -20,7 +20,7 @@ fn run_program(class: &str, port: u16, user: (&str, &str), work: &Path) -> Strin
 }
 
 /// As [`run_program`], on `database` (the program's fourth argument).
-fn run_program_on(
+pub(crate) fn run_program_on(
     class: &str,
     port: u16,
     user: (&str, &str),
