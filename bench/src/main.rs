@@ -13,6 +13,7 @@ mod mongo;
 mod pgbench;
 mod report;
 mod safety;
+mod snapshot;
 mod stream;
 mod tpch;
 
@@ -43,6 +44,12 @@ enum Command {
     /// Switchyard's peak memory (a separate `switchyard serve` process per size).
     Stream {
         /// Row counts to stream (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000_000, 5_000_000])]
+        rows: Vec<u64>,
+    },
+    /// Taking a materialized copy vs COPY TO STDOUT of the same rows, with peak memory.
+    Snapshot {
+        /// Row counts to copy (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [1_000_000, 5_000_000])]
         rows: Vec<u64>,
     },
@@ -110,6 +117,10 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Safety { iterations } => runtime.block_on(safety::safety(iterations)),
         Command::Mongo { documents, runs } => runtime.block_on(mongo::mongo(documents, runs)),
+        Command::Snapshot { rows } => runtime.block_on(async {
+            saved(report::record("snapshot", snapshot::snapshot(rows).await?)?);
+            Ok(())
+        }),
         Command::Stream { rows } => runtime.block_on(async {
             saved(report::record("stream", stream::stream(rows).await?)?);
             Ok(())
