@@ -218,3 +218,25 @@ async fn slt_files_through_switchyard_and_differential_against_postgres() {
         failures.join("\n\n")
     );
 }
+
+/// The differential files again, with the datasets materialized: read from their
+/// local copies, the answers are still PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_slt_files_over_materialized_copies() {
+    let h = Harness::start_materialized().await;
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for file in slt_files().into_iter().filter(|f| is_differential(f)) {
+        if let Err(e) = run_file(&file, h.analyst().await, "switchyard (materialized)").await {
+            failures.push(e);
+        }
+        ran += 1;
+    }
+    assert!(ran >= 8, "{ran} differential files");
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}

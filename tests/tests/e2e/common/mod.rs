@@ -261,6 +261,58 @@ impl Harness {
         Harness { server, dir, pg }
     }
 
+    /// As [`Harness::start`], with every one-line dataset of a PostgreSQL, SQLite or
+    /// MongoDB origin `mode: materialize` (the multi-line ones, the empty collection and
+    /// gold_profiles stay federated), once
+    /// every copy is taken.
+    pub async fn start_materialized() -> Harness {
+        let pg = pg();
+        let dir = tempfile::tempdir().unwrap();
+        write_origin_files(dir.path());
+        let text: Vec<String> = config_text(&pg, "", "")
+            .lines()
+            .map(|l| {
+                let copied = ["sales", "inventory", "types", "crm", "docs"]
+                    .iter()
+                    .any(|o| l.contains(&format!("{{ origin: {o},")))
+                    // An empty collection has no columns to copy; gold_profiles'
+                    // sampled schema types `tags` as text where some documents hold
+                    // an array, so a full read of it fails (42804), copy or not.
+                    && !l.contains("table: empty")
+                    && !l.contains("shop.gold_profiles");
+                match l.rfind(" }") {
+                    Some(end) if copied && l.starts_with("  ") => {
+                        format!("{}, mode: materialize{}", &l[..end], &l[end..])
+                    }
+                    _ => l.to_string(),
+                }
+            })
+            .collect();
+        let file = dir.path().join("switchyard.yaml");
+        std::fs::write(&file, text.join("\n")).unwrap();
+        let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let server = switchyard::start(config).await.expect("server starts");
+        let h = Harness { server, dir, pg };
+        let analyst = h.analyst().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let states = rows(
+                &analyst,
+                "SELECT name, state, last_error FROM switchyard.datasets WHERE state <> 'ready'",
+            )
+            .await;
+            if states.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "copies not ready after 120 s: {states:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        h
+    }
+
     pub fn port(&self) -> u16 {
         self.server.addr.port()
     }
