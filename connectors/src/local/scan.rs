@@ -20,17 +20,15 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use futures::StreamExt;
 
 use super::codec::{Codec, Decoder, Encoded};
 use super::copies::copy_info;
 use crate::sql::quote_ident;
-use crate::sqlite::exec::{tokio_stream_from, InterruptOnDrop};
+use crate::sqlite::exec::read_on_blocking_thread;
 
 /// Rows per batch read from a copy.
 const BATCH_ROWS: usize = 4096;
@@ -217,10 +215,6 @@ impl ExecutionPlan for CopyExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let conn = super::open_readonly_store(&self.path).map_err(DataFusionError::from)?;
-        let interrupt = InterruptOnDrop(conn.get_interrupt_handle());
-        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
-        let dataset = self.dataset.clone();
-        let schema = Arc::clone(&self.schema);
         let this = CopyExec::new(
             self.dataset.clone(),
             self.path.clone(),
@@ -228,24 +222,13 @@ impl ExecutionPlan for CopyExec {
             self.conditions.clone(),
             self.limit,
         );
-        tokio::task::spawn_blocking(move || {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                read_copy(&this, conn, &tx)
-            }));
-            let failure = match run {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => e,
-                Err(_) => DataFusionError::Execution(format!(
-                    "local copy of {dataset}: the reader failed unexpectedly"
-                )),
-            };
-            let _ = tx.blocking_send(Err(failure));
-        });
-        let batches = tokio_stream_from(rx).map(move |batch| {
-            let _keep = &interrupt;
-            batch
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        let what = format!("the local copy of {}: the reader", self.dataset);
+        Ok(read_on_blocking_thread(
+            conn,
+            Arc::clone(&self.schema),
+            what,
+            move |conn, tx| read_copy(&this, conn, tx),
+        ))
     }
 }
 

@@ -65,7 +65,7 @@ fn sqlite_ast_analyzer(statement: ast::Statement) -> DfResult<ast::Statement> {
 
 /// Interrupts the query's SQLite connection when the stream reading it is dropped
 /// (cancel, LIMIT satisfied, client gone); harmless once the query has finished.
-pub(crate) struct InterruptOnDrop(pub(crate) rusqlite::InterruptHandle);
+struct InterruptOnDrop(rusqlite::InterruptHandle);
 
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
@@ -100,32 +100,20 @@ impl SQLExecutor for SqliteExecutor {
     ) -> DfResult<SendableRecordBatchStream> {
         tracing::debug!(origin = %self.origin, sql = %query, "origin query");
         let conn = open_readonly(&self.origin, &self.path)?;
-        let interrupt = InterruptOnDrop(conn.get_interrupt_handle());
-        // Two batches in flight: SQLite reads ahead no further than that.
-        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
         let origin = self.origin.clone();
         let sql = query.to_string();
         let out_schema = Arc::clone(&schema);
         let reader = ReaderCount::enter(&self.readers);
-        tokio::task::spawn_blocking(move || {
-            let _reader = reader;
-            let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                stream_rows(&origin, &conn, &sql, &out_schema, &tx)
-            }));
-            let failure = match run {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => e,
-                Err(_) => DataFusionError::Execution(format!(
-                    "origin {origin}: the SQLite reader failed unexpectedly"
-                )),
-            };
-            let _ = tx.blocking_send(Err(failure));
-        });
-        let batches = tokio_stream_from(rx).map(move |batch| {
-            let _keep = &interrupt;
-            batch
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        let what = format!("origin {origin}: the SQLite reader");
+        Ok(read_on_blocking_thread(
+            conn,
+            schema,
+            what,
+            move |conn, tx| {
+                let _reader = reader;
+                stream_rows(&origin, &conn, &sql, &out_schema, tx)
+            },
+        ))
     }
 
     async fn table_names(&self) -> DfResult<Vec<String>> {
@@ -141,8 +129,44 @@ impl SQLExecutor for SqliteExecutor {
     }
 }
 
+/// Runs `read` (which sends batches of `schema`) on a blocking thread over `conn`,
+/// two batches in flight at most (SQLite reads ahead no further), and returns the
+/// batches as a stream; dropping the stream interrupts SQLite. A panic in `read`
+/// ends the stream with an error naming `what`.
+pub(crate) fn read_on_blocking_thread<F>(
+    conn: rusqlite::Connection,
+    schema: SchemaRef,
+    what: String,
+    read: F,
+) -> SendableRecordBatchStream
+where
+    F: FnOnce(
+            rusqlite::Connection,
+            &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
+        ) -> DfResult<()>
+        + Send
+        + 'static,
+{
+    let interrupt = InterruptOnDrop(conn.get_interrupt_handle());
+    let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+    tokio::task::spawn_blocking(move || {
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| read(conn, &tx)));
+        let failure = match run {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(_) => DataFusionError::Execution(format!("{what} failed unexpectedly")),
+        };
+        let _ = tx.blocking_send(Err(failure));
+    });
+    let batches = tokio_stream_from(rx).map(move |batch| {
+        let _keep = &interrupt;
+        batch
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+}
+
 /// The receiver as a stream (tokio's channel without the tokio-stream crate).
-pub(crate) fn tokio_stream_from(
+fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<DfResult<RecordBatch>>,
 ) -> impl futures::Stream<Item = DfResult<RecordBatch>> + Send {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
