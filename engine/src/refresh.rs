@@ -26,6 +26,16 @@ pub struct Refresh {
 /// `Some` when `sql` is a `REFRESH MATERIALIZED VIEW` statement (an error when it
 /// is one Switchyard cannot run: `WITH NO DATA`, or a malformed name).
 pub fn parse(sql: &str) -> Option<Result<Refresh, EngineError>> {
+    // Every statement of the simple protocol passes here: leave the others at once.
+    let head = sql.trim_start();
+    let commented = head.starts_with("--") || head.starts_with("/*");
+    if !commented
+        && !head
+            .get(..7)
+            .is_some_and(|w| w.eq_ignore_ascii_case("refresh"))
+    {
+        return None;
+    }
     let text = strip_comments(sql);
     let text = text.trim().trim_end_matches(';').trim();
     let mut words = text.split_whitespace();

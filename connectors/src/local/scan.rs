@@ -107,7 +107,7 @@ impl TableProvider for CopyTable {
 }
 
 /// Streams rows of a dataset's current copy.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CopyExec {
     dataset: String,
     path: PathBuf,
@@ -215,13 +215,7 @@ impl ExecutionPlan for CopyExec {
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let conn = super::open_readonly_store(&self.path).map_err(DataFusionError::from)?;
-        let this = CopyExec::new(
-            self.dataset.clone(),
-            self.path.clone(),
-            Arc::clone(&self.schema),
-            self.conditions.clone(),
-            self.limit,
-        );
+        let this = self.clone();
         let what = format!("the local copy of {}: the reader", self.dataset);
         Ok(read_on_blocking_thread(
             conn,
