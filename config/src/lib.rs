@@ -311,7 +311,7 @@ pub struct Dataset {
 }
 
 /// How a dataset is answered (the FlashQL modes; `sync` comes later).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Every statement reads the origin.
     #[default]
@@ -322,7 +322,18 @@ pub enum Mode {
     Materialize {
         /// Copy again this often.
         refresh: Option<std::time::Duration>,
+        /// Kept fresh from the origin's change feed (`live: true`).
+        live: Option<Live>,
     },
+}
+
+/// How a live dataset follows its origin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Live {
+    /// PostgreSQL: the replication slot's name (default `switchyard_<schema>_<name>`).
+    pub slot: Option<String>,
+    /// PostgreSQL: the publication's name (default as the slot's).
+    pub publication: Option<String>,
 }
 
 impl Dataset {

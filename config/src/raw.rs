@@ -212,6 +212,10 @@ pub struct RawDataset {
     pub live: Option<Spanned<bool>>,
     /// Materialized: copy the dataset again at this interval (`10m`, `1h`).
     pub refresh: Option<Str>,
+    /// Live PostgreSQL datasets: the replication slot's name.
+    pub slot: Option<Str>,
+    /// Live PostgreSQL datasets: the publication's name.
+    pub publication: Option<Str>,
 }
 
 /// One declared column of a MongoDB dataset.

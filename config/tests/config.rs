@@ -390,13 +390,21 @@ fn modes_are_read_and_checked_with_their_lines() {
             .find(|d| d.qualified_name() == name)
             .unwrap()
             .mode
+            .clone()
     };
     assert_eq!(mode("public.users"), Mode::Federate);
-    assert_eq!(mode("pg1.products"), Mode::Materialize { refresh: None });
+    assert_eq!(
+        mode("pg1.products"),
+        Mode::Materialize {
+            refresh: None,
+            live: None
+        }
+    );
     assert_eq!(
         mode("analytics.events"),
         Mode::Materialize {
-            refresh: Some(std::time::Duration::from_secs(600))
+            refresh: Some(std::time::Duration::from_secs(600)),
+            live: None
         }
     );
 
@@ -415,9 +423,46 @@ fn modes_are_read_and_checked_with_their_lines() {
     );
     let e = one("mode: sync");
     assert!(e.reason.contains("mode: sync is not available yet"), "{e}");
-    let e = one("mode: materialize, live: true");
+    let live = parse(
+        dir.path(),
+        &EXAMPLE.replace(
+            "pg1.products: { origin: prod, table: public.products, filters: { status: 1 } }",
+            "pg1.products: { origin: prod, table: public.products, filters: { status: 1 }, mode: materialize, live: true, slot: products_feed }",
+        ),
+    )
+    .unwrap();
+    let products = live
+        .datasets
+        .iter()
+        .find(|d| d.qualified_name() == "pg1.products")
+        .unwrap();
+    assert_eq!(
+        products.mode,
+        Mode::Materialize {
+            refresh: None,
+            live: Some(switchyard_config::Live {
+                slot: Some("products_feed".into()),
+                publication: None
+            })
+        }
+    );
+    let e = one("mode: materialize, live: true, refresh: 10m");
+    assert!(e.reason.contains("exclude each other"), "{e}");
+    let e = one("mode: materialize, live: true, slot: Bad-Name");
+    assert!(e.reason.contains("is not a valid name"), "{e}");
+    let e = one("slot: feed");
     assert!(
-        e.reason.contains("live: true is not available yet") && e.fix.contains("refresh:"),
+        e.reason.contains("need mode: materialize and live: true"),
+        "{e}"
+    );
+    let e = one("mode: materialize, publication: feed");
+    assert!(e.reason.contains("need live: true"), "{e}");
+    let e = error(&EXAMPLE.replace(
+        "    origin: analytics\n",
+        "    origin: analytics\n    mode: materialize\n    live: true\n",
+    ));
+    assert!(
+        e.reason.contains("cannot be maintained incrementally") && e.fix.contains("refresh:"),
         "{e}"
     );
     let e = one("refresh: 10m");

@@ -89,6 +89,29 @@ pub enum ConnectorError {
         /// What SQLite said.
         message: String,
     },
+    /// A change feed cannot go on from where the copy stands (slot dropped or
+    /// invalidated, a schema change the copy cannot follow): only a new snapshot
+    /// can (SQLSTATE 55000).
+    #[error("dataset {dataset}: {why}")]
+    Resnapshot {
+        /// `schema.name`.
+        dataset: String,
+        /// What happened.
+        why: String,
+    },
+    /// The origin cannot keep a dataset live as it is set up (wal_level, the
+    /// REPLICATION privilege, a table without a key).
+    #[error("origin {origin}: {message}; {fix}")]
+    NotLive {
+        /// Origin name.
+        origin: String,
+        /// 55000, or 42501 for a missing privilege.
+        code: SqlState,
+        /// What is missing.
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// An error from DataFusion while building a table.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -108,6 +131,8 @@ impl ConnectorError {
             ConnectorError::NotMaterialized { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
             ConnectorError::LocalStore { full: true, .. } => SqlState::DISK_FULL,
             ConnectorError::LocalStore { full: false, .. } => SqlState::IO_ERROR,
+            ConnectorError::Resnapshot { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ConnectorError::NotLive { code, .. } => *code,
             ConnectorError::DataFusion(_) => SqlState::INTERNAL_ERROR,
         }
     }

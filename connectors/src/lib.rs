@@ -8,6 +8,7 @@
 //! statement tries again.
 
 pub mod catalog;
+pub mod changes;
 pub mod columns;
 mod error;
 pub mod facts;

@@ -1,9 +1,10 @@
 //! The one trait every origin kind implements: what Switchyard can do with an origin.
 //!
-//! Reading is what every origin offers today: a table per dataset (federated, with
-//! pushdown) and, where the origin declares them, catalog facts. Writing (sync) and
-//! change feeds (live materialization) join this trait as methods when those
-//! features land, so a caller asks the origin, not a `match` on its kind.
+//! Reading is what every origin offers: a table per dataset (federated, with
+//! pushdown) and, where the origin declares them, catalog facts. Origins with a
+//! change feed (PostgreSQL logical replication, MongoDB change streams) offer it
+//! for live materialization; writing (sync) joins as a method when it lands, so a
+//! caller asks the origin, not a `match` on its kind.
 
 use std::sync::Arc;
 
@@ -34,6 +35,11 @@ pub trait Origin: std::fmt::Debug + Send + Sync {
     async fn facts(&self, dataset: &Dataset, resolve: Resolve<'_>) -> Result<Option<TableFacts>> {
         let _ = (dataset, resolve);
         Ok(None)
+    }
+
+    /// The origin's change feed, where it has one (`live: true` datasets).
+    fn changes(&self) -> Option<crate::changes::SharedFeed> {
+        None
     }
 }
 

@@ -20,6 +20,10 @@ pub enum MaterializeError {
         /// The origin could not be reached (the copy is retried with backoff).
         origin_down: bool,
     },
+    /// A live copy's feed cannot go on from where the copy stands; a new
+    /// snapshot is taken (55000).
+    #[error("{0}; taking a new snapshot")]
+    Resnapshot(String),
     /// `REFRESH MATERIALIZED VIEW` of a dataset that is not materialized (42809).
     #[error("\"{0}\" is not a materialized dataset")]
     NotMaterialized(String),
@@ -39,6 +43,7 @@ impl MaterializeError {
     pub fn sqlstate(&self) -> SqlState {
         match self {
             MaterializeError::Copy { code, .. } => *code,
+            MaterializeError::Resnapshot(_) => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
             MaterializeError::NotMaterialized(_) => SqlState::WRONG_OBJECT_TYPE,
             MaterializeError::UnknownDataset(_) => SqlState::UNDEFINED_TABLE,
             MaterializeError::Stopped(_) => SqlState::ADMIN_SHUTDOWN,
@@ -60,6 +65,9 @@ impl MaterializeError {
 
 impl From<ConnectorError> for MaterializeError {
     fn from(e: ConnectorError) -> Self {
+        if let ConnectorError::Resnapshot { .. } = e {
+            return MaterializeError::Resnapshot(e.to_string());
+        }
         let origin_down = matches!(
             e,
             ConnectorError::Unreachable { .. } | ConnectorError::ConnectionLost { .. }
@@ -77,6 +85,9 @@ impl From<DataFusionError> for MaterializeError {
         // A connector's error travels through DataFusion boxed: keep its SQLSTATE
         // and whether the origin was unreachable.
         match connector_cause(&e) {
+            Some(c @ ConnectorError::Resnapshot { .. }) => {
+                MaterializeError::Resnapshot(c.to_string())
+            }
             Some(c) => MaterializeError::Copy {
                 code: c.sqlstate(),
                 message: c.to_string(),

@@ -4,10 +4,13 @@
 //! One [`worker`] per dataset keeps its copy: it takes a snapshot at start, again
 //! every `refresh:` interval and on request (`REFRESH MATERIALIZED VIEW`), and
 //! retries with backoff when the origin is down, serving the last copy meanwhile.
+//! A live dataset's worker ([`live`]) follows the origin's change feed instead,
+//! applying each origin transaction with its position in one local transaction.
 //! Its [`state`] is what `switchyard.datasets` ([`status_table`]) shows. A
 //! [`snapshot`] streams the origin's rows into a new copy with bounded memory.
 
 mod error;
+mod live;
 pub mod snapshot;
 pub mod state;
 pub mod status_table;
@@ -18,6 +21,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use switchyard_config::{Config, Dataset, Mode};
+use switchyard_connectors::changes::SharedFeed;
 use switchyard_connectors::local::{CopyInfo, LocalStore};
 use switchyard_connectors::{CopyNotes, Origin, Origins};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +37,8 @@ type Refresh = oneshot::Sender<Result<CopyInfo>>;
 struct Kept {
     dataset: Dataset,
     origin: Arc<dyn Origin>,
+    /// Live datasets: `Some` (the origin's change feed, if it has one).
+    live: Option<Option<SharedFeed>>,
     status: Arc<Mutex<DatasetStatus>>,
     progress: Arc<AtomicU64>,
     requests: mpsc::Sender<Refresh>,
@@ -63,9 +69,10 @@ impl Materializer {
         let store = Arc::clone(origins.store().ok_or(MaterializeError::NoStore)?);
         let mut kept = BTreeMap::new();
         for dataset in &config.datasets {
-            let Mode::Materialize { refresh } = dataset.mode else {
+            let Mode::Materialize { refresh, live } = &dataset.mode else {
                 continue;
             };
+            let refresh = *refresh;
             let origin = Arc::clone(
                 origins
                     .get(&dataset.origin)
@@ -73,12 +80,15 @@ impl Materializer {
             );
             let name = dataset.qualified_name();
             let (requests, mailbox) = mpsc::channel(16);
+            let live = live.as_ref().map(|_| origin.changes());
+            let is_live = live.is_some();
             kept.insert(
                 name.clone(),
                 Kept {
                     dataset: dataset.clone(),
+                    live,
                     origin,
-                    status: Arc::new(Mutex::new(DatasetStatus::new(&name, refresh))),
+                    status: Arc::new(Mutex::new(DatasetStatus::new(&name, refresh, is_live))),
                     progress: Arc::new(AtomicU64::new(0)),
                     requests,
                     mailbox: Mutex::new(Some(mailbox)),
@@ -109,6 +119,13 @@ impl Materializer {
                 Some(k) => k.status_mut().copied(&copy),
                 None => {
                     tracing::info!(dataset = %copy.dataset, "dropping a copy the config no longer reads");
+                    if copy.position.is_some() {
+                        tracing::warn!(
+                            dataset = %copy.dataset,
+                            source = %copy.source,
+                            "the dropped copy was live: its origin may keep a replication slot (and WAL) for it; drop it there if nothing else uses it"
+                        );
+                    }
                     self.store.drop_copy(&copy.dataset)?;
                 }
             }
@@ -128,7 +145,11 @@ impl Materializer {
                 .ok()
                 .and_then(|mut m| m.take());
             if let Some(mailbox) = mailbox {
-                tokio::spawn(worker::run(Arc::clone(self), name.clone(), mailbox));
+                if self.kept[name].live.is_some() {
+                    tokio::spawn(live::run(Arc::clone(self), name.clone(), mailbox));
+                } else {
+                    tokio::spawn(worker::run(Arc::clone(self), name.clone(), mailbox));
+                }
             }
         }
     }
@@ -166,7 +187,16 @@ impl Materializer {
             .kept
             .get(dataset)
             .ok_or_else(|| MaterializeError::NotMaterialized(dataset.to_string()))?;
-        snapshot::take(&kept.origin, &self.store, &kept.dataset, progress).await
+        match &kept.live {
+            Some(Some(feed)) => {
+                // The stream is dropped: `serve` resumes it from the copy's position.
+                let (info, _stream) =
+                    snapshot::take_live(feed, &self.store, &kept.dataset, progress).await?;
+                Ok(info)
+            }
+            Some(None) => Err(live::no_feed(&kept.dataset)),
+            None => snapshot::take(&kept.origin, &self.store, &kept.dataset, progress).await,
+        }
     }
 
     /// Every materialized dataset's status, by name.

@@ -1,5 +1,6 @@
 //! Taking a copy: the dataset's rows are read through its origin's federated
-//! table (the same read a federated statement makes) and written to a new copy in
+//! table (the same read a federated statement makes) — or, for a live dataset,
+//! through its change feed's consistent snapshot — and written to a new copy in
 //! the local store on a blocking thread. Two batches are in flight at most, so
 //! memory stays flat whatever the table size.
 
@@ -9,9 +10,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use switchyard_config::Dataset;
+use switchyard_connectors::changes::{ChangeFeed, ChangeStream};
 use switchyard_connectors::local::{source_key, CopyInfo, LocalStore};
 use switchyard_connectors::Origin;
 
@@ -28,16 +31,52 @@ pub async fn take(
     dataset: &Dataset,
     progress: Arc<AtomicU64>,
 ) -> Result<CopyInfo> {
-    let name = dataset.qualified_name();
     let table = origin.table(dataset).await?;
     let schema = table.schema();
     let ctx = SessionContext::new_with_state(switchyard_planner::session_state());
     ctx.register_table(SOURCE, table)?;
-    let mut rows = ctx
+    let rows = ctx
         .sql(&format!("SELECT * FROM {SOURCE}"))
         .await?
         .execute_stream()
         .await?;
+    write(store, dataset, schema, rows, progress, None).await
+}
+
+/// Copies a live `dataset` through its origin's change `feed`: the copy stands
+/// at the snapshot's position, and the returned stream goes on from there.
+pub async fn take_live(
+    feed: &Arc<dyn ChangeFeed>,
+    store: &Arc<LocalStore>,
+    dataset: &Dataset,
+    progress: Arc<AtomicU64>,
+) -> Result<(CopyInfo, Box<dyn ChangeStream>)> {
+    let snapshot = feed.snapshot(dataset).await?;
+    let schema = snapshot.rows.schema();
+    let follow = (snapshot.position.clone(), snapshot.key.clone());
+    let info = write(
+        store,
+        dataset,
+        schema,
+        snapshot.rows,
+        progress,
+        Some(follow),
+    )
+    .await?;
+    Ok((info, snapshot.stream))
+}
+
+/// Writes `rows` as the new copy of `dataset`; a live copy records the feed's
+/// position and key.
+async fn write(
+    store: &Arc<LocalStore>,
+    dataset: &Dataset,
+    schema: SchemaRef,
+    mut rows: SendableRecordBatchStream,
+    progress: Arc<AtomicU64>,
+    follow: Option<(String, Vec<String>)>,
+) -> Result<CopyInfo> {
+    let name = dataset.qualified_name();
 
     // `None` says every row was read: without it the writer drops the copy.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<RecordBatch>>(2);
@@ -48,6 +87,9 @@ pub async fn take(
         let name = name.clone();
         tokio::task::spawn_blocking(move || -> Result<CopyInfo> {
             let mut copy = store.begin_copy(&name, &source, schema, progress)?;
+            if let Some((position, key)) = &follow {
+                copy.follow(position, key);
+            }
             while let Some(message) = rx.blocking_recv() {
                 match message {
                     Some(batch) => copy.write(&batch)?,

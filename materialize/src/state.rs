@@ -16,6 +16,8 @@ pub enum State {
     /// The copy is taken and served; the next refresh waits for its interval or a
     /// `REFRESH MATERIALIZED VIEW`.
     Ready,
+    /// A live copy follows its origin's change feed.
+    Streaming,
     /// The origin could not be reached; retried with backoff, the last copy (if
     /// any) is served.
     OriginDown,
@@ -31,6 +33,7 @@ impl State {
             State::Snapshotting => "snapshotting",
             State::Refreshing => "refreshing",
             State::Ready => "ready",
+            State::Streaming => "streaming",
             State::OriginDown => "origin down",
             State::Error => "error",
         }
@@ -59,13 +62,20 @@ pub struct DatasetStatus {
     pub next_refresh: Option<DateTime<Utc>>,
     /// The configured interval.
     pub refresh: Option<Duration>,
+    /// Whether the copy follows a change feed.
+    pub live: bool,
+    /// Live copies: the feed's position the copy stands at (LSN, resume token).
+    pub position: Option<String>,
+    /// Live copies: how far the copy was behind the origin's commit when it
+    /// applied the last transaction (0 once caught up and idle).
+    pub lag_ms: Option<i64>,
     /// Why the last attempt failed, with its SQLSTATE.
     pub last_error: Option<String>,
 }
 
 impl DatasetStatus {
     /// A dataset with no copy yet.
-    pub fn new(dataset: &str, refresh: Option<Duration>) -> Self {
+    pub fn new(dataset: &str, refresh: Option<Duration>, live: bool) -> Self {
         DatasetStatus {
             dataset: dataset.to_string(),
             state: State::Snapshotting,
@@ -74,14 +84,22 @@ impl DatasetStatus {
             last_refresh: None,
             next_refresh: None,
             refresh,
+            live,
+            position: None,
+            lag_ms: None,
             last_error: None,
         }
     }
 
     /// A copy was committed.
     pub fn copied(&mut self, copy: &CopyInfo) {
-        self.state = State::Ready;
+        self.state = if self.live {
+            State::Streaming
+        } else {
+            State::Ready
+        };
         self.rows = Some(copy.rows);
+        self.position = copy.position.clone();
         self.snapshot_rows = None;
         self.last_refresh = Some(copy.copied_at.clone());
         self.last_error = None;
@@ -89,6 +107,16 @@ impl DatasetStatus {
             .refresh
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| Utc::now() + d);
+    }
+
+    /// A live copy applied a transaction (or stored an idle position).
+    pub fn applied(&mut self, rows: u64, position: &str, lag_ms: i64) {
+        self.state = State::Streaming;
+        self.rows = Some(rows);
+        self.position = Some(position.to_string());
+        self.lag_ms = Some(lag_ms.max(0));
+        self.last_error = None;
+        self.next_refresh = None;
     }
 
     /// A copy is starting.

@@ -105,15 +105,21 @@ impl DatasetsTable {
         };
         let columns = vec![
             text(&|s| Some(s.dataset.clone())),
-            text(&|_| Some("materialize".into())),
+            text(&|s| {
+                Some(if s.live {
+                    "materialize live".into()
+                } else {
+                    "materialize".into()
+                })
+            }),
             text(&|s| Some(s.state.name().into())),
             int(&|s| s.rows.map(|n| n as i64)),
             int(&|s| s.snapshot_rows.map(|n| n as i64)),
             ts(&|s| micros(parsed(&s.last_refresh))),
             ts(&|s| micros(s.next_refresh)),
             text(&|s| s.refresh.map(|d| format!("{}s", d.as_secs()))),
-            text(&|_| None),
-            int(&|_| None),
+            text(&|s| s.position.clone()),
+            int(&|s| s.lag_ms),
             text(&|s| s.last_error.clone()),
         ];
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)

@@ -27,6 +27,8 @@ states! {
     UNABLE_TO_CONNECT = b"08001";
     /// 08006 connection_failure: an origin connection broke mid-statement.
     CONNECTION_FAILURE = b"08006";
+    /// 08P01 protocol_violation: an origin's stream said something unexpected.
+    PROTOCOL_VIOLATION = b"08P01";
     /// 0A000 feature_not_supported.
     FEATURE_NOT_SUPPORTED = b"0A000";
     /// 21000 cardinality_violation (also an unfiltered UPDATE/DELETE, as pg-safeupdate).
@@ -67,6 +69,8 @@ states! {
     UNDEFINED_COLUMN = b"42703";
     /// 42704 undefined_object.
     UNDEFINED_OBJECT = b"42704";
+    /// 42710 duplicate_object.
+    DUPLICATE_OBJECT = b"42710";
     /// 42804 datatype_mismatch.
     DATATYPE_MISMATCH = b"42804";
     /// 42809 wrong_object_type: e.g. REFRESH MATERIALIZED VIEW of a dataset that is not materialized.
@@ -89,6 +93,8 @@ states! {
     PROGRAM_LIMIT_EXCEEDED = b"54000";
     /// 55000 object_not_in_prerequisite_state: a materialized dataset has no local copy yet.
     OBJECT_NOT_IN_PREREQUISITE_STATE = b"55000";
+    /// 55006 object_in_use: e.g. a replication slot another session holds.
+    OBJECT_IN_USE = b"55006";
     /// 57014 query_canceled (cancel request or statement timeout).
     QUERY_CANCELED = b"57014";
     /// 57P01 admin_shutdown (a statement abandoned before its end).

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use super::{is_identifier, known, line, Checker, RESERVED_SCHEMAS};
 use crate::policy::parse_duration;
 use crate::raw::{self};
-use crate::{ColumnType, Dataset, DatasetSource, DeclaredColumn, Mode, Origin, OriginKind, Result};
+use crate::{
+    ColumnType, Dataset, DatasetSource, DeclaredColumn, Live, Mode, Origin, OriginKind, Result,
+};
 
 impl Checker<'_> {
     pub(super) fn datasets(
@@ -212,7 +214,7 @@ impl Checker<'_> {
                     source,
                     line: at,
                     columns: columns.clone(),
-                    mode,
+                    mode: mode.clone(),
                 });
             }
         }
@@ -244,6 +246,13 @@ impl Checker<'_> {
                         "add mode: materialize, or remove live:",
                     ));
                 }
+                if let Some(name) = d.slot.as_ref().or(d.publication.as_ref()) {
+                    return Err(self.err(
+                        line(name),
+                        format!("dataset {key}: slot: and publication: need mode: materialize and live: true"),
+                        "add mode: materialize and live: true, or remove them",
+                    ));
+                }
                 Ok(Mode::Federate)
             }
             "materialize" => {
@@ -257,13 +266,19 @@ impl Checker<'_> {
                         "remove mode: materialize (files are read where they lie)",
                     ));
                 }
-                if let Some(live) = d.live.as_ref().filter(|l| l.value) {
-                    return Err(self.err(
-                        line(live),
-                        format!("dataset {key}: live: true is not available yet (change feeds come next)"),
-                        "use refresh: <interval> (e.g. refresh: 10m) to copy it again periodically",
-                    ));
-                }
+                let live = match d.live.as_ref().filter(|l| l.value) {
+                    Some(flag) => Some(self.live(key, d, origin, line(flag))?),
+                    None => {
+                        if let Some(name) = d.slot.as_ref().or(d.publication.as_ref()) {
+                            return Err(self.err(
+                                line(name),
+                                format!("dataset {key}: slot: and publication: need live: true"),
+                                "add live: true, or remove them",
+                            ));
+                        }
+                        None
+                    }
+                };
                 let refresh = match &d.refresh {
                     Some(r) => {
                         let every = parse_duration(&r.value)
@@ -282,7 +297,14 @@ impl Checker<'_> {
                     }
                     None => None,
                 };
-                Ok(Mode::Materialize { refresh })
+                if let (Some(_), Some(r)) = (&live, &d.refresh) {
+                    return Err(self.err(
+                        line(r),
+                        format!("dataset {key}: refresh: and live: true exclude each other"),
+                        "keep live: true (the copy follows every change) or refresh: (copied again periodically)",
+                    ));
+                }
+                Ok(Mode::Materialize { refresh, live })
             }
             "sync" => Err(self.err(
                 mode_at,
@@ -295,6 +317,72 @@ impl Checker<'_> {
                 "use federate, materialize or sync",
             )),
         }
+    }
+
+    /// `live: true` of a materialized dataset: origins with a change feed, and
+    /// datasets it can maintain row by row (a table, with equality filters).
+    fn live(
+        &self,
+        key: &str,
+        d: &raw::RawDataset,
+        origin: &Origin,
+        at: Option<u64>,
+    ) -> Result<Live> {
+        let feed = matches!(
+            origin.kind,
+            OriginKind::Postgres(_) | OriginKind::Mongodb(_)
+        );
+        if !feed {
+            return Err(self.err(
+                at,
+                format!(
+                    "dataset {key}: origin {} has no change feed for live: true",
+                    origin.name
+                ),
+                "live: true needs a postgres or mongodb origin; use refresh: <interval> instead",
+            ));
+        }
+        if d.query.is_some() || d.pipeline.is_some() {
+            return Err(self.err(
+                at,
+                format!("dataset {key}: a query or pipeline dataset cannot be maintained incrementally"),
+                "use refresh: <interval> to run it again periodically, or materialize the table itself live",
+            ));
+        }
+        let name = |n: &Option<raw::Str>, what: &str| -> Result<Option<String>> {
+            let Some(n) = n else { return Ok(None) };
+            if !matches!(origin.kind, OriginKind::Postgres(_)) {
+                return Err(self.err(
+                    line(n),
+                    format!("dataset {key}: {what}: is for postgres origins"),
+                    format!("remove {what}:"),
+                ));
+            }
+            if d.tables.is_some() {
+                return Err(self.err(
+                    line(n),
+                    format!("dataset {key}: {what}: names one table's feed, and this entry lists several"),
+                    "give the table its own entry (schema.table: { table: ... }) to name its feed",
+                ));
+            }
+            let ok = !n.value.is_empty()
+                && n.value.len() <= 63
+                && n.value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(self.err(
+                    line(n),
+                    format!("dataset {key}: {what}: {:?} is not a valid name", n.value),
+                    "use at most 63 lower-case letters, digits and _",
+                ));
+            }
+            Ok(Some(n.value.clone()))
+        };
+        Ok(Live {
+            slot: name(&d.slot, "slot")?,
+            publication: name(&d.publication, "publication")?,
+        })
     }
 
     /// The declared columns of a dataset (MongoDB only; one-table datasets).

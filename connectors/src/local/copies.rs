@@ -24,7 +24,7 @@ use crate::{ConnectorError, Result};
 pub const RESERVED_PREFIX: &str = "_switchyard";
 
 /// The catalog of copies.
-const CATALOG: &str = "_switchyard_copies";
+pub(crate) const CATALOG: &str = "_switchyard_copies";
 
 /// Bumped when the stored encoding changes: older copies are then taken again.
 const FORMAT: i64 = 1;
@@ -47,6 +47,10 @@ pub struct CopyInfo {
     pub rows: u64,
     /// When the copy was committed (RFC 3339, UTC).
     pub copied_at: String,
+    /// Live copies: the change feed's position the copy stands at.
+    pub position: Option<String>,
+    /// Live copies: the columns changes find rows by.
+    pub key: Vec<String>,
 }
 
 pub(crate) fn store_error(e: rusqlite::Error) -> ConnectorError {
@@ -60,7 +64,7 @@ pub(crate) fn store_error(e: rusqlite::Error) -> ConnectorError {
     }
 }
 
-fn arrow_error(e: datafusion::arrow::error::ArrowError) -> ConnectorError {
+pub(crate) fn arrow_error(e: datafusion::arrow::error::ArrowError) -> ConnectorError {
     ConnectorError::LocalStore {
         full: false,
         message: e.to_string(),
@@ -84,7 +88,7 @@ impl LocalStore {
         Ok(conn)
     }
 
-    fn ensure_catalog(conn: &rusqlite::Connection) -> Result<()> {
+    pub(crate) fn ensure_catalog(conn: &rusqlite::Connection) -> Result<()> {
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {CATALOG} (
                 dataset TEXT PRIMARY KEY,
@@ -93,10 +97,28 @@ impl LocalStore {
                 arrow_schema BLOB NOT NULL,
                 rows INTEGER NOT NULL,
                 copied_at TEXT NOT NULL,
-                format INTEGER NOT NULL
+                format INTEGER NOT NULL,
+                position TEXT,
+                key_columns TEXT
             )"
         ))
-        .map_err(store_error)
+        .map_err(store_error)?;
+        // Catalogs written before live copies lack the feed's columns.
+        let has_position: bool = conn
+            .query_row(
+                &format!("SELECT count(*) > 0 FROM pragma_table_info('{CATALOG}') WHERE name = 'position'"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(store_error)?;
+        if !has_position {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {CATALOG} ADD COLUMN position TEXT;
+                 ALTER TABLE {CATALOG} ADD COLUMN key_columns TEXT"
+            ))
+            .map_err(store_error)?;
+        }
+        Ok(())
     }
 
     /// Every copy in the store (copies of an older format are left out: they are
@@ -208,6 +230,7 @@ impl LocalStore {
             rows: 0,
             uncommitted: 0,
             progress,
+            feed: None,
         };
         writer
             .conn
@@ -224,7 +247,7 @@ impl LocalStore {
 fn read_copies(conn: &rusqlite::Connection, only: Option<&str>) -> Result<Vec<CopyInfo>> {
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT dataset, source, table_name, arrow_schema, rows, copied_at FROM {CATALOG}
+            "SELECT dataset, source, table_name, arrow_schema, rows, copied_at, position, key_columns FROM {CATALOG}
              WHERE format = {FORMAT} AND (?1 IS NULL OR dataset = ?1) ORDER BY dataset"
         ))
         .map_err(store_error)?;
@@ -237,12 +260,15 @@ fn read_copies(conn: &rusqlite::Connection, only: Option<&str>) -> Result<Vec<Co
                 r.get::<_, Vec<u8>>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })
         .map_err(store_error)?;
     let mut out = Vec::new();
     for row in rows {
-        let (dataset, source, table, schema, rows, copied_at) = row.map_err(store_error)?;
+        let (dataset, source, table, schema, rows, copied_at, position, key) =
+            row.map_err(store_error)?;
         out.push(CopyInfo {
             dataset,
             source,
@@ -250,6 +276,10 @@ fn read_copies(conn: &rusqlite::Connection, only: Option<&str>) -> Result<Vec<Co
             schema: schema_from_bytes(&schema).map_err(arrow_error)?,
             rows: rows as u64,
             copied_at,
+            position,
+            key: key
+                .and_then(|k| serde_json::from_str(&k).ok())
+                .unwrap_or_default(),
         });
     }
     Ok(out)
@@ -283,6 +313,8 @@ pub struct CopyWriter {
     rows: u64,
     uncommitted: u64,
     progress: Arc<AtomicU64>,
+    /// Live copies: the feed's position and key.
+    feed: Option<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for CopyWriter {
@@ -340,21 +372,45 @@ impl CopyWriter {
         Ok(())
     }
 
+    /// Makes this a live copy: it stands at the change feed's `position`, and
+    /// changes find its rows by the `key` columns (indexed at commit).
+    pub fn follow(&mut self, position: &str, key: &[String]) {
+        self.feed = Some((position.to_string(), key.to_vec()));
+    }
+
     /// Makes the copy the dataset's current one (the previous copy is dropped in
     /// the same transaction).
     pub fn commit(mut self) -> Result<CopyInfo> {
         let previous = read_copies(&self.conn, Some(&self.dataset))?;
         let copied_at = now_rfc3339();
         let schema = schema_bytes(&self.schema).map_err(arrow_error)?;
+        let (position, key) = match &self.feed {
+            Some((p, k)) => (Some(p.clone()), k.clone()),
+            None => (None, Vec::new()),
+        };
+        let key_json = (!key.is_empty()).then(|| serde_json::to_string(&key).unwrap_or_default());
         let conn = &self.conn;
         let run = || -> Result<()> {
+            if !key.is_empty() {
+                conn.execute_batch(&format!(
+                    "CREATE INDEX {} ON {} ({})",
+                    quote_ident(&format!("{}_key", self.table)),
+                    quote_ident(&self.table),
+                    key.iter()
+                        .map(|k| quote_ident(k))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .map_err(store_error)?;
+            }
             conn.execute(
                 &format!(
-                    "INSERT INTO {CATALOG} (dataset, source, table_name, arrow_schema, rows, copied_at, format)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, {FORMAT})
+                    "INSERT INTO {CATALOG} (dataset, source, table_name, arrow_schema, rows, copied_at, format, position, key_columns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, {FORMAT}, ?7, ?8)
                      ON CONFLICT (dataset) DO UPDATE SET source = excluded.source,
                        table_name = excluded.table_name, arrow_schema = excluded.arrow_schema,
-                       rows = excluded.rows, copied_at = excluded.copied_at, format = excluded.format"
+                       rows = excluded.rows, copied_at = excluded.copied_at, format = excluded.format,
+                       position = excluded.position, key_columns = excluded.key_columns"
                 ),
                 rusqlite::params![
                     self.dataset,
@@ -362,7 +418,9 @@ impl CopyWriter {
                     self.table,
                     schema,
                     self.rows as i64,
-                    copied_at
+                    copied_at,
+                    position,
+                    key_json
                 ],
             )
             .map_err(store_error)?;
@@ -381,6 +439,8 @@ impl CopyWriter {
             schema: Arc::clone(&self.schema),
             rows: self.rows,
             copied_at,
+            position,
+            key,
         })
     }
 }

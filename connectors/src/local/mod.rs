@@ -2,8 +2,9 @@
 //!
 //! Its own tables are served read-only under the `local` schema (Switchyard or the
 //! demo writes them). Materialized datasets keep their copies here ([`copies`]:
-//! written whole in one transaction; [`scan`]: read with exact filter pushdown;
-//! [`codec`]: how each Arrow type is stored so it reads back equal).
+//! written whole in one transaction; [`apply`]: a live copy follows its origin's
+//! transactions; [`scan`]: read with exact filter pushdown; [`codec`]: how each
+//! Arrow type is stored so it reads back equal).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,10 +17,12 @@ use switchyard_sqlstate::SqlState;
 use crate::sqlite::SqliteConnector;
 use crate::{ConnectorError, Result};
 
+pub mod apply;
 pub mod codec;
 pub mod copies;
 pub mod scan;
 
+pub use apply::Applier;
 pub use copies::{CopyInfo, CopyWriter, RESERVED_PREFIX};
 
 /// Schema the local store's tables appear under.

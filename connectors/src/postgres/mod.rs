@@ -1,9 +1,11 @@
 //! PostgreSQL origins: a pool of our own ([`pool`]), the federation executor that
 //! runs each origin's part of a plan as one SQL statement ([`exec`]), types and
-//! rows as Arrow ([`types`], [`rows`]) and the origin's catalog facts ([`facts`]).
+//! rows as Arrow ([`types`], [`rows`]), the origin's catalog facts ([`facts`]) and
+//! its change feed by logical replication ([`live`]).
 
 mod exec;
 mod facts;
+pub mod live;
 mod pool;
 pub mod rows;
 pub mod types;
@@ -30,6 +32,7 @@ use crate::{ConnectorError, Result};
 pub struct PostgresConnector {
     pool: Arc<PgPool>,
     provider: Arc<SQLFederationProvider>,
+    feed: Arc<live::PgFeed>,
 }
 
 impl PostgresConnector {
@@ -39,7 +42,12 @@ impl PostgresConnector {
         let provider = Arc::new(SQLFederationProvider::new(Arc::new(PgExecutor::new(
             Arc::clone(&pool),
         ))));
-        Ok(PostgresConnector { pool, provider })
+        let feed = Arc::new(live::PgFeed::new(Arc::clone(&pool)));
+        Ok(PostgresConnector {
+            pool,
+            provider,
+            feed,
+        })
     }
 
     /// The connection pool.
@@ -94,5 +102,9 @@ impl Origin for PostgresConnector {
         }
         let reference = parse_table_name(table);
         Ok(Some(facts::fetch(&self.pool, &reference, resolve).await?))
+    }
+
+    fn changes(&self) -> Option<crate::changes::SharedFeed> {
+        Some(Arc::clone(&self.feed) as crate::changes::SharedFeed)
     }
 }

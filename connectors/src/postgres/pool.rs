@@ -253,6 +253,10 @@ impl PgPool {
         let conn = self.checkout().await?;
         let client = conn.client.as_ref().expect("checked-out connection");
         let statement = client.prepare(sql).await.map_err(|e| self.query_error(e))?;
+        self.schema_of(&statement)
+    }
+
+    fn schema_of(&self, statement: &tokio_postgres::Statement) -> Result<SchemaRef> {
         let mut fields = Vec::new();
         for column in statement.columns() {
             let data_type =
@@ -271,6 +275,72 @@ impl PgPool {
             ));
         }
         Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Runs statements without results (setting up publications).
+    pub(crate) async fn execute(self: &Arc<Self>, sql: &str) -> Result<()> {
+        let conn = self.checkout().await?;
+        let client = conn.client.as_ref().expect("checked-out connection");
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    /// Streams the rows of `sql` as of the exported snapshot `snapshot` (a
+    /// replication slot's), on a connection of its own that keeps the snapshot's
+    /// transaction open until the rows are read.
+    pub(crate) async fn snapshot_query(
+        self: &Arc<Self>,
+        snapshot: &str,
+        sql: &str,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let client = self.connect().await?;
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                snapshot.replace('\'', "''")
+            ))
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let statement = client.prepare(sql).await.map_err(|e| self.query_error(e))?;
+        let schema = self.schema_of(&statement)?;
+        let rows = client
+            .query_raw(&statement, std::iter::empty::<&(dyn ToSql + Sync)>())
+            .await
+            .map_err(|e| self.query_error(e))?;
+        let pool = Arc::clone(self);
+        // `done`: the rows ended (a row stream must not be polled past its end).
+        let state = (client, Box::pin(rows), Arc::clone(&schema), pool, false);
+        let stream = futures::stream::try_unfold(
+            state,
+            |(client, mut rows, schema, pool, done)| async move {
+                if done {
+                    return Ok(None);
+                }
+                let mut chunk: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+                let mut ended = false;
+                while chunk.len() < BATCH_ROWS {
+                    match rows.next().await {
+                        Some(Ok(row)) => chunk.push(row),
+                        Some(Err(e)) => return Err(DataFusionError::from(pool.query_error(e))),
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                if chunk.is_empty() {
+                    return Ok(None);
+                }
+                let batch = to_batch(&chunk, &schema)?;
+                Ok(Some((batch, (client, rows, schema, pool, ended))))
+            },
+        );
+        Ok((
+            Arc::clone(&schema),
+            Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        ))
     }
 
     /// The rows of a small catalog query taking one text parameter.

@@ -1,4 +1,5 @@
-//! PostgreSQL rows (binary format, as tokio-postgres receives them) to Arrow arrays.
+//! PostgreSQL rows in binary format to Arrow arrays: rows tokio-postgres received
+//! for a query, and the tuples of a logical replication stream ([`RawRows`]).
 //!
 //! Each column is decoded by its PostgreSQL type into the Arrow type
 //! [`super::postgres::arrow_type`] gives it; arrays keep their NULL elements
@@ -20,16 +21,74 @@ use datafusion::error::{DataFusionError, Result};
 use tokio_postgres::types::{FromSql, Kind, Type};
 use tokio_postgres::Row;
 
+/// Rows whose cells hold PostgreSQL binary values (`None`: SQL NULL).
+pub trait RawRows {
+    /// Number of rows.
+    fn row_count(&self) -> usize;
+    /// Cell `col` of row `row`.
+    fn cell(&self, row: usize, col: usize) -> Result<Option<&[u8]>>;
+    /// Column `col`'s name, for errors.
+    fn column_name(&self, col: usize) -> &str;
+}
+
+impl RawRows for [Row] {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+
+    fn cell(&self, row: usize, col: usize) -> Result<Option<&[u8]>> {
+        self[row]
+            .try_get::<_, Option<Raw<'_>>>(col)
+            .map(|raw| raw.map(|r| r.0))
+            .map_err(|e| read_error(self.column_name(col), &e))
+    }
+
+    fn column_name(&self, col: usize) -> &str {
+        self.first()
+            .and_then(|r| r.columns().get(col))
+            .map(|c| c.name())
+            .unwrap_or("?")
+    }
+}
+
+/// A cell's bytes as sent, whatever its type.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+fn read_error(column: &str, e: &(dyn Error + 'static)) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "cannot read column {column} from the origin: {}",
+        e.source().map(|s| s.to_string()).unwrap_or(e.to_string())
+    ))
+}
+
 /// Column `i` of `rows` (PostgreSQL type `pg`) as an array close to `target`: the
 /// caller casts it to `target` where the origin's type differs from the plan's.
-pub fn column(rows: &[Row], i: usize, pg: &Type, target: &DataType) -> Result<ArrayRef> {
+pub fn column<R: RawRows + ?Sized>(
+    rows: &R,
+    i: usize,
+    pg: &Type,
+    target: &DataType,
+) -> Result<ArrayRef> {
     match pg.kind() {
         Kind::Array(element) => {
             let element_target = match target {
                 DataType::List(f) => f.data_type().clone(),
                 other => other.clone(),
             };
-            let (values, shape) = read_values(rows, i, element, &element_target, true)?;
+            let (values, shape) = read_values(rows, i, pg, element, &element_target, true)?;
             let shape = shape.expect("lists have a shape");
             let field = Arc::new(Field::new("item", values.data_type().clone(), true));
             let list = ListArray::try_new(
@@ -40,7 +99,7 @@ pub fn column(rows: &[Row], i: usize, pg: &Type, target: &DataType) -> Result<Ar
             )?;
             Ok(Arc::new(list))
         }
-        _ => Ok(read_values(rows, i, pg, target, false)?.0),
+        _ => Ok(read_values(rows, i, pg, pg, target, false)?.0),
     }
 }
 
@@ -50,37 +109,33 @@ struct Shape {
     valid: Vec<bool>,
 }
 
-/// Every value of column `i`, flattened when the column holds arrays.
-fn read<'a, T: FromSql<'a>>(
-    rows: &'a [Row],
+/// Every value of column `i` (of type `column_type`), flattened when the column
+/// holds arrays.
+fn read<'a, T: FromSql<'a>, R: RawRows + ?Sized>(
+    rows: &'a R,
     i: usize,
+    column_type: &Type,
     list: bool,
 ) -> Result<(Vec<Option<T>>, Option<Shape>)> {
-    let failed = |e: tokio_postgres::Error| {
-        DataFusionError::Execution(format!(
-            "cannot read column {} from the origin: {}",
-            rows.first()
-                .and_then(|r| r.columns().get(i))
-                .map(|c| c.name())
-                .unwrap_or("?"),
-            e.source().map(|s| s.to_string()).unwrap_or(e.to_string())
-        ))
-    };
+    let failed = |e: Box<dyn Error + Sync + Send>| read_error(rows.column_name(i), e.as_ref());
+    let count = rows.row_count();
     if !list {
-        let values = rows
-            .iter()
-            .map(|r| r.try_get::<_, Option<T>>(i))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(failed)?;
+        let mut values = Vec::with_capacity(count);
+        for row in 0..count {
+            let raw = rows.cell(row, i)?;
+            values.push(Option::<T>::from_sql_nullable(column_type, raw).map_err(failed)?);
+        }
         return Ok((values, None));
     }
     let mut values = Vec::new();
     let mut shape = Shape {
-        lengths: Vec::with_capacity(rows.len()),
-        valid: Vec::with_capacity(rows.len()),
+        lengths: Vec::with_capacity(count),
+        valid: Vec::with_capacity(count),
     };
-    for row in rows {
-        let array: Option<Vec<Option<T>>> = row.try_get(i).map_err(failed)?;
+    for row in 0..count {
+        let raw = rows.cell(row, i)?;
+        let array: Option<Vec<Option<T>>> =
+            FromSql::from_sql_nullable(column_type, raw).map_err(failed)?;
         shape.valid.push(array.is_some());
         let array = array.unwrap_or_default();
         shape.lengths.push(array.len());
@@ -89,20 +144,21 @@ fn read<'a, T: FromSql<'a>>(
     Ok((values, Some(shape)))
 }
 
-fn read_values(
-    rows: &[Row],
+fn read_values<R: RawRows + ?Sized>(
+    rows: &R,
     i: usize,
+    column_type: &Type,
     pg: &Type,
     target: &DataType,
     list: bool,
 ) -> Result<(ArrayRef, Option<Shape>)> {
     macro_rules! plain {
         ($rust:ty, $array:ty) => {{
-            let (v, shape) = read::<$rust>(rows, i, list)?;
+            let (v, shape) = read::<$rust, R>(rows, i, column_type, list)?;
             (Arc::new(<$array>::from(v)) as ArrayRef, shape)
         }};
         ($rust:ty, $array:ty, $map:expr) => {{
-            let (v, shape) = read::<$rust>(rows, i, list)?;
+            let (v, shape) = read::<$rust, R>(rows, i, column_type, list)?;
             let v: Vec<_> = v.into_iter().map(|x| x.map($map)).collect();
             (Arc::new(<$array>::from(v)) as ArrayRef, shape)
         }};
@@ -123,7 +179,7 @@ fn read_values(
             t.num_seconds_from_midnight() as i64 * 1_000_000_000 + t.nanosecond() as i64
         }),
         Type::TIMESTAMP => {
-            let (v, shape) = read::<NaiveDateTime>(rows, i, list)?;
+            let (v, shape) = read::<NaiveDateTime, R>(rows, i, column_type, list)?;
             let v = v
                 .into_iter()
                 .map(|x| x.map(|t| nanos(t.and_utc())).transpose())
@@ -134,7 +190,7 @@ fn read_values(
             )
         }
         Type::TIMESTAMPTZ => {
-            let (v, shape) = read::<DateTime<Utc>>(rows, i, list)?;
+            let (v, shape) = read::<DateTime<Utc>, R>(rows, i, column_type, list)?;
             let v = v
                 .into_iter()
                 .map(|x| x.map(nanos).transpose())
@@ -150,7 +206,7 @@ fn read_values(
                 DataType::Decimal128(p, s) => (*p, *s),
                 _ => (38, 10),
             };
-            let (v, shape) = read::<Numeric>(rows, i, list)?;
+            let (v, shape) = read::<Numeric, R>(rows, i, column_type, list)?;
             let v = v
                 .into_iter()
                 .map(|x| x.map(|n| n.to_i128(scale)).transpose())
@@ -160,7 +216,7 @@ fn read_values(
         }
         // text, varchar, char(n), name, uuid, json, jsonb and any other type read as text.
         _ => {
-            let (v, shape) = read::<Text>(rows, i, list)?;
+            let (v, shape) = read::<Text, R>(rows, i, column_type, list)?;
             let v: Vec<Option<String>> = v.into_iter().map(|x| x.map(|t| t.0)).collect();
             (Arc::new(StringArray::from(v)) as ArrayRef, shape)
         }

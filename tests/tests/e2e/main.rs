@@ -7,6 +7,7 @@ mod cancel;
 mod demo;
 mod frontdoor;
 mod jdbc;
+mod live;
 mod materialize;
 mod mongo;
 mod node;

@@ -486,7 +486,7 @@ fn switchyard_binary() -> std::path::PathBuf {
 }
 
 /// `switchyard serve` as its own process, to be killed with SIGKILL.
-fn serve(config: &std::path::Path) -> std::process::Child {
+pub(crate) fn serve(config: &std::path::Path) -> std::process::Child {
     std::process::Command::new(switchyard_binary())
         .args(["serve", "--config"])
         .arg(config)
@@ -496,7 +496,7 @@ fn serve(config: &std::path::Path) -> std::process::Child {
         .unwrap()
 }
 
-async fn connect_port(port: u16, user: (&str, &str)) -> Option<Client> {
+pub(crate) async fn connect_port(port: u16, user: (&str, &str)) -> Option<Client> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
