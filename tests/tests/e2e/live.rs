@@ -399,3 +399,101 @@ async fn kill_9_while_streaming_loses_nothing_and_doubles_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_copy_is_served_while_its_origin_is_down_and_catches_up() {
+    let pg = common::pg();
+    let origin = reset(&pg).await;
+    origin
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sy_norepl') THEN
+                 CREATE ROLE sy_norepl LOGIN PASSWORD 'norepl-pw';
+               END IF; END $$;
+             GRANT USAGE ON SCHEMA live TO sy_norepl;
+             GRANT SELECT ON ALL TABLES IN SCHEMA live TO sy_norepl;",
+        )
+        .await
+        .unwrap();
+    let forwarder = common::Forwarder::start(pg.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"listen: 127.0.0.1:0
+users: [ {{ name: keeper, password: keeper-pw, roles: [keeper] }} ]
+roles: {{ keeper: {{ grants: [{{ tables: ["*"], privileges: [select, update] }}] }} }}
+origins:
+  types: {{ kind: postgres, url: "{via}" }}
+  plain: {{ kind: postgres, url: "postgres://sy_norepl:norepl-pw@127.0.0.1:{port}/types" }}
+datasets:
+  copies.items: {{ origin: types, table: live.items, mode: materialize, live: true }}
+  copies.denied: {{ origin: plain, table: live.items, mode: materialize, live: true, slot: sy_test_denied, publication: sy_test_denied }}
+local: {{ path: data/local.db }}
+"#,
+            via = pg.url("types", forwarder.port),
+            port = pg.port,
+        ),
+    )
+    .unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let server = switchyard::start(config).await.expect("server starts");
+    let c = connect_port(server.addr.port(), KEEPER).await.unwrap();
+
+    // A role without REPLICATION: the dataset's error says how to fix it.
+    let denied = status_when(&c, "copies.denied", "copies.denied refused", |r| {
+        r[0].as_deref() == Some("error")
+    })
+    .await;
+    let why = denied[3].clone().unwrap_or_default();
+    assert!(
+        why.contains("no REPLICATION privilege")
+            && why.contains("ALTER ROLE sy_norepl REPLICATION")
+            && why.contains("42501"),
+        "{why}"
+    );
+
+    status_when(&c, "copies.items", "streaming", |r| {
+        r[0].as_deref() == Some("streaming")
+    })
+    .await;
+    forwarder.cut().await;
+    let down = status_when(&c, "copies.items", "origin down", |r| {
+        r[0].as_deref() == Some("origin down")
+    })
+    .await;
+    assert!(down[3].is_some(), "{down:?}");
+    // Reads go on from the copy, and changes made meanwhile arrive on return.
+    let n = c
+        .query_one("SELECT count(*) FROM copies.items", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 100);
+    origin
+        .batch_execute(
+            "INSERT INTO live.items VALUES (500, 'while down', 1, NULL);
+             DELETE FROM live.items WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    forwarder.restore().await;
+    let got = wait_for("the copy to catch up", Duration::from_secs(60), || async {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE id = 500), count(*) FILTER (WHERE id = 1) FROM copies.items",
+                &[],
+            )
+            .await
+            .ok()?;
+        let v: (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        (v == (100, 1, 0)).then_some(v)
+    })
+    .await;
+    assert_eq!(got, (100, 1, 0));
+    status_when(&c, "copies.items", "streaming again", |r| {
+        r[0].as_deref() == Some("streaming")
+    })
+    .await;
+    drop(server);
+}
