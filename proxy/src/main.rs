@@ -125,7 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let file = switchyard::demo::create(&dir, &listen, postgres.as_ref())
                 .context("writing the demo data")?;
             let config = Config::load(&file)?;
-            let result = serve(config, Some(postgres.is_some()));
+            let result = serve(config, Some(postgres.as_ref().map(|p| p.port)));
             drop(postgres);
             result
         }
@@ -195,19 +195,20 @@ fn materialize(config: Config, only: Option<String>) -> anyhow::Result<()> {
     })
 }
 
-/// Serves until Ctrl-C; `demo` is `Some(with_postgres)` for `switchyard demo`.
-fn serve(config: Config, demo: Option<bool>) -> anyhow::Result<()> {
+/// Serves until Ctrl-C; `demo` is `Some(the demo PostgreSQL's port, if it runs)`
+/// for `switchyard demo`.
+fn serve(config: Config, demo: Option<Option<u16>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let server = switchyard::start(config).await?;
-        if let Some(with_postgres) = demo {
+        if let Some(postgres) = demo {
             let host = server.addr.ip().to_string();
             println!(
                 "{}",
                 switchyard::demo::banner_with_audit(
                     &host,
                     server.addr.port(),
-                    with_postgres,
+                    postgres,
                     &server.audit.path().display().to_string(),
                 )
             );

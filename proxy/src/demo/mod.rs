@@ -226,26 +226,29 @@ fn write_signups(path: &Path) -> Result<(), DemoError> {
     fs::write(path, text).map_err(io(path))
 }
 
-/// What `switchyard demo` prints once it listens.
-pub fn banner(host: &str, port: u16, with_postgres: bool) -> String {
-    banner_with_audit(
-        host,
-        port,
-        with_postgres,
-        "switchyard-demo/data/audit.jsonl",
-    )
+/// What `switchyard demo` prints once it listens; `postgres` is the demo
+/// PostgreSQL's port when it runs.
+pub fn banner(host: &str, port: u16, postgres: Option<u16>) -> String {
+    banner_with_audit(host, port, postgres, "switchyard-demo/data/audit.jsonl")
 }
 
 /// The banner, naming the audit log the demo writes.
-pub fn banner_with_audit(host: &str, port: u16, with_postgres: bool, audit_path: &str) -> String {
-    let postgres = if with_postgres {
-        "\n  -- two PostgreSQL databases (sales, inventory) and the SQLite crm in one statement:\n  \
-         SELECT c.country, p.category, sum(o.quantity * p.price) AS revenue\n    \
-         FROM sales.orders o JOIN inventory.products p ON p.id = o.product_id\n    \
-         JOIN crm.customers c ON c.id = o.customer_id\n   \
-         WHERE c.tier = 'gold' AND p.category = 'tools' GROUP BY 1, 2 ORDER BY revenue DESC;\n"
-    } else {
-        "\n(PostgreSQL server binaries not found: the demo runs without its sales and inventory databases.)\n"
+pub fn banner_with_audit(host: &str, port: u16, postgres: Option<u16>, audit_path: &str) -> String {
+    let with_postgres = postgres.is_some();
+    let postgres = match postgres {
+        Some(pg_port) => format!(
+            "\n  -- two PostgreSQL databases (sales, inventory) and the SQLite crm in one statement:\n  \
+             SELECT c.country, p.category, sum(o.quantity * p.price) AS revenue\n    \
+             FROM sales.orders o JOIN inventory.products p ON p.id = o.product_id\n    \
+             JOIN crm.customers c ON c.id = o.customer_id\n   \
+             WHERE c.tier = 'gold' AND p.category = 'tools' GROUP BY 1, 2 ORDER BY revenue DESC;\n\n  \
+             -- sales_live.orders: a live local copy of sales.orders, kept by logical replication\n  \
+             SELECT name, state, rows, position, lag_ms FROM switchyard.datasets;\n  \
+             SELECT id, status FROM sales_live.orders WHERE id = 1;\n  \
+             -- now UPDATE the row at the origin and run the SELECT again: the change is there\n  \
+             --   psql -h 127.0.0.1 -p {pg_port} -U switchyard sales -c \"UPDATE orders SET status = 'returned' WHERE id = 1\"\n"
+        ),
+        None => "\n(PostgreSQL server binaries not found: the demo runs without its sales and inventory databases.)\n".to_string(),
     };
     format!(
         r#"Switchyard demo is up: origins crm (SQLite), events (Parquet + CSV){pg_origins}; user demo / password demo.

@@ -1,8 +1,9 @@
 //! The demo's private PostgreSQL: when this machine has PostgreSQL's server binaries,
 //! `switchyard demo` runs its own throwaway cluster (two databases, `sales` and
 //! `inventory`) so the demo also shows a join across two PostgreSQL databases and a
-//! SQLite file. Nothing external is needed; without the binaries the demo simply has
-//! no PostgreSQL origins.
+//! SQLite file, and a live copy of `sales.orders` kept by logical replication
+//! (`wal_level = logical`). Nothing external is needed; without the binaries the
+//! demo simply has no PostgreSQL origins.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -89,7 +90,7 @@ impl DemoPostgres {
             "initdb",
         )?;
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=logical",
             pg.data.display()
         );
         pg.run(
@@ -168,7 +169,9 @@ impl DemoPostgres {
         };
         (
             format!("  sales:     {{ kind: postgres, url: \"{}\" }}\n  inventory: {{ kind: postgres, url: \"{}\" }}\n", url("sales"), url("inventory")),
-            "  sales:     { origin: sales, tables: [orders] }\n  inventory: { origin: inventory, tables: [products] }\n".to_string(),
+            "  sales:     { origin: sales, tables: [orders] }\n  inventory: { origin: inventory, tables: [products] }\n  \
+             # A live local copy: answered from the local store, kept fresh by logical replication.\n  \
+             sales_live.orders: { origin: sales, table: orders, mode: materialize, live: true }\n".to_string(),
         )
     }
 

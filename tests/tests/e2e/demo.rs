@@ -3,6 +3,8 @@
 //! machine has PostgreSQL's server binaries, as CI does).
 
 use switchyard::demo::{self, DemoPostgres};
+
+use crate::common;
 use tokio_postgres::NoTls;
 
 /// The SQL statements in the banner: everything between "Try" and "Prefix", split at `;`.
@@ -61,12 +63,25 @@ async fn demo_serves_and_its_example_queries_work() {
         .get(0);
     assert_eq!(n, demo::PAGE_VIEWS);
 
-    let queries = banner_queries(&demo::banner(
-        "127.0.0.1",
-        server.addr.port(),
-        postgres.is_some(),
-    ));
-    assert_eq!(queries.len(), 3, "{queries:?}");
+    let pg_port = postgres.as_ref().map(|p| p.port);
+    // The live copy the banner shows is taken at start.
+    common::wait_for(
+        "the live copy",
+        std::time::Duration::from_secs(60),
+        || async {
+            let r = client
+                .query_one(
+                    "SELECT state FROM switchyard.datasets WHERE name = 'sales_live.orders'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (r.get::<_, String>(0) == "streaming").then_some(())
+        },
+    )
+    .await;
+    let queries = banner_queries(&demo::banner("127.0.0.1", server.addr.port(), pg_port));
+    assert_eq!(queries.len(), 5, "{queries:?}");
     for q in &queries {
         let rows = client
             .simple_query(q)
@@ -80,6 +95,38 @@ async fn demo_serves_and_its_example_queries_work() {
         let explain = client.simple_query(&format!("EXPLAIN {q}")).await.unwrap();
         assert!(!explain.is_empty());
     }
+    // The banner's UPDATE at the origin appears through Switchyard.
+    let banner = demo::banner("127.0.0.1", server.addr.port(), pg_port);
+    let update = banner
+        .lines()
+        .find_map(|l| {
+            l.split_once("-c \"")
+                .map(|(_, u)| u.trim_end_matches('"').to_string())
+        })
+        .expect("the banner shows an UPDATE at the origin");
+    let (origin, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(pg_port.unwrap())
+        .user("switchyard")
+        .dbname("sales")
+        .connect(NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    origin.batch_execute(&update).await.unwrap();
+    common::wait_for(
+        "the UPDATE through the live copy",
+        std::time::Duration::from_secs(30),
+        || async {
+            let r = client
+                .query_one("SELECT status FROM sales_live.orders WHERE id = 1", &[])
+                .await
+                .ok()?;
+            (r.get::<_, String>(0) == "returned").then_some(())
+        },
+    )
+    .await;
+
     // Deterministic data: the same answer on every machine.
     let gold: i64 = client
         .query_one("SELECT count(*) FROM crm.gold_customers", &[])
@@ -97,7 +144,6 @@ async fn demo_serves_and_its_example_queries_work() {
     assert_eq!(gold, direct);
 
     // The governed user the banner names: German customers only, e-mails hashed.
-    let banner = demo::banner("127.0.0.1", server.addr.port(), postgres.is_some());
     assert!(banner.contains("agent / agent"), "{banner}");
     let mut agent_config = tokio_postgres::Config::new();
     agent_config
