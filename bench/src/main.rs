@@ -9,6 +9,7 @@
 //! role vs as a role with a row filter and a masked column.
 
 mod common;
+mod freshness;
 mod mongo;
 mod pgbench;
 mod report;
@@ -52,6 +53,16 @@ enum Command {
         /// Row counts to copy (comma-separated).
         #[arg(long, value_delimiter = ',', default_values_t = [1_000_000, 5_000_000])]
         rows: Vec<u64>,
+    },
+    /// How soon a commit at the origin is visible in a live copy (single-row
+    /// commits and 10 000-row transactions).
+    Freshness {
+        /// Single-row commits, each timed.
+        #[arg(long, default_value_t = 1000)]
+        commits: usize,
+        /// 10 000-row transactions, each timed.
+        #[arg(long, default_value_t = 10)]
+        transactions: usize,
     },
     /// P1: pgbench select-only, simple and prepared, 1 and 8 clients.
     Pgbench {
@@ -119,6 +130,16 @@ fn main() -> Result<()> {
         Command::Mongo { documents, runs } => runtime.block_on(mongo::mongo(documents, runs)),
         Command::Snapshot { rows } => runtime.block_on(async {
             saved(report::record("snapshot", snapshot::snapshot(rows).await?)?);
+            Ok(())
+        }),
+        Command::Freshness {
+            commits,
+            transactions,
+        } => runtime.block_on(async {
+            saved(report::record(
+                "freshness",
+                freshness::freshness(commits, transactions).await?,
+            )?);
             Ok(())
         }),
         Command::Stream { rows } => runtime.block_on(async {

@@ -21,6 +21,15 @@ pub(crate) async fn run(m: Arc<Materializer>, name: String, mut mailbox: mpsc::R
     let span = tracing::info_span!("materialize", dataset = %name);
     async move {
         let kept = &m.kept[&name];
+        // A copy that was live keeps a feed at the origin (a slot holding WAL).
+        if let Ok(Some(copy)) = m.store.copy_info(&name) {
+            if let (Some(_), Some(feed)) = (copy.position, kept.origin.changes()) {
+                match feed.drop_feed(&kept.dataset).await {
+                    Ok(()) => tracing::info!("dropped the change feed of a dataset no longer live"),
+                    Err(e) => tracing::warn!(error = %e, "could not drop the change feed of a dataset no longer live"),
+                }
+            }
+        }
         let mut backoff = FIRST_BACKOFF;
         let mut waiting: Vec<Refresh> = Vec::new();
         loop {

@@ -11,6 +11,7 @@
 pub mod decode;
 pub mod exec;
 pub mod filter;
+mod live;
 pub mod schema;
 mod translate;
 
@@ -37,11 +38,11 @@ use schema::MongoColumn;
 pub use exec::{pipeline_json, MongoExec};
 
 /// One MongoDB origin: its client (made on first use) and federation provider.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MongoConnector {
     origin: String,
     settings: MongoOrigin,
-    client: OnceCell<Client>,
+    client: Arc<OnceCell<Client>>,
     provider: Arc<MongoFederationProvider>,
 }
 
@@ -55,6 +56,10 @@ impl crate::origin::Origin for MongoConnector {
         self.federated(&dataset.qualified_name(), &dataset.source, &dataset.columns)
             .await
     }
+
+    fn changes(&self) -> Option<crate::changes::SharedFeed> {
+        Some(Arc::new(live::MongoFeed::new(self.clone())))
+    }
 }
 
 impl MongoConnector {
@@ -67,7 +72,7 @@ impl MongoConnector {
         MongoConnector {
             origin: name.to_string(),
             settings,
-            client: OnceCell::new(),
+            client: Arc::new(OnceCell::new()),
             provider,
         }
     }
@@ -106,6 +111,28 @@ impl MongoConnector {
         source: &DatasetSource,
         declared: &[DeclaredColumn],
     ) -> Result<Arc<dyn TableProvider>> {
+        let (collection, base, columns) = self.resolve(local_name, source, declared).await?;
+        tracing::debug!(table = %local_name, columns = columns.len(), "mongodb columns");
+        let table = Arc::new(MongoTable {
+            schema: schema::arrow_schema(&columns),
+            collection,
+            base,
+            columns,
+        });
+        let source = Arc::new(MongoSource {
+            table,
+            provider: Arc::clone(&self.provider),
+        });
+        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
+    }
+
+    /// A dataset's collection, the stages in front of it and its columns.
+    async fn resolve(
+        &self,
+        local_name: &str,
+        source: &DatasetSource,
+        declared: &[DeclaredColumn],
+    ) -> Result<(Arc<MongoCollection>, Vec<Document>, Vec<MongoColumn>)> {
         let (collection, base) = match source {
             DatasetSource::Table { table, filters } => {
                 let base = if filters.is_empty() {
@@ -150,18 +177,7 @@ impl MongoConnector {
         } else {
             declared.iter().map(MongoColumn::from).collect()
         };
-        tracing::debug!(table = %local_name, columns = columns.len(), "mongodb columns");
-        let table = Arc::new(MongoTable {
-            schema: schema::arrow_schema(&columns),
-            collection,
-            base,
-            columns,
-        });
-        let source = Arc::new(MongoSource {
-            table,
-            provider: Arc::clone(&self.provider),
-        });
-        Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
+        Ok((collection, base, columns))
     }
 }
 
@@ -186,7 +202,7 @@ fn parse_stages(pipeline: &str) -> Result<Vec<Document>> {
         .collect()
 }
 
-fn filter_value(v: &FilterValue) -> Bson {
+pub(crate) fn filter_value(v: &FilterValue) -> Bson {
     match v {
         FilterValue::Bool(b) => Bson::Boolean(*b),
         FilterValue::Int(n) => Bson::Int64(*n),

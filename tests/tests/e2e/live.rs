@@ -497,3 +497,138 @@ local: {{ path: data/local.db }}
     .await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_mongodb_copy_follows_its_change_stream() {
+    use mongodb::bson::doc;
+    let mongo = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let coll = mongo
+        .database("shop")
+        .collection::<mongodb::bson::Document>("live_items");
+    coll.drop().await.unwrap();
+    let docs: Vec<_> = (1..=50)
+        .map(|i| doc! {"_id": i, "name": format!("item {i}"), "qty": i, "tier": if i % 2 == 0 { "gold" } else { "free" }})
+        .collect();
+    coll.insert_many(docs).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"listen: 127.0.0.1:{port}
+users: [ {{ name: keeper, password: keeper-pw, roles: [keeper] }} ]
+roles: {{ keeper: {{ grants: [{{ tables: ["*"], privileges: [select, update] }}] }} }}
+origins:
+  docs: {{ kind: mongodb, url: "{url}", database: shop }}
+datasets:
+  origin: {{ origin: docs, tables: [live_items] }}
+  copies.items: {{ origin: docs, table: live_items, mode: materialize, live: true }}
+  copies.gold: {{ origin: docs, table: live_items, filters: {{ tier: gold }}, mode: materialize, live: true }}
+local: {{ path: data/local.db }}
+"#,
+            url = common::mongo_url(),
+        ),
+    )
+    .unwrap();
+    let mut child = serve(&file);
+    let c = wait_for("serve to answer", Duration::from_secs(30), || async {
+        connect_port(port, KEEPER).await
+    })
+    .await;
+    for d in ["copies.items", "copies.gold"] {
+        let s = status_when(&c, d, &format!("{d} streaming"), |r| {
+            r[0].as_deref() == Some("streaming")
+        })
+        .await;
+        assert!(s[1].is_some(), "{d} has a resume token: {s:?}");
+    }
+    let all = "SELECT * FROM origin.live_items ORDER BY _id";
+    let gold = "SELECT * FROM origin.live_items WHERE tier = 'gold' ORDER BY _id";
+    let converge = |copy: &'static str, sql: &'static str| {
+        let c = &c;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let want = rows(c, sql).await;
+                let got = rows(c, &format!("SELECT * FROM {copy} ORDER BY _id")).await;
+                if want == got {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{copy} did not converge:\norigin {want:?}\ncopy   {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    converge("copies.items", all).await;
+    converge("copies.gold", gold).await;
+
+    coll.insert_one(doc! {"_id": 100, "name": "new", "qty": 1, "tier": "gold"})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 3}, doc! {"$set": {"tier": "gold", "qty": 300}})
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 4}, doc! {"$set": {"tier": "free"}})
+        .await
+        .unwrap();
+    coll.replace_one(
+        doc! {"_id": 5},
+        doc! {"name": "replaced", "qty": 5, "tier": "free"},
+    )
+    .await
+    .unwrap();
+    coll.delete_many(doc! {"_id": {"$gte": 40, "$lt": 45}})
+        .await
+        .unwrap();
+    // A multi-document transaction arrives whole.
+    let mut session = mongo.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.insert_one(doc! {"_id": 200, "name": "t1", "qty": 2, "tier": "gold"})
+        .session(&mut session)
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"qty": 1000}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+    converge("copies.items", all).await;
+    converge("copies.gold", gold).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // Restarted: the copy resumes from its stored token, nothing lost or doubled.
+    coll.insert_one(doc! {"_id": 300, "name": "while stopped", "qty": 3, "tier": "gold"})
+        .await
+        .unwrap();
+    let mut child = serve(&file);
+    let c = wait_for("serve to answer again", Duration::from_secs(30), || async {
+        connect_port(port, KEEPER).await
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let want = rows(&c, all).await;
+        let got = rows(&c, "SELECT * FROM copies.items ORDER BY _id").await;
+        if want == got {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after restart:\n{want:?}\n{got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
