@@ -632,3 +632,58 @@ local: {{ path: data/local.db }}
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_local_store_stops_a_live_copy_whole_and_keeps_serving_it() {
+    let pg = common::pg();
+    let origin = reset(&pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    // 512 kB: the first copy fits, a 20 000-row transaction does not.
+    std::fs::write(
+        &file,
+        config(&pg, 0, "{ path: data/local.db, max_size: 512kB }"),
+    )
+    .unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let server = switchyard::start(config).await.expect("server starts");
+    let c = connect_port(server.addr.port(), KEEPER).await.unwrap();
+    status_when(&c, "copies.items", "streaming", |r| {
+        r[0].as_deref() == Some("streaming")
+    })
+    .await;
+    origin
+        .batch_execute("INSERT INTO live.items VALUES (1001, 'one more', 1, NULL)")
+        .await
+        .unwrap();
+    converges(&c, "copies.items", "SELECT * FROM origin.items ORDER BY id").await;
+    origin
+        .batch_execute(
+            "INSERT INTO live.items SELECT i, repeat('x', 200), i, NULL FROM generate_series(2000, 21999) i",
+        )
+        .await
+        .unwrap();
+    let failed = status_when(&c, "copies.items", "a full store", |r| {
+        r[0].as_deref() == Some("error")
+    })
+    .await;
+    let why = failed[3].clone().unwrap_or_default();
+    assert!(why.contains("53100"), "{why}");
+    // Nothing of the transaction was applied; the copy before it is served.
+    let n = c
+        .query_one("SELECT count(*) FROM copies.items", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 101);
+    // Retried with backoff, and still whole.
+    status_when(&c, "copies.items", "a retry", |r| {
+        r[0].as_deref() == Some("error") && r[3].as_deref().is_some_and(|e| e.contains("53100"))
+    })
+    .await;
+    let n = c
+        .query_one("SELECT count(*) FROM copies.items", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 101);
+    drop(server);
+}
