@@ -586,6 +586,7 @@ origins:
 datasets:
   tpch: {{ origin: tpch, tables: [{tables}] }}
   tpchmongo: {{ origin: tpchmongo, tables: [customer, nation, region] }}
+  tpchcopy: {{ origin: tpch, tables: [{tables}], mode: materialize }}
 local: {{ path: "{local}" }}
 audit: {{ path: "{audit}" }}
 "#,
@@ -604,19 +605,44 @@ audit: {{ path: "{audit}" }}
     let served = Served::start(&dir, &config).await?;
     println!("Switchyard's log: {}", served.log.display());
     let proxied = connect("127.0.0.1", served.port, "bench", "pw", "switchyard").await?;
+    // The materialized copies of every table (tpchcopy.*) are taken at start.
+    let t = Instant::now();
+    loop {
+        let ready: i64 = proxied
+            .query_one(
+                "SELECT count(*) FROM switchyard.datasets WHERE state = 'ready'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if ready as usize == TABLES.len() {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(3600),
+            "the local copies were not taken within an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "local copies of the {} tables taken in {:.1} s",
+        TABLES.len(),
+        t.elapsed().as_secs_f64()
+    );
 
-    const SETTINGS: [&str; 4] = [
+    const SETTINGS: [&str; 5] = [
         "direct",
         "postgres_fdw",
         "switchyard_pg",
         "switchyard_split",
+        "switchyard_copies",
     ];
     println!("best of {runs} after a checked warm-up run; ratios against direct PostgreSQL");
     println!();
-    println!("| query | direct | postgres_fdw | Switchyard, all on PostgreSQL | Switchyard, split PG/Mongo/local | rows from origins (all-PG; split: pg/mongo/local) |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("| query | direct | postgres_fdw | Switchyard, all on PostgreSQL | Switchyard, split PG/Mongo/local | Switchyard, local copies | rows from origins (all-PG; split: pg/mongo/local) |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
     let mut results = Vec::new();
-    let mut totals = [Duration::ZERO; 4];
+    let mut totals = [Duration::ZERO; 5];
     let mut complete = 0;
     for (n, sql) in queries() {
         if !only.is_empty() && !only.contains(&n) {
@@ -630,7 +656,9 @@ audit: {{ path: "{audit}" }}
         let (f, _) = measure(&fdw, &sql, Some(&want), runs, timeout).await;
         let (p, _) = measure(&proxied, &sql, Some(&want), runs, timeout).await;
         let (s, _) = measure(&proxied, &split, Some(&want), runs, timeout).await;
-        let outcomes = [d, f, p, s];
+        let copies = sql.replace("tpch.", "tpchcopy.");
+        let (c, _) = measure(&proxied, &copies, Some(&want), runs, timeout).await;
+        let outcomes = [d, f, p, s, c];
         let rows_pg = rows_from_origins(&proxied, &sql).await.unwrap_or_default();
         let rows_split = rows_from_origins(&proxied, &split)
             .await
@@ -657,11 +685,12 @@ audit: {{ path: "{audit}" }}
         };
         let count = |m: &BTreeMap<&str, u64>, k: &str| m.get(k).copied().unwrap_or(0);
         println!(
-            "| Q{n} | {} | {} | {} | {} | {}; {}/{}/{} |",
+            "| Q{n} | {} | {} | {} | {} | {} | {}; {}/{}/{} |",
             cell(0),
             cell(1),
             cell(2),
             cell(3),
+            cell(4),
             count(&rows_pg, "postgres"),
             count(&rows_split, "postgres"),
             count(&rows_split, "mongodb"),
@@ -687,7 +716,7 @@ audit: {{ path: "{audit}" }}
     }
     let total_ms: Vec<f64> = totals.iter().map(|t| t.as_secs_f64() * 1e3).collect();
     println!(
-        "| total of the {complete} queries every setting answered | {:.0} ms | {:.0} ms ({:.2}×) | {:.0} ms ({:.2}×) | {:.0} ms ({:.2}×) | |",
+        "| total of the {complete} queries every setting answered | {:.0} ms | {:.0} ms ({:.2}×) | {:.0} ms ({:.2}×) | {:.0} ms ({:.2}×) | {:.0} ms ({:.2}×) | |",
         total_ms[0],
         total_ms[1],
         total_ms[1] / total_ms[0],
@@ -695,6 +724,8 @@ audit: {{ path: "{audit}" }}
         total_ms[2] / total_ms[0],
         total_ms[3],
         total_ms[3] / total_ms[0],
+        total_ms[4],
+        total_ms[4] / total_ms[0],
     );
     println!();
     drop(served);
@@ -714,6 +745,7 @@ audit: {{ path: "{audit}" }}
             "postgres_fdw": total_ms[1],
             "switchyard_pg": total_ms[2],
             "switchyard_split": total_ms[3],
+            "switchyard_copies": total_ms[4],
         },
     }))
 }
