@@ -26,8 +26,6 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often an idle stream's position is stored (and so acknowledged).
 const IDLE_EVERY: Duration = Duration::from_secs(1);
-/// How often `serve` logs a running snapshot's progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The error of a live dataset whose origin has no change feed.
 pub(crate) fn no_feed(dataset: &Dataset) -> MaterializeError {
@@ -258,19 +256,6 @@ async fn snapshot_with_progress(
     let Some(Some(feed)) = &kept.live else {
         return Err(no_feed(&kept.dataset));
     };
-    let started = Instant::now();
     let copy = snapshot::take_live(feed, &m.store, &kept.dataset, Arc::clone(&kept.progress));
-    tokio::pin!(copy);
-    let mut tick = tokio::time::interval(PROGRESS_EVERY);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            result = &mut copy => return result,
-            _ = tick.tick() => {
-                let rows = kept.progress.load(Ordering::Relaxed);
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                tracing::info!(rows, rows_per_s = (rows as f64 / secs) as u64, "copying");
-            }
-        }
-    }
+    crate::worker::with_progress(&kept.progress, copy).await
 }

@@ -82,13 +82,21 @@ pub(crate) async fn run(m: Arc<Materializer>, name: String, mut mailbox: mpsc::R
 /// Takes one copy, logging its progress at intervals.
 async fn copy_with_progress(m: &Arc<Materializer>, name: &str) -> Result<CopyInfo> {
     let kept = &m.kept[name];
-    let started = Instant::now();
     let copy = snapshot::take(
         &kept.origin,
         &m.store,
         &kept.dataset,
         Arc::clone(&kept.progress),
     );
+    with_progress(&kept.progress, copy).await
+}
+
+/// Runs `copy`, logging the rows `progress` counts (and rows/s) at intervals.
+pub(crate) async fn with_progress<T>(
+    progress: &std::sync::atomic::AtomicU64,
+    copy: impl std::future::Future<Output = T>,
+) -> T {
+    let started = Instant::now();
     tokio::pin!(copy);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.tick().await;
@@ -96,7 +104,7 @@ async fn copy_with_progress(m: &Arc<Materializer>, name: &str) -> Result<CopyInf
         tokio::select! {
             result = &mut copy => return result,
             _ = tick.tick() => {
-                let rows = kept.progress.load(Ordering::Relaxed);
+                let rows = progress.load(Ordering::Relaxed);
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 tracing::info!(rows, rows_per_s = (rows as f64 / secs) as u64, "copying");
             }

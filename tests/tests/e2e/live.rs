@@ -108,7 +108,12 @@ async fn status_when(
 /// Waits until the copy reads back exactly as the origin's table does through
 /// federation (row for row, as text).
 async fn converges(client: &Client, copy: &str, origin_sql: &str) {
-    let copy_sql = format!("SELECT * FROM {copy} ORDER BY id");
+    converges_by(client, copy, origin_sql, "id").await
+}
+
+/// [`converges`], the copy's rows ordered by `key`.
+async fn converges_by(client: &Client, copy: &str, origin_sql: &str, key: &str) {
+    let copy_sql = format!("SELECT * FROM {copy} ORDER BY {key}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let want = rows(client, origin_sql).await;
@@ -122,6 +127,16 @@ async fn converges(client: &Client, copy: &str, origin_sql: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `switchyard serve` on `file` as a child process, and a client once it answers.
+async fn serve_and_connect(file: &std::path::Path, port: u16) -> (std::process::Child, Client) {
+    let child = serve(file);
+    let c = wait_for("serve to answer", Duration::from_secs(30), || async {
+        connect_port(port, KEEPER).await
+    })
+    .await;
+    (child, c)
 }
 
 /// The slot's confirmed position is never ahead of what the copy stands at.
@@ -350,11 +365,7 @@ async fn kill_9_while_streaming_loses_nothing_and_doubles_nothing() {
     });
 
     for round in 0..3 {
-        let mut child = serve(&file);
-        let c = wait_for("serve to answer", Duration::from_secs(30), || async {
-            connect_port(port, KEEPER).await
-        })
-        .await;
+        let (mut child, c) = serve_and_connect(&file, port).await;
         status_when(&c, "copies.items", "streaming", |r| {
             r[0].as_deref() == Some("streaming")
         })
@@ -370,11 +381,7 @@ async fn kill_9_while_streaming_loses_nothing_and_doubles_nothing() {
     }
     writer.await.unwrap();
 
-    let mut child = serve(&file);
-    let c = wait_for("serve to answer", Duration::from_secs(30), || async {
-        connect_port(port, KEEPER).await
-    })
-    .await;
+    let (mut child, c) = serve_and_connect(&file, port).await;
     let want: (i64, String) = {
         let r = origin
             .query_one("SELECT count(*), sum(price)::text FROM live.items", &[])
@@ -537,11 +544,7 @@ local: {{ path: data/local.db }}
         ),
     )
     .unwrap();
-    let mut child = serve(&file);
-    let c = wait_for("serve to answer", Duration::from_secs(30), || async {
-        connect_port(port, KEEPER).await
-    })
-    .await;
+    let (mut child, c) = serve_and_connect(&file, port).await;
     for d in ["copies.items", "copies.gold"] {
         let s = status_when(&c, d, &format!("{d} streaming"), |r| {
             r[0].as_deref() == Some("streaming")
@@ -551,26 +554,8 @@ local: {{ path: data/local.db }}
     }
     let all = "SELECT * FROM origin.live_items ORDER BY _id";
     let gold = "SELECT * FROM origin.live_items WHERE tier = 'gold' ORDER BY _id";
-    let converge = |copy: &'static str, sql: &'static str| {
-        let c = &c;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let want = rows(c, sql).await;
-                let got = rows(c, &format!("SELECT * FROM {copy} ORDER BY _id")).await;
-                if want == got {
-                    return;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{copy} did not converge:\norigin {want:?}\ncopy   {got:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    converge("copies.items", all).await;
-    converge("copies.gold", gold).await;
+    converges_by(&c, "copies.items", all, "_id").await;
+    converges_by(&c, "copies.gold", gold, "_id").await;
 
     coll.insert_one(doc! {"_id": 100, "name": "new", "qty": 1, "tier": "gold"})
         .await
@@ -602,8 +587,8 @@ local: {{ path: data/local.db }}
         .await
         .unwrap();
     session.commit_transaction().await.unwrap();
-    converge("copies.items", all).await;
-    converge("copies.gold", gold).await;
+    converges_by(&c, "copies.items", all, "_id").await;
+    converges_by(&c, "copies.gold", gold, "_id").await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -611,24 +596,8 @@ local: {{ path: data/local.db }}
     coll.insert_one(doc! {"_id": 300, "name": "while stopped", "qty": 3, "tier": "gold"})
         .await
         .unwrap();
-    let mut child = serve(&file);
-    let c = wait_for("serve to answer again", Duration::from_secs(30), || async {
-        connect_port(port, KEEPER).await
-    })
-    .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let want = rows(&c, all).await;
-        let got = rows(&c, "SELECT * FROM copies.items ORDER BY _id").await;
-        if want == got {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after restart:\n{want:?}\n{got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, c) = serve_and_connect(&file, port).await;
+    converges_by(&c, "copies.items", all, "_id").await;
     child.kill().unwrap();
     child.wait().unwrap();
 }
