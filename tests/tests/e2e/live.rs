@@ -656,3 +656,74 @@ async fn a_full_local_store_stops_a_live_copy_whole_and_keeps_serving_it() {
     assert_eq!(n.get::<_, i64>(0), 101);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_large_values_and_keyless_replica_identity_full_tables_are_followed() {
+    let pg = common::pg();
+    let origin = reset(&pg).await;
+    origin
+        .batch_execute(
+            "CREATE TABLE live.wide (id int PRIMARY KEY, big text, n int);
+             ALTER TABLE live.wide ALTER COLUMN big SET STORAGE EXTERNAL;
+             INSERT INTO live.wide SELECT i, (SELECT string_agg(md5((i * 1000 + g)::text), '') FROM generate_series(1, 200) g), i
+               FROM generate_series(1, 5) i;
+             CREATE TABLE live.full (a int, b text);
+             ALTER TABLE live.full REPLICA IDENTITY FULL;
+             INSERT INTO live.full VALUES (1, 'x'), (1, 'x'), (2, NULL), (3, 'z');",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"listen: 127.0.0.1:0
+users: [ {{ name: keeper, password: keeper-pw, roles: [keeper] }} ]
+roles: {{ keeper: {{ grants: [{{ tables: ["*"], privileges: [select, update] }}] }} }}
+origins: {{ types: {{ kind: postgres, url: "{url}" }} }}
+datasets:
+  origin: {{ origin: types, tables: [live.wide, live.full] }}
+  copies.wide: {{ origin: types, table: live.wide, mode: materialize, live: true }}
+  copies.full: {{ origin: types, table: live.full, mode: materialize, live: true }}
+local: {{ path: data/local.db }}
+"#,
+            url = pg.url("types", pg.port),
+        ),
+    )
+    .unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let server = switchyard::start(config).await.expect("server starts");
+    let c = connect_port(server.addr.port(), KEEPER).await.unwrap();
+    for d in ["copies.wide", "copies.full"] {
+        status_when(&c, d, &format!("{d} streaming"), |r| {
+            r[0].as_deref() == Some("streaming")
+        })
+        .await;
+    }
+    // Updating n only: the stored-out-of-line value is not sent, and stays.
+    origin
+        .batch_execute(
+            "UPDATE live.wide SET n = n * 10;
+             UPDATE live.wide SET big = 'small now' WHERE id = 5;
+             UPDATE live.full SET b = 'y' WHERE a = 2;
+             DELETE FROM live.full WHERE ctid = (SELECT ctid FROM live.full WHERE a = 1 LIMIT 1);
+             INSERT INTO live.full VALUES (3, 'z');",
+        )
+        .await
+        .unwrap();
+    converges(&c, "copies.wide", "SELECT * FROM origin.wide ORDER BY id").await;
+    converges_by(
+        &c,
+        "copies.full",
+        "SELECT * FROM origin.full ORDER BY a, b",
+        "a, b",
+    )
+    .await;
+    let n = c
+        .query_one("SELECT count(*) FROM copies.full", &[])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 4);
+    drop(server);
+}
