@@ -318,18 +318,9 @@ impl PgPool {
                 if done {
                     return Ok(None);
                 }
-                let mut chunk: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
-                let mut ended = false;
-                while chunk.len() < BATCH_ROWS {
-                    match rows.next().await {
-                        Some(Ok(row)) => chunk.push(row),
-                        Some(Err(e)) => return Err(DataFusionError::from(pool.query_error(e))),
-                        None => {
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
+                let (chunk, ended) = next_chunk(&mut rows)
+                    .await
+                    .map_err(|e| DataFusionError::from(pool.query_error(e)))?;
                 if chunk.is_empty() {
                     return Ok(None);
                 }
@@ -387,22 +378,14 @@ impl PgPool {
                     if done {
                         return Ok(None);
                     }
-                    let mut chunk: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
-                    let mut finished = false;
-                    while chunk.len() < BATCH_ROWS {
-                        match rows.next().await {
-                            Some(Ok(row)) => chunk.push(row),
-                            Some(Err(e)) => {
-                                conn.busy = false;
-                                conn.client.take();
-                                return Err(DataFusionError::from(conn.pool.query_error(e)));
-                            }
-                            None => {
-                                finished = true;
-                                break;
-                            }
+                    let (chunk, finished) = match next_chunk(&mut rows).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            conn.busy = false;
+                            conn.client.take();
+                            return Err(DataFusionError::from(conn.pool.query_error(e)));
                         }
-                    }
+                    };
                     if finished {
                         conn.busy = false;
                     }
@@ -420,6 +403,21 @@ impl PgPool {
         });
         Box::pin(RecordBatchStreamAdapter::new(out_schema, stream))
     }
+}
+
+/// Up to [`BATCH_ROWS`] rows of `rows`, and whether the rows ended (a row stream
+/// must not be polled past its end).
+async fn next_chunk(
+    rows: &mut std::pin::Pin<Box<tokio_postgres::RowStream>>,
+) -> std::result::Result<(Vec<Row>, bool), tokio_postgres::Error> {
+    let mut chunk = Vec::with_capacity(BATCH_ROWS);
+    while chunk.len() < BATCH_ROWS {
+        match rows.next().await {
+            Some(row) => chunk.push(row?),
+            None => return Ok((chunk, true)),
+        }
+    }
+    Ok((chunk, false))
 }
 
 /// Converts rows to a batch of exactly `schema` (types cast by position where the
