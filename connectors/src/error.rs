@@ -112,6 +112,16 @@ pub enum ConnectorError {
         /// How to fix it.
         fix: String,
     },
+    /// A dataset that cannot take the write asked of it (SQLSTATE 0A000).
+    #[error("dataset {dataset} (origin {origin}) cannot be written: {why}")]
+    NotWritable {
+        /// Origin name.
+        origin: String,
+        /// `schema.name`.
+        dataset: String,
+        /// Why, and what can be written instead.
+        why: String,
+    },
     /// An error from DataFusion while building a table.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -133,6 +143,7 @@ impl ConnectorError {
             ConnectorError::LocalStore { full: false, .. } => SqlState::IO_ERROR,
             ConnectorError::Resnapshot { .. } => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
             ConnectorError::NotLive { code, .. } => *code,
+            ConnectorError::NotWritable { .. } => SqlState::FEATURE_NOT_SUPPORTED,
             ConnectorError::DataFusion(_) => SqlState::INTERNAL_ERROR,
         }
     }

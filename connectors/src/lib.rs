@@ -19,6 +19,7 @@ pub mod origin;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+pub mod write;
 
 pub use catalog::{install, CopyNotes, Origins};
 pub use columns::{PG_TYPE_KEY, PG_TYPMOD_KEY};

@@ -3,8 +3,10 @@
 //! Reading is what every origin offers: a table per dataset (federated, with
 //! pushdown) and, where the origin declares them, catalog facts. Origins with a
 //! change feed (PostgreSQL logical replication, MongoDB change streams) offer it
-//! for live materialization; writing (sync) joins as a method when it lands, so a
-//! caller asks the origin, not a `match` on its kind.
+//! for live materialization; origins that take writes offer a [`Writes`]
+//! (transactions at the origin). A caller asks the origin, not a `match` on its kind.
+//!
+//! [`Writes`]: crate::write::Writes
 
 use std::sync::Arc;
 
@@ -39,6 +41,11 @@ pub trait Origin: std::fmt::Debug + Send + Sync {
 
     /// The origin's change feed, where it has one (`live: true` datasets).
     fn changes(&self) -> Option<crate::changes::SharedFeed> {
+        None
+    }
+
+    /// Writes at the origin, where it takes them.
+    fn writes(&self) -> Option<crate::write::SharedWrites> {
         None
     }
 }

@@ -105,6 +105,12 @@ impl From<DataFusionError> for EngineError {
     }
 }
 
+impl From<ConnectorError> for EngineError {
+    fn from(e: ConnectorError) -> Self {
+        EngineError::coded(e.sqlstate(), e.to_string())
+    }
+}
+
 /// The SQLSTATE and message for an error raised while planning or running a statement.
 pub fn classify(error: &(dyn std::error::Error + 'static)) -> (SqlState, String) {
     // Look through wrappers (Context, Shared, External, ...) for the cause that names the code.

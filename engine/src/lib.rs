@@ -16,6 +16,7 @@ mod session;
 pub mod slots;
 pub mod text;
 pub mod transaction;
+pub mod write;
 
 pub use error::{classify, EngineError, Result};
 pub use session::{

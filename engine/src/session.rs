@@ -33,6 +33,7 @@ pub struct Engine {
     pipeline: Arc<Pipeline>,
     audit: Arc<AuditLog>,
     materializer: Option<Arc<Materializer>>,
+    origins: Option<switchyard_connectors::Origins>,
     slots: Arc<Slots>,
     running: Arc<AtomicUsize>,
 }
@@ -61,21 +62,25 @@ impl Engine {
             pipeline,
             audit,
             materializer: None,
+            origins: None,
             slots: Arc::new(Slots::default()),
             running: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// The engine with `materializer` keeping its materialized datasets.
+    /// The engine with `materializer` keeping its materialized datasets and
+    /// `origins` taking writes.
     pub fn with_materializer(
         config: Arc<Config>,
         pipeline: Arc<Pipeline>,
         audit: Arc<AuditLog>,
         materializer: Arc<Materializer>,
+        origins: switchyard_connectors::Origins,
     ) -> Arc<Self> {
         let mut engine = Arc::into_inner(Self::new(config, pipeline, audit))
             .expect("a new engine has one owner");
         engine.materializer = Some(materializer);
+        engine.origins = Some(origins);
         Arc::new(engine)
     }
 
@@ -110,8 +115,17 @@ impl Engine {
             engine: Arc::clone(self),
             principal: self.pipeline.principal(user),
             client,
+            transaction: Arc::default(),
         }
     }
+}
+
+/// Why a write statement's node could not be built.
+enum WriteRefusal {
+    /// A pipeline refusal (RETURNING's read).
+    Denied(Box<Denied>),
+    /// Anything else.
+    Error(EngineError),
 }
 
 /// Who is on the other end of a session, for the audit log.
@@ -150,6 +164,7 @@ pub struct Session {
     engine: Arc<Engine>,
     principal: Principal,
     client: Client,
+    transaction: Arc<crate::transaction::Transaction>,
 }
 
 /// The outcome of checking one statement.
@@ -202,6 +217,9 @@ pub struct RunOptions {
     pub session_timeout: Option<Duration>,
     /// Cancels the statement.
     pub cancel: CancellationToken,
+    /// The session is in a transaction block (a write joins the block's origin
+    /// transaction instead of committing on its own).
+    pub in_block: bool,
 }
 
 /// Statements with no data to govern.
@@ -236,6 +254,11 @@ impl Session {
     /// The engine this session runs in.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The session's transaction block (savepoints, the origin transaction).
+    pub fn transaction(&self) -> &Arc<crate::transaction::Transaction> {
+        &self.transaction
     }
 
     /// A new audit record for `statement`.
@@ -333,16 +356,30 @@ impl Session {
             self.audit(record, started).finish(None);
             return Verdict::PassThrough;
         }
-        let query = match statement {
+        // A write's RETURNING and ON CONFLICT are not DataFusion's to plan: taken off
+        // here, checked when the write node is built.
+        let write = match crate::write::plan::split(statement) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                self.audit(record, started).finish(Some(e.record()));
+                return Verdict::Refused(e);
+            }
+            None => None,
+        };
+        let query = match (statement, &write) {
+            (_, Some((core, _))) => core.clone(),
             // A cursor's query is checked like any other query.
-            Statement::Declare { stmts } => match stmts.first().and_then(|d| d.for_query.clone()) {
-                Some(q) => Statement::Query(q),
-                None => return Verdict::PassThrough,
-            },
-            other => other.clone(),
+            (Statement::Declare { stmts }, _) => {
+                match stmts.first().and_then(|d| d.for_query.clone()) {
+                    Some(q) => Statement::Query(q),
+                    None => return Verdict::PassThrough,
+                }
+            }
+            (other, _) => other.clone(),
         };
         let input = StatementInput {
-            ast: &query,
+            // Functions and the analyser read the whole statement, RETURNING included.
+            ast: if write.is_some() { statement } else { &query },
             stacked: text.stacked,
             trailing_comment: text.trailing_comment,
         };
@@ -363,13 +400,32 @@ impl Session {
                 return Verdict::Refused(e);
             }
         };
+        let unchecked = write.as_ref().map(|_| plan.clone());
         match self
             .engine
             .pipeline
             .check(&input, plan, &self.principal, state)
         {
             Err(denied) => Verdict::Refused(self.refuse(record, *denied, started)),
-            Ok(checked) => {
+            Ok(mut checked) => {
+                if let (Some((_, extras)), Some(unchecked)) = (&write, &unchecked) {
+                    match self
+                        .write_node(extras, unchecked, checked.plan, state)
+                        .await
+                    {
+                        Ok(node) => checked.plan = node,
+                        Err(WriteRefusal::Denied(denied)) => {
+                            return Verdict::Refused(self.refuse(record, *denied, started))
+                        }
+                        Err(WriteRefusal::Error(e)) => {
+                            record.stages = checked.decision.stages.clone();
+                            record.tables = checked.decision.tables.clone();
+                            record.origins = checked.decision.origins.clone();
+                            self.audit(record, started).finish(Some(e.record()));
+                            return Verdict::Refused(e);
+                        }
+                    }
+                }
                 record.stages = checked.decision.stages.clone();
                 record.tables = checked.decision.tables.clone();
                 record.origins = checked.decision.origins.clone();
@@ -385,6 +441,94 @@ impl Session {
                 }))
             }
         }
+    }
+
+    /// The checked write node of a write statement whose core plan the pipeline
+    /// passed: its RETURNING checked as a read, its expressions off the checked plan.
+    async fn write_node(
+        &self,
+        extras: &crate::write::plan::Extras,
+        unchecked: &LogicalPlan,
+        checked: LogicalPlan,
+        state: &SessionState,
+    ) -> Result<LogicalPlan, WriteRefusal> {
+        use crate::write::plan;
+        let policy = self.engine.pipeline.policy();
+        let target = plan::target_of(&checked).cloned().ok_or_else(|| {
+            WriteRefusal::Error(EngineError::coded(
+                switchyard_sqlstate::SqlState::FEATURE_NOT_SUPPORTED,
+                "EXPLAIN of INSERT, UPDATE or DELETE is not supported",
+            ))
+        })?;
+        let schema = target
+            .schema()
+            .unwrap_or(policy.default_schema())
+            .to_string();
+        let name = target.table().to_string();
+        let dataset = self
+            .engine
+            .config
+            .datasets
+            .iter()
+            .find(|d| d.schema == schema && d.name == name)
+            .ok_or_else(|| {
+                WriteRefusal::Error(EngineError::coded(
+                    switchyard_sqlstate::SqlState::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "{schema}.{name} is not a dataset of an origin; only datasets take writes"
+                    ),
+                ))
+            })?;
+        crate::write::run::writes_of(self.engine.origins.as_ref(), &dataset.origin)
+            .map_err(WriteRefusal::Error)?;
+        let returning = match extras.returning_query() {
+            None => None,
+            Some(sql) => Some(self.returning_plan(&sql, state).await?),
+        };
+        let cx = plan::Context {
+            dataset,
+            target: (&schema, &name),
+            who: &self.principal,
+            state,
+            policy,
+        };
+        let node =
+            plan::build(&cx, unchecked, checked, extras, returning).map_err(WriteRefusal::Error)?;
+        Ok(crate::write::node_plan(node))
+    }
+
+    /// RETURNING's query, planned and checked as a read.
+    async fn returning_plan(
+        &self,
+        sql: &str,
+        state: &SessionState,
+    ) -> Result<LogicalPlan, WriteRefusal> {
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map_err(|e| {
+                WriteRefusal::Error(EngineError::coded(
+                    switchyard_sqlstate::SqlState::SYNTAX_ERROR,
+                    format!("RETURNING: {e}"),
+                ))
+            })?
+            .remove(0);
+        let plan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement.clone(),
+            )))
+            .await
+            .map_err(|e| WriteRefusal::Error(e.into()))?;
+        let input = StatementInput {
+            ast: &statement,
+            stacked: 1,
+            trailing_comment: false,
+        };
+        self.engine
+            .pipeline
+            .check(&input, plan, &self.principal, state)
+            .map(|c| c.plan)
+            .map_err(WriteRefusal::Denied)
     }
 
     /// Starts a run of an approved statement that arrived at `started`: its audit
@@ -419,6 +563,9 @@ impl Session {
             }
         };
         Ok(Running {
+            engine: Arc::clone(&self.engine),
+            transaction: Arc::clone(&self.transaction),
+            in_block: options.in_block || self.transaction.is_open(),
             guarding: Guarding {
                 limits,
                 started,
@@ -434,6 +581,9 @@ impl Session {
 
 /// A statement that began running: finish it, fail it, or run its plan.
 pub struct Running {
+    engine: Arc<Engine>,
+    transaction: Arc<crate::transaction::Transaction>,
+    in_block: bool,
     guarding: Guarding,
     warnings: Vec<String>,
 }
@@ -457,6 +607,8 @@ pub struct Rows {
     pub batches: SendableRecordBatchStream,
     /// When rows were cut at the row cap: the notice to send before them.
     pub cut: Option<String>,
+    /// A write's RETURNING rows: the command and the rows it changed, for the tag.
+    pub command: Option<(&'static str, u64)>,
 }
 
 /// Caps up to this many rows are read ahead so the notice of a cut comes first;
@@ -497,6 +649,10 @@ impl Running {
         ctx: &SessionContext,
         plan: LogicalPlan,
     ) -> Result<Output, EngineError> {
+        if let Some(node) = crate::write::write_node(&plan) {
+            let node = node.clone();
+            return self.write(ctx, node).await;
+        }
         let dml = match &plan {
             LogicalPlan::Dml(d) => Some(d.op.name().to_uppercase()),
             _ => None,
@@ -560,8 +716,61 @@ impl Running {
                 Ok(Output::Rows(Rows {
                     batches: guard::guard(batches, self.guarding),
                     cut,
+                    command: None,
                 }))
             }
+        }
+    }
+
+    /// Runs a write at its origin under the statement timeout and the cancel token
+    /// (a cancelled write's origin statement is dropped, which cancels it there).
+    async fn write(
+        mut self,
+        ctx: &SessionContext,
+        node: crate::write::WriteNode,
+    ) -> Result<Output, EngineError> {
+        let config = Arc::clone(&self.engine.config);
+        let scope = crate::write::run::Scope {
+            config: &config,
+            origins: self.engine.origins.as_ref(),
+            transaction: &self.transaction,
+            in_block: self.in_block,
+        };
+        let cancel = self.guarding.cancel.clone();
+        let deadline = self
+            .guarding
+            .limits
+            .statement_timeout
+            .map(|t| tokio::time::Instant::from_std(self.guarding.started + t));
+        let timeout = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            r = crate::write::run::run(&node, ctx, scope) => r,
+            _ = cancel.cancelled() => Err(EngineError::Canceled),
+            _ = timeout => Err(EngineError::Timeout),
+        };
+        let op = node.op();
+        match outcome {
+            Err(e) => Err(self.fail(e)),
+            Ok((rows, None)) => {
+                if let Some(audit) = self.guarding.audit.as_mut() {
+                    audit.record_mut().rows = rows;
+                }
+                self.finish();
+                Ok(Output::Count {
+                    op: op.to_string(),
+                    rows,
+                })
+            }
+            Ok((rows, Some(batches))) => Ok(Output::Rows(Rows {
+                batches: guard::guard(batches, self.guarding),
+                cut: None,
+                command: Some((op, rows)),
+            })),
         }
     }
 

@@ -1,12 +1,18 @@
-//! A session's transaction block as the engine knows it: its savepoints.
+//! A session's transaction block as the engine knows it: its savepoints and the
+//! transaction its writes opened at an origin.
 //!
-//! Statements through Switchyard change no data yet, so a savepoint has nothing to
-//! undo: names are tracked so that an unknown one is 3B001 as in PostgreSQL and
-//! using them outside a block is 25P01. Writes (a later feature) extend this state
-//! with what each savepoint must undo at the origin.
+//! Savepoint names are tracked so that an unknown one is 3B001 as in PostgreSQL and
+//! using them outside a block is 25P01. The block's first write opens a transaction
+//! at the written origin (setting the block's savepoints there too, so a later
+//! `ROLLBACK TO` undoes what it should); savepoint commands, COMMIT and ROLLBACK are
+//! then forwarded to it. A block writes one origin: without two-phase commit a
+//! second origin's writes could commit while the first's fail, so they are refused
+//! (0A000) before anything is sent there. A session that ends with the block open
+//! drops the origin transaction, which closes its connection: the origin rolls back.
 
 use std::sync::Mutex;
 
+use switchyard_connectors::write::{Savepoint, SharedWrites, WriteTransaction};
 use switchyard_sqlstate::SqlState;
 
 use crate::EngineError;
@@ -34,6 +40,14 @@ pub enum SavepointOp {
 }
 
 impl SavepointOp {
+    fn at_origin(self) -> Savepoint {
+        match self {
+            SavepointOp::Set => Savepoint::Set,
+            SavepointOp::Release => Savepoint::Release,
+            SavepointOp::RollbackTo => Savepoint::RollbackTo,
+        }
+    }
+
     /// The command tag PostgreSQL answers with.
     pub fn tag(self) -> &'static str {
         match self {
@@ -45,12 +59,114 @@ impl SavepointOp {
 }
 
 /// The session's transaction state.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Transaction {
+    /// A block is open: set at BEGIN, cleared at its end. The front door's own
+    /// status lags behind statements of one multi-statement query.
+    open: std::sync::atomic::AtomicBool,
     savepoints: Mutex<Vec<String>>,
+    origin: tokio::sync::Mutex<Option<Box<dyn WriteTransaction>>>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("savepoints", &*self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The block's transaction at its origin, held while a write runs in it.
+pub struct OriginTransaction<'a>(tokio::sync::MutexGuard<'a, Option<Box<dyn WriteTransaction>>>);
+
+impl OriginTransaction<'_> {
+    /// The transaction.
+    pub fn get(&mut self) -> &mut dyn WriteTransaction {
+        self.0
+            .as_mut()
+            .expect("an origin transaction is open")
+            .as_mut()
+    }
 }
 
 impl Transaction {
+    /// The block's transaction at `origin`, opened through `writes` (with the
+    /// block's savepoints) when the block has written nowhere yet; 0A000 when it
+    /// has written another origin.
+    pub async fn at(
+        &self,
+        origin: &str,
+        writes: &SharedWrites,
+    ) -> Result<OriginTransaction<'_>, EngineError> {
+        let mut open = self.origin.lock().await;
+        match open.as_ref() {
+            Some(t) if t.origin() != origin => {
+                return Err(EngineError::coded(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "this transaction already writes origin {}; a transaction writes one \
+                         origin, since Switchyard has no two-phase commit across origins: \
+                         COMMIT first, then write {origin}",
+                        t.origin()
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                let mut t = writes.begin().await?;
+                let names = self.names().clone();
+                for name in names {
+                    t.savepoint(Savepoint::Set, &name).await?;
+                }
+                *open = Some(t);
+            }
+        }
+        Ok(OriginTransaction(open))
+    }
+
+    /// BEGIN: a block is open.
+    pub fn begin(&self) {
+        self.reset();
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a block is open.
+    pub fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The origin the block writes, if it has written.
+    pub async fn writing(&self) -> Option<String> {
+        self.origin
+            .lock()
+            .await
+            .as_ref()
+            .map(|t| t.origin().to_string())
+    }
+
+    /// Ends the block: commits (or rolls back) its origin transaction, if any.
+    pub async fn end(&self, commit: bool) -> Result<(), EngineError> {
+        self.reset();
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        let Some(t) = self.origin.lock().await.take() else {
+            return Ok(());
+        };
+        if commit {
+            t.commit().await?;
+        } else {
+            t.rollback().await?;
+        }
+        Ok(())
+    }
+
+    /// Forwards an accepted savepoint command to the origin transaction, if any.
+    pub async fn forward(&self, op: SavepointOp, name: &str) -> Result<(), EngineError> {
+        if let Some(t) = self.origin.lock().await.as_mut() {
+            t.savepoint(op.at_origin(), name).await?;
+        }
+        Ok(())
+    }
+
     /// Whether `ROLLBACK TO name` in a failed block makes it usable again (the
     /// savepoint was set before the failure).
     pub fn recovers(&self, name: &str) -> bool {

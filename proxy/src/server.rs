@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         Arc::new(Pipeline::new(policy)),
         Arc::new(audit),
         Arc::clone(&materializer),
+        origins.clone(),
     );
     materializer.start();
     let shared = Arc::new(Shared {

@@ -24,6 +24,7 @@ mod pipeline;
 mod policy;
 mod rbac;
 mod statement;
+mod write;
 
 pub use audit::{verify, AuditLog, AuditRecord, ErrorRecord, VerifyError};
 pub use decision::{Decision, Outcome, Stage, StageResult};
@@ -32,6 +33,7 @@ pub use grants::TablePattern;
 pub use guardrails::Limits;
 pub use pipeline::{Checked, Denied, Pipeline, StatementInput};
 pub use policy::{Policy, Principal};
+pub use write::WriteRules;
 
 use switchyard_sqlstate::SqlState;
 

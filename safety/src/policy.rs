@@ -72,6 +72,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The schema unqualified table names resolve in.
+    pub fn default_schema(&self) -> &str {
+        &self.default_schema
+    }
+
     /// Compiles the config's roles (their row filters were parsed when the config was checked).
     pub fn new(config: &Config, default_schema: &str) -> Policy {
         let mut roles = BTreeMap::new();

@@ -97,9 +97,11 @@ pub(crate) fn gate(
     // The write privilege on a DML target is AST_CHECKER's to judge (read-only roles
     // get 25006 there); here the target only needs no SELECT grant.
     let mut governed = false;
+    // An INSERT does not scan its target: a scan of it is a read of its own.
+    let insert = matches!(&plan, LogicalPlan::Dml(d) if matches!(d.op, WriteOp::Insert(_)));
     for (s, t) in scans {
         let access = policy.access(who, s, t);
-        let is_target = target.is_some_and(|(ts, tt)| ts == s && tt == t);
+        let is_target = !insert && target.is_some_and(|(ts, tt)| ts == s && tt == t);
         if !access.privileges.contains(&Privilege::Select) && !is_target {
             return Err(SafetyError::TableDenied {
                 table: format!("{s}.{t}"),
@@ -111,8 +113,14 @@ pub(crate) fn gate(
     if !governed {
         return Ok(plan);
     }
-    if target.is_none() {
-        check_columns(policy, who, &plan, state)?;
+    match (&plan, target) {
+        (_, None) => check_columns(policy, who, &plan, state)?,
+        // What an INSERT reads is its source, checked as any query; the columns an
+        // UPDATE or DELETE reads of its target are the engine's write rules to judge.
+        (LogicalPlan::Dml(dml), Some(_)) if matches!(dml.op, WriteOp::Insert(_)) => {
+            check_columns(policy, who, &dml.input, state)?
+        }
+        _ => {}
     }
     let rewritten = plan
         .transform_up_with_subqueries(|node| match node {
@@ -245,20 +253,7 @@ fn guard_scan(
     }
     let df_schema: DFSchema = scan.projected_schema.as_ref().clone();
     let mut plan = LogicalPlan::TableScan(scan);
-    if let Some(filters) = &access.row_filter {
-        let mut exprs = Vec::new();
-        for f in filters {
-            let e = state
-                .create_logical_expr(&f.to_string(), &df_schema)
-                .map_err(|e| {
-                    external(SafetyError::RowFilter {
-                        table: qualified.clone(),
-                        reason: e.to_string(),
-                    })
-                })?;
-            exprs.push(e);
-        }
-        let predicate = disjunction(exprs).expect("at least one filter");
+    if let Some(predicate) = row_filter(&access, &qualified, &df_schema, state).map_err(external)? {
         notes.push(format!("row filter on {qualified}: {predicate}"));
         plan = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(plan))?);
     }
@@ -279,6 +274,30 @@ fn guard_scan(
         plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(plan))?);
     }
     Ok(Transformed::yes(plan))
+}
+
+/// The user's row filter on a table (its roles' filters ORed) as an expression over
+/// `schema`; `None` when every row is the user's.
+pub(crate) fn row_filter(
+    access: &crate::policy::TableAccess,
+    qualified: &str,
+    schema: &DFSchema,
+    state: &SessionState,
+) -> Result<Option<Expr>, SafetyError> {
+    let Some(filters) = &access.row_filter else {
+        return Ok(None);
+    };
+    let mut exprs = Vec::new();
+    for f in filters {
+        let e = state
+            .create_logical_expr(&f.to_string(), schema)
+            .map_err(|e| SafetyError::RowFilter {
+                table: qualified.to_string(),
+                reason: e.to_string(),
+            })?;
+        exprs.push(e);
+    }
+    Ok(disjunction(exprs))
 }
 
 fn mask_expr(mask: Mask, column: Expr, ty: &DataType, state: &SessionState) -> DfResult<Expr> {

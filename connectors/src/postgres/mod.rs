@@ -9,6 +9,7 @@ pub mod live;
 mod pool;
 pub mod rows;
 pub mod types;
+mod write;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use switchyard_sqlstate::SqlState;
 
 pub use exec::PgExecutor;
 pub use pool::PgPool;
+pub use write::PgWrites;
 
 use crate::facts::{Resolve, TableFacts};
 use crate::origin::Origin;
@@ -33,6 +35,7 @@ pub struct PostgresConnector {
     pool: Arc<PgPool>,
     provider: Arc<SQLFederationProvider>,
     feed: Arc<live::PgFeed>,
+    writes: Arc<PgWrites>,
 }
 
 impl PostgresConnector {
@@ -43,10 +46,12 @@ impl PostgresConnector {
             Arc::clone(&pool),
         ))));
         let feed = Arc::new(live::PgFeed::new(Arc::clone(&pool)));
+        let writes = Arc::new(PgWrites::new(Arc::clone(&pool)));
         Ok(PostgresConnector {
             pool,
             provider,
             feed,
+            writes,
         })
     }
 
@@ -106,5 +111,9 @@ impl Origin for PostgresConnector {
 
     fn changes(&self) -> Option<crate::changes::SharedFeed> {
         Some(Arc::clone(&self.feed) as crate::changes::SharedFeed)
+    }
+
+    fn writes(&self) -> Option<crate::write::SharedWrites> {
+        Some(Arc::clone(&self.writes) as crate::write::SharedWrites)
     }
 }

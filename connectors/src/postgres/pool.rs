@@ -90,7 +90,63 @@ impl Drop for Pooled {
     }
 }
 
+/// A connection a transaction keeps from `BEGIN` to its end: released to the pool
+/// after a clean end, discarded (closed, which rolls back) otherwise.
+pub(crate) struct Dedicated {
+    conn: Pooled,
+}
+
+impl Dedicated {
+    fn client(&self) -> &Client {
+        self.conn
+            .client
+            .as_ref()
+            .expect("a dedicated connection is open")
+    }
+
+    /// Runs statements without results.
+    pub(crate) async fn batch_execute(&self, sql: &str) -> Result<()> {
+        self.client()
+            .batch_execute(sql)
+            .await
+            .map_err(|e| self.conn.pool.query_error(e))
+    }
+
+    /// Runs one statement; the rows it changed.
+    pub(crate) async fn execute(&self, sql: &str) -> Result<u64> {
+        self.client()
+            .execute(sql, &[])
+            .await
+            .map_err(|e| self.conn.pool.query_error(e))
+    }
+
+    /// Runs one statement returning rows of `schema` (by position).
+    pub(crate) async fn query(&self, sql: &str, schema: &SchemaRef) -> Result<RecordBatch> {
+        let rows = self
+            .client()
+            .query(sql, &[])
+            .await
+            .map_err(|e| self.conn.pool.query_error(e))?;
+        Ok(to_batch(&rows, schema)?)
+    }
+
+    /// Back to the pool.
+    pub(crate) fn release(self) {}
+
+    /// Closed instead of pooled.
+    pub(crate) fn discard(mut self) {
+        self.conn.client.take();
+    }
+}
+
 impl PgPool {
+    /// A connection of the pool kept by one transaction.
+    pub(crate) async fn dedicated(self: &Arc<Self>) -> Result<Dedicated> {
+        Ok(Dedicated {
+            conn: self.checkout().await?,
+        })
+    }
+
     /// A pool for `settings`; connections are opened on first use.
     pub fn new(origin: &str, settings: PostgresOrigin) -> Result<Arc<Self>> {
         let permits = Arc::new(Semaphore::new(settings.pool_size.max(1) as usize));

@@ -18,3 +18,4 @@ mod rbac;
 mod redteam;
 mod slt;
 mod tls;
+mod writes;

@@ -167,7 +167,7 @@ fn is_differential(path: &Path) -> bool {
         .is_some_and(|l| l.trim() == "# differential")
 }
 
-async fn run_file(path: &Path, client: Client, label: &str) -> Result<(), String> {
+pub(crate) async fn run_file(path: &Path, client: Client, label: &str) -> Result<(), String> {
     let mut db = Some(Db { client });
     let mut runner = Runner::new(move || {
         let db = db.take().expect("one connection per file");

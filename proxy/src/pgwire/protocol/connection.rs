@@ -124,7 +124,9 @@ impl Connection {
             Arc::clone(&texts),
             Arc::clone(&prepared),
         ));
-        let transactions = Arc::new(super::transactions::TransactionHook::default());
+        let transactions = Arc::new(super::transactions::TransactionHook::new(Arc::clone(
+            &login,
+        )));
         // Transactions first: a failed block refuses statements before they are checked.
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::clone(&transactions) as Arc<dyn QueryHook>,

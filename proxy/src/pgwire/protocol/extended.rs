@@ -25,7 +25,9 @@ use switchyard_engine::{passes_through, EngineError, Protocol, QueryText, RunOpt
 use crate::pgwire::pgcompat;
 use crate::pgwire::protocol::connection::Login;
 use crate::pgwire::protocol::errors::{engine_error, pg_error, user_error};
-use crate::pgwire::protocol::query::{notice, session_timeout, wrap, DfStatement, QueryService};
+use crate::pgwire::protocol::query::{
+    in_block, notice, session_timeout, wrap, DfStatement, QueryService,
+};
 
 #[async_trait]
 impl ExtendedQueryHandler for QueryService {
@@ -70,7 +72,9 @@ impl ExtendedQueryHandler for QueryService {
         if let Some(portal) = &portal {
             use pgwire::messages::response::TransactionStatus;
             if client.transaction_status() == TransactionStatus::Error
-                && self.transactions.recovers(&portal.statement.statement.0)
+                && self
+                    .transactions
+                    .recovers(&*client, &portal.statement.statement.0)
             {
                 client.set_transaction_status(TransactionStatus::Transaction);
             }
@@ -176,6 +180,7 @@ impl ExtendedQueryHandler for QueryService {
         let options = RunOptions {
             session_timeout: session_timeout(&*client),
             cancel: token.clone(),
+            in_block: in_block(&*client),
         };
         let running = session
             .begin(approval, started, options)

@@ -80,7 +80,16 @@ impl QueryService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let running = match (&portal.statement.statement.1, running) {
-            (Some((statement @ Statement::Query(_), plan)), Some(running)) => {
+            (
+                Some((
+                    statement @ (Statement::Query(_)
+                    | Statement::Insert(_)
+                    | Statement::Update(_)
+                    | Statement::Delete(_)),
+                    plan,
+                )),
+                Some(running),
+            ) => {
                 // The engine watches the token itself while it plans and streams.
                 return self
                     .run_query(client, portal, statement, plan, Some(running))
@@ -197,10 +206,14 @@ pub(crate) fn respond(
     options: Arc<pgwire::types::format::FormatOptions>,
 ) -> PgWireResult<(Option<String>, Response)> {
     match output.map_err(pg_error)? {
-        Output::Rows(rows) => Ok((
-            rows.cut,
-            Response::Query(encode_stream(rows.batches, format, Some(options))?),
-        )),
+        Output::Rows(rows) => {
+            let mut response = encode_stream(rows.batches, format, Some(options))?;
+            if let Some((op, _)) = rows.command {
+                // RETURNING rows end with the write's tag (`INSERT 0 3`); pgwire adds the count.
+                response.set_command_tag(if op == "INSERT" { "INSERT 0" } else { op });
+            }
+            Ok((rows.cut, Response::Query(response)))
+        }
         Output::Count { op, rows } => Ok((None, Response::Execution(command_tag(&op, rows)))),
     }
 }
@@ -242,6 +255,11 @@ pub(crate) fn session_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Dura
         .and_then(|ms| ms.parse::<u64>().ok())
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis)
+}
+
+/// Whether the session is in a transaction block (open or failed).
+pub(crate) fn in_block<C: ClientInfo + ?Sized>(client: &C) -> bool {
+    client.transaction_status() != pgwire::messages::response::TransactionStatus::Idle
 }
 
 /// A statement the client may not run again: it has to prepare it anew.

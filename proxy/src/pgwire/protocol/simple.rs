@@ -37,7 +37,7 @@ impl SimpleQueryHandler for QueryService {
     {
         use pgwire::messages::response::TransactionStatus;
         if client.transaction_status() == TransactionStatus::Error
-            && self.transactions.recovers(&query.query)
+            && self.transactions.recovers(&*client, &query.query)
         {
             client.set_transaction_status(TransactionStatus::Transaction);
         }

@@ -23,7 +23,9 @@ use tracing::Instrument;
 use crate::pgwire::protocol::cancel::Registration;
 use crate::pgwire::protocol::connection::Login;
 use crate::pgwire::protocol::errors::{df_error, pg_error};
-use crate::pgwire::protocol::query::{forgotten, notice, respond, session_timeout, PREPARED_MEMO};
+use crate::pgwire::protocol::query::{
+    forgotten, in_block, notice, respond, session_timeout, PREPARED_MEMO,
+};
 use crate::pgwire::protocol::{copy, cursor, encode};
 
 /// See the module documentation.
@@ -72,6 +74,7 @@ impl SafetyHook {
         RunOptions {
             session_timeout: session_timeout(client),
             cancel,
+            in_block: in_block(client),
         }
     }
 }

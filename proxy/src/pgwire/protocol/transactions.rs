@@ -8,6 +8,10 @@
 //! first connects), answered from the engine's transaction state
 //! ([`switchyard_engine::transaction`]).
 //!
+//! Once the block has written an origin, savepoint commands, COMMIT and ROLLBACK
+//! are forwarded to the origin's transaction before they are answered (COMMIT of a
+//! failed block rolls back, as PostgreSQL's does).
+//!
 //! `ROLLBACK TO SAVEPOINT` after an error in the block makes the block usable again,
 //! as in PostgreSQL (pgjdbc's `autosave`, psycopg's nested `transaction()`): pgwire
 //! fixes a statement's transaction state before hooks run, so the front door asks
@@ -28,12 +32,12 @@ use pgwire::messages::response::TransactionStatus;
 
 use switchyard_engine::transaction::{Block, SavepointOp, Transaction};
 
+use crate::pgwire::protocol::connection::Login;
 use crate::pgwire::protocol::errors::{df_error, pg_error};
 
 /// The per-session hook over the engine's transaction state; see the module documentation.
-#[derive(Debug, Default)]
 pub struct TransactionHook {
-    state: Arc<Transaction>,
+    login: Arc<Login>,
 }
 
 fn block(status: TransactionStatus) -> Block {
@@ -45,9 +49,18 @@ fn block(status: TransactionStatus) -> Block {
 }
 
 impl TransactionHook {
+    /// The hook of a connection's session.
+    pub fn new(login: Arc<Login>) -> Self {
+        TransactionHook { login }
+    }
+
+    fn state<C: ClientInfo + ?Sized>(&self, client: &C) -> &Arc<Transaction> {
+        self.login.session(client).transaction()
+    }
+
     /// Whether `sql`, arriving in a failed block, starts by rolling back to a savepoint
     /// set before the failure: the block is usable again from that statement on.
-    pub fn recovers(&self, sql: &str) -> bool {
+    pub fn recovers<C: ClientInfo + ?Sized>(&self, client: &C, sql: &str) -> bool {
         use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
         use datafusion::sql::sqlparser::parser::Parser;
         let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
@@ -60,14 +73,16 @@ impl TransactionHook {
         else {
             return false;
         };
-        self.state.recovers(&name.value)
+        self.state(client).recovers(&name.value)
     }
 
-    fn answer(
+    async fn answer(
         &self,
         statement: &Statement,
-        status: TransactionStatus,
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<Response>> {
+        let status = client.transaction_status();
+        let state = self.state(client);
         if is_show_isolation(statement) {
             return Some(Ok(isolation_level()));
         }
@@ -78,11 +93,18 @@ impl TransactionHook {
                 savepoint: Some(name),
                 ..
             } => (name, SavepointOp::RollbackTo),
-            // The block ends (or starts): no savepoints survive it.
-            Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. } => {
-                self.state.reset();
+            // The block ends: its origin transaction with it (a failed block's
+            // COMMIT rolls back). No savepoints survive it.
+            Statement::Commit { .. } | Statement::Rollback { .. } => {
+                let commit = matches!(statement, Statement::Commit { .. })
+                    && status != TransactionStatus::Error;
+                if let Err(e) = state.end(commit).await {
+                    return Some(Err(pg_error(e)));
+                }
+                return None;
+            }
+            Statement::StartTransaction { .. } => {
+                state.begin();
                 return None;
             }
             // Anything else in a failed block is refused until it ends or rolls back
@@ -92,7 +114,16 @@ impl TransactionHook {
             }
             _ => return None,
         };
-        let answer = self.state.savepoint(op, &name.value, block(status))?;
+        // Our own record of BEGIN counts too: pgwire's status lags behind the
+        // statements of one multi-statement query.
+        let block = match block(status) {
+            Block::Idle if state.is_open() => Block::Open,
+            b => b,
+        };
+        let answer = match state.savepoint(op, &name.value, block)? {
+            Ok(()) => state.forward(op, &name.value).await,
+            Err(e) => Err(e),
+        };
         Some(
             answer
                 .map(|()| Response::Execution(Tag::new(op.tag())))
@@ -169,7 +200,7 @@ impl QueryHook for TransactionHook {
         _session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.answer(statement, client.transaction_status())
+        self.answer(statement, &*client).await
     }
 
     async fn handle_extended_parse_query(
@@ -206,6 +237,6 @@ impl QueryHook for TransactionHook {
         _session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.answer(statement, client.transaction_status())
+        self.answer(statement, &*client).await
     }
 }

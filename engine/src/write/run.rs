@@ -1,0 +1,240 @@
+//! Runs a [`WriteNode`] at its origin: in the block's origin transaction when the
+//! session is in a block, else in one of its own that commits only if the whole
+//! statement succeeded (every chunk of a large insert, every row passing the check).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::Transformed;
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use switchyard_config::{Config, Dataset};
+use switchyard_connectors::write::{
+    ConflictAction, ConflictTarget, OnConflict, SharedWrites, Write, WriteRequest,
+    WriteTransaction, Written,
+};
+use switchyard_connectors::Origins;
+use switchyard_sqlstate::SqlState;
+
+use super::node::{Conflict, ConflictOn, WriteKind, WriteNode};
+use crate::transaction::Transaction;
+use crate::EngineError;
+
+/// Where a write runs.
+pub(crate) struct Scope<'a> {
+    pub config: &'a Config,
+    pub origins: Option<&'a Origins>,
+    pub transaction: &'a Transaction,
+    /// In a transaction block (else the statement is its own transaction).
+    pub in_block: bool,
+}
+
+/// The dataset `node` writes.
+pub(crate) fn dataset<'a>(
+    config: &'a Config,
+    node: &WriteNode,
+) -> Result<&'a Dataset, EngineError> {
+    config
+        .datasets
+        .iter()
+        .find(|d| Some(d.schema.as_str()) == node.table.schema() && d.name == node.table.table())
+        .ok_or_else(|| {
+            EngineError::coded(
+                SqlState::UNDEFINED_TABLE,
+                format!("relation \"{}\" does not exist", node.table),
+            )
+        })
+}
+
+/// The origin's writes, or why it takes none.
+pub(crate) fn writes_of(
+    origins: Option<&Origins>,
+    origin: &str,
+) -> Result<SharedWrites, EngineError> {
+    origins
+        .and_then(|o| o.get(origin))
+        .and_then(|o| o.writes())
+        .ok_or_else(|| {
+            EngineError::coded(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("origin {origin} does not take writes through Switchyard yet"),
+            )
+        })
+}
+
+/// Runs `node`: the rows it changed and, with RETURNING, its rows.
+pub(crate) async fn run(
+    node: &WriteNode,
+    ctx: &SessionContext,
+    scope: Scope<'_>,
+) -> Result<(u64, Option<SendableRecordBatchStream>), EngineError> {
+    let dataset = dataset(scope.config, node)?;
+    let writes = writes_of(scope.origins, &node.origin)?;
+    let schema = ctx
+        .table_provider(node.table.clone())
+        .await
+        .map_err(EngineError::from)?
+        .schema();
+    let written = if scope.in_block {
+        let mut t = scope.transaction.at(&node.origin, &writes).await?;
+        let written = write_all(node, ctx, dataset, &schema, t.get()).await?;
+        refuse_violations(node, &written)?;
+        written
+    } else {
+        let mut t = writes.begin().await?;
+        match write_all(node, ctx, dataset, &schema, t.as_mut()).await {
+            Ok(written) => match refuse_violations(node, &written) {
+                Ok(()) => {
+                    t.commit().await?;
+                    written
+                }
+                Err(e) => {
+                    t.rollback().await?;
+                    return Err(e);
+                }
+            },
+            Err(e) => {
+                // The statement's error is the one to report; the connection is
+                // closed if the rollback fails too.
+                if let Err(r) = t.rollback().await {
+                    tracing::debug!(error = %r, "rollback after a failed write");
+                }
+                return Err(e);
+            }
+        }
+    };
+    let Some(returning) = &node.returning else {
+        return Ok((written.rows, None));
+    };
+    let rows = written.rows;
+    let table = MemTable::try_new(Arc::clone(&schema), vec![written.returned])
+        .map_err(EngineError::from)?;
+    let source = provider_as_source(Arc::new(table));
+    let plan = returning
+        .clone()
+        .transform_up_with_subqueries(|p| match p {
+            LogicalPlan::TableScan(mut scan)
+                if scan.table_name.table() == node.table.table()
+                    && scan
+                        .table_name
+                        .schema()
+                        .is_none_or(|s| Some(s) == node.table.schema()) =>
+            {
+                scan.source = Arc::clone(&source);
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .map_err(EngineError::from)?
+        .data;
+    let stream = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(EngineError::from)?
+        .execute_stream()
+        .await
+        .map_err(EngineError::from)?;
+    Ok((rows, Some(stream)))
+}
+
+fn refuse_violations(node: &WriteNode, written: &Written) -> Result<(), EngineError> {
+    if written.violations == 0 {
+        return Ok(());
+    }
+    Err(EngineError::coded(
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        format!(
+            "new row violates row-level security policy for table \"{}\"",
+            node.table.table()
+        ),
+    ))
+}
+
+fn conflict(c: &Conflict) -> OnConflict {
+    OnConflict {
+        target: match &c.target {
+            ConflictOn::Any => ConflictTarget::Any,
+            ConflictOn::Columns(cols) => ConflictTarget::Columns(cols.clone()),
+            ConflictOn::Constraint(name) => ConflictTarget::Constraint(name.clone()),
+        },
+        action: match &c.update {
+            None => ConflictAction::DoNothing,
+            Some(assignments) => ConflictAction::DoUpdate {
+                assignments: assignments.clone(),
+                filter: c.filter.clone(),
+            },
+        },
+    }
+}
+
+async fn write_all(
+    node: &WriteNode,
+    ctx: &SessionContext,
+    dataset: &Dataset,
+    schema: &SchemaRef,
+    t: &mut dyn WriteTransaction,
+) -> Result<Written, EngineError> {
+    fn request<'a>(
+        node: &'a WriteNode,
+        dataset: &'a Dataset,
+        schema: &'a SchemaRef,
+        write: &'a Write,
+    ) -> WriteRequest<'a> {
+        WriteRequest {
+            dataset,
+            schema,
+            write,
+            returning: node.returning.is_some(),
+            check: node.check.as_ref(),
+        }
+    }
+    match &node.kind {
+        WriteKind::Insert { on_conflict } => {
+            let input = node.input.clone().expect("an insert has its rows");
+            let mut rows = ctx
+                .execute_logical_plan(input)
+                .await
+                .map_err(EngineError::from)?
+                .execute_stream()
+                .await
+                .map_err(EngineError::from)?;
+            let on_conflict = on_conflict.as_ref().map(conflict);
+            let mut total = Written::default();
+            while let Some(batch) = rows.next().await {
+                let batch: RecordBatch = batch.map_err(EngineError::from)?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let write = Write::Insert {
+                    rows: batch,
+                    on_conflict: on_conflict.clone(),
+                };
+                let w = t.write(request(node, dataset, schema, &write)).await?;
+                total.rows += w.rows;
+                total.violations += w.violations;
+                total.returned.extend(w.returned);
+                if total.violations > 0 {
+                    break;
+                }
+            }
+            Ok(total)
+        }
+        WriteKind::Update { assignments } => {
+            let write = Write::Update {
+                assignments: assignments.clone(),
+                filter: node.filter.clone(),
+            };
+            Ok(t.write(request(node, dataset, schema, &write)).await?)
+        }
+        WriteKind::Delete => {
+            let write = Write::Delete {
+                filter: node.filter.clone(),
+            };
+            Ok(t.write(request(node, dataset, schema, &write)).await?)
+        }
+    }
+}

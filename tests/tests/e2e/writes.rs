@@ -1,0 +1,434 @@
+//! Writes through Switchyard to a real PostgreSQL origin: INSERT (with ON CONFLICT),
+//! UPDATE and DELETE with RETURNING in both protocols, differential against the same
+//! statements on PostgreSQL; the write rules (privileges, denied columns, the row
+//! filter as a check) refusing before anything reaches the origin; transaction
+//! blocks mapped onto one origin transaction.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::common::{self, rows, sqlstate, wait_for, Pg};
+
+const WRITER: (&str, &str) = ("writer", "writer-pw");
+const REP: (&str, &str) = ("rep", "rep-pw");
+const READER: (&str, &str) = ("reader", "reader-pw");
+
+/// Creates the scratch tables afresh at `database`.
+async fn reset(pg: &Pg, database: &str) -> Client {
+    let client = pg.direct(database).await;
+    let fixture =
+        std::fs::read_to_string(common::tests_dir().join("fixtures/scratch.sql")).unwrap();
+    client.batch_execute(&fixture).await.unwrap();
+    client
+}
+
+fn config(pg: &Pg) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+users:
+  - {{ name: writer, password: writer-pw, roles: [writer] }}
+  - {{ name: rep, password: rep-pw, roles: [rep], attributes: {{ region: north }} }}
+  - {{ name: reader, password: reader-pw, roles: [reader] }}
+roles:
+  writer:
+    grants:
+      - {{ tables: ["scratch.*"], privileges: [select, insert, update, delete] }}
+      - {{ tables: ["sales.*"], privileges: [select, insert, update, delete] }}
+  # North's rep: north's rows only, costs hidden, may not delete.
+  rep:
+    grants:
+      - {{ tables: ["scratch.items"], privileges: [select, insert, update] }}
+      - {{ tables: ["sales.secrets"], privileges: [insert] }}
+    columns:
+      scratch.items: {{ deny: [cost] }}
+    row_filters:
+      scratch.items: "region = user.region"
+  reader: {{ allow: ["scratch.*", "sales.*"] }}
+origins:
+  types: {{ kind: postgres, url: "{types}" }}
+  sales: {{ kind: postgres, url: "{sales}" }}
+datasets:
+  scratch: {{ origin: types, tables: [scratch.items, scratch.events] }}
+  sales: {{ origin: sales, tables: [sales.orders, sales.secrets] }}
+"#,
+        types = pg.url("types", pg.port),
+        sales = pg.url("sales", pg.port),
+    )
+}
+
+struct Writes {
+    server: switchyard::Server,
+    _dir: tempfile::TempDir,
+    pg: Pg,
+    origin: Client,
+}
+
+impl Writes {
+    async fn start() -> Writes {
+        let pg = common::pg();
+        let origin = reset(&pg, "types").await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.yaml");
+        std::fs::write(&file, config(&pg)).unwrap();
+        let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let server = switchyard::start(config).await.expect("server starts");
+        Writes {
+            server,
+            _dir: dir,
+            pg,
+            origin,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.addr.port()
+    }
+
+    async fn connect(&self, user: (&str, &str)) -> Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port())
+            .user(user.0)
+            .password(user.1)
+            .dbname("switchyard")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// The origin's items, as text, by id.
+    async fn items(&self) -> Vec<Vec<Option<String>>> {
+        rows(
+            &self.origin,
+            "SELECT id, name, price, region, cost FROM scratch.items ORDER BY id",
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_slt_through_switchyard_and_on_postgres_end_equal() {
+    let w = Writes::start().await;
+    let file = common::tests_dir().join("slt/writes/writes.slt");
+    let mut failures = Vec::new();
+    if let Err(e) = crate::slt::run_file(&file, w.connect(WRITER).await, "switchyard").await {
+        failures.push(e);
+    }
+    let reference = reset(&w.pg, "reference").await;
+    if let Err(e) = crate::slt::run_file(&file, reference, "postgres").await {
+        failures.push(e);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let reference = w.pg.direct("reference").await;
+    let sql = "SELECT * FROM scratch.items ORDER BY id";
+    assert_eq!(rows(&w.origin, sql).await, rows(&reference, sql).await);
+    let sql = "SELECT * FROM scratch.events ORDER BY id";
+    assert_eq!(rows(&w.origin, sql).await, rows(&reference, sql).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_writes_take_parameters_and_return_rows() {
+    let w = Writes::start().await;
+    let c = w.connect(WRITER).await;
+    let n = c
+        .execute(
+            "INSERT INTO scratch.items (name, price, region) VALUES ($1, 5.00, $2)",
+            &[&"grape", &"south"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let statement = c
+        .prepare("UPDATE scratch.items SET cost = $1 WHERE name = $2 RETURNING id, cost")
+        .await
+        .unwrap();
+    assert_eq!(
+        statement.columns().len(),
+        2,
+        "Describe names RETURNING's columns"
+    );
+    for (cost, name) in [(7, "grape"), (8, "pear")] {
+        let r = c.query(&statement, &[&cost, &name]).await.unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].get::<_, Option<i32>>(1), Some(cost));
+    }
+    let gone = c
+        .execute("DELETE FROM scratch.items WHERE cost >= $1", &[&7i32])
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    assert_eq!(
+        rows(&w.origin, "SELECT count(*) FROM scratch.items").await,
+        [[Some("2".to_string())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_shows_postgres_command_tags() {
+    let w = Writes::start().await;
+    let port = w.port();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        common::psql(
+            port,
+            WRITER,
+            &[
+                "-c",
+                "INSERT INTO scratch.items (name) VALUES ('a1'), ('a2'), ('a3')",
+                "-c",
+                "INSERT INTO scratch.items (name) VALUES ('a4') RETURNING name",
+                "-c",
+                "UPDATE scratch.items SET cost = 1 WHERE name LIKE 'a_'",
+                "-c",
+                "DELETE FROM scratch.items WHERE name LIKE 'a_'",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let tags: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("INSERT") || l.starts_with("UPDATE") || l.starts_with("DELETE"))
+        .collect();
+    assert_eq!(
+        tags,
+        ["INSERT 0 3", "INSERT 0 1", "UPDATE 4", "DELETE 4"],
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_rules_refuse_before_the_origin_sees_anything() {
+    let w = Writes::start().await;
+    let before = w.items().await;
+    let rep = w.connect(REP).await;
+    let reader = w.connect(READER).await;
+    let writer = w.connect(WRITER).await;
+    // Each refused statement carries a marker; the origin's statement log must not.
+    let refused: &[(&Client, &str, &str)] = &[
+        (
+            &rep,
+            "INSERT INTO scratch.items (name, cost) VALUES ('m1', 1)",
+            "42501",
+        ),
+        (
+            &rep,
+            "UPDATE scratch.items SET cost = 0 WHERE name = 'm2'",
+            "42501",
+        ),
+        (
+            &rep,
+            "UPDATE scratch.items SET price = 0 WHERE cost = 1 AND name <> 'm3'",
+            "42501",
+        ),
+        (
+            &rep,
+            "UPDATE scratch.items SET price = 0 WHERE name = 'm4' RETURNING cost",
+            "42501",
+        ),
+        (&rep, "DELETE FROM scratch.items WHERE name = 'm5'", "42501"),
+        (
+            &rep,
+            "INSERT INTO sales.secrets SELECT * FROM sales.secrets WHERE 'm6' = 'm6'",
+            "42501",
+        ),
+        (
+            &reader,
+            "INSERT INTO scratch.items (name) VALUES ('m7')",
+            "25006",
+        ),
+        (&writer, "DELETE FROM scratch.items", "21000"),
+        (&writer, "UPDATE scratch.items SET name = 'm8'", "21000"),
+        (
+            &writer,
+            "WITH d AS (DELETE FROM scratch.items WHERE name = 'm9' RETURNING *) SELECT * FROM d",
+            "0A000",
+        ),
+        (
+            &writer,
+            "INSERT INTO scratch.items (name) SELECT name FROM scratch.nope WHERE name = 'm10'",
+            "42P01",
+        ),
+    ];
+    for (client, sql, code) in refused {
+        let e = client.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), *code, "{sql}: {e:?}");
+    }
+    let log = w.pg.log_text();
+    for i in 1..=10 {
+        assert!(
+            !log.contains(&format!("'m{i}'")) && !log.contains(&format!("m{i}\n")),
+            "refused statement m{i} reached the origin"
+        );
+    }
+    assert_eq!(w.items().await, before, "the origin is unchanged");
+
+    // The row filter as a check: rows outside it cannot be written or left behind.
+    let e = rep
+        .batch_execute("INSERT INTO scratch.items (name, region) VALUES ('south one', 'south')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        common::message(&e).contains("new row violates row-level security policy"),
+        "{e:?}"
+    );
+    let e = rep
+        .batch_execute("UPDATE scratch.items SET region = 'south' WHERE name = 'apple'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(
+        w.items().await,
+        before,
+        "the failed checks were rolled back"
+    );
+    // Rows outside the filter are not there to update.
+    let n = rep
+        .execute(
+            "UPDATE scratch.items SET price = 0 WHERE name = 'pear'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "pear is south's");
+    let n = rep
+        .execute("UPDATE scratch.items SET price = 0.5 WHERE price > 0", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "north's apple and leek");
+    let n = rep
+        .execute(
+            "INSERT INTO scratch.items (name, price) VALUES ('north one', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 1,
+        "a row in the filter (region defaults to north at the origin)"
+    );
+    // A write-only grant writes without reading.
+    let n = rep
+        .execute("INSERT INTO sales.secrets (id) VALUES (99001)", &[])
+        .await;
+    match n {
+        Ok(n) => assert_eq!(n, 1),
+        Err(e) => panic!("write-only insert: {e:?}"),
+    }
+    let sales = w.pg.direct("sales").await;
+    sales
+        .batch_execute("DELETE FROM sales.secrets WHERE id = 99001")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_one_origin_transaction() {
+    let w = Writes::start().await;
+    let before = w.items().await;
+    let c = w.connect(WRITER).await;
+    // ROLLBACK undoes everything at the origin.
+    c.batch_execute(
+        "BEGIN;
+         INSERT INTO scratch.items (name) VALUES ('t1');
+         UPDATE scratch.items SET price = 0 WHERE name = 'apple';
+         ROLLBACK;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.items().await, before);
+    // Savepoints: what ROLLBACK TO undoes is undone at the origin too, also when the
+    // savepoint was set before the block's first write.
+    c.batch_execute(
+        "BEGIN;
+         SAVEPOINT first;
+         INSERT INTO scratch.items (name) VALUES ('t2');
+         SAVEPOINT second;
+         INSERT INTO scratch.items (name) VALUES ('t3');
+         ROLLBACK TO SAVEPOINT second;
+         INSERT INTO scratch.items (name) VALUES ('t4');
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    let names = |r: Vec<Vec<Option<String>>>| -> Vec<String> {
+        r.into_iter().filter_map(|r| r[1].clone()).collect()
+    };
+    let now = names(w.items().await);
+    assert!(now.contains(&"t2".into()) && now.contains(&"t4".into()));
+    assert!(!now.contains(&"t3".into()));
+    c.batch_execute(
+        "BEGIN; SAVEPOINT s; INSERT INTO scratch.items (name) VALUES ('t5'); ROLLBACK TO SAVEPOINT s; COMMIT;",
+    )
+    .await
+    .unwrap();
+    assert!(!names(w.items().await).contains(&"t5".into()));
+
+    // An error at the origin fails the block; ROLLBACK TO a savepoint recovers it.
+    c.batch_execute("BEGIN; SAVEPOINT s; INSERT INTO scratch.items (name) VALUES ('t6')")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO scratch.items (name, region) VALUES ('apple', 'north')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505");
+    let e = c.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02");
+    c.batch_execute(
+        "ROLLBACK TO SAVEPOINT s; INSERT INTO scratch.items (name) VALUES ('t7'); COMMIT",
+    )
+    .await
+    .unwrap();
+    let now = names(w.items().await);
+    assert!(now.contains(&"t7".into()) && !now.contains(&"t6".into()));
+    // COMMIT of a failed block rolls back.
+    c.batch_execute("BEGIN; INSERT INTO scratch.items (name) VALUES ('t8')")
+        .await
+        .unwrap();
+    let _ = c
+        .batch_execute("SELECT * FROM scratch.nope")
+        .await
+        .unwrap_err();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert!(!names(w.items().await).contains(&"t8".into()));
+
+    // A second origin in one block is refused before anything is sent there.
+    c.batch_execute("BEGIN; INSERT INTO scratch.items (name) VALUES ('t9')")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("UPDATE sales.orders SET amount = amount WHERE id = 424242")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000");
+    assert!(common::message(&e).contains("two-phase commit"), "{e:?}");
+    assert!(!w.pg.log_text().contains("424242"));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert!(!names(w.items().await).contains(&"t9".into()));
+
+    // A client that goes away mid-block rolls back at the origin.
+    let gone = w.connect(WRITER).await;
+    gone.batch_execute("BEGIN; INSERT INTO scratch.items (name) VALUES ('t10')")
+        .await
+        .unwrap();
+    drop(gone);
+    wait_for(
+        "the abandoned transaction to end at the origin",
+        Duration::from_secs(10),
+        || async {
+            let open = rows(
+                &w.origin,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'switchyard' AND state LIKE 'idle in transaction%'",
+            )
+            .await;
+            (open == [[Some("0".to_string())]]).then_some(())
+        },
+    )
+    .await;
+    assert!(!names(w.items().await).contains(&"t10".into()));
+}
