@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::Expr;
 use switchyard_config::Dataset;
 
@@ -145,6 +146,11 @@ pub trait WriteTransaction: Send + Sync {
 
     /// A savepoint command.
     async fn savepoint(&mut self, op: Savepoint, name: &str) -> Result<()>;
+
+    /// `dataset` (whose columns are `schema`) read inside this transaction, so that
+    /// a block's reads see its own writes; `None` where the origin cannot.
+    fn table(&self, dataset: &Dataset, schema: SchemaRef)
+        -> Result<Option<Arc<dyn TableProvider>>>;
 
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<()>;

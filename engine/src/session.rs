@@ -662,6 +662,21 @@ impl Running {
             (Some(max), Some(RowCapAction::Truncate)) if max <= READ_AHEAD_ROWS => Some(max),
             _ => None,
         };
+        let plan = if self.in_block {
+            match crate::write::run::reading_own_writes(
+                plan,
+                &self.engine.config,
+                self.engine.pipeline.policy().default_schema(),
+                &self.transaction,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => return Err(self.fail(e)),
+            }
+        } else {
+            plan
+        };
         let work = async {
             let df = ctx.execute_logical_plan(plan).await?;
             if dml.is_some() {
@@ -730,8 +745,10 @@ impl Running {
         node: crate::write::WriteNode,
     ) -> Result<Output, EngineError> {
         let config = Arc::clone(&self.engine.config);
+        let pipeline = Arc::clone(&self.engine.pipeline);
         let scope = crate::write::run::Scope {
             config: &config,
+            default_schema: pipeline.policy().default_schema(),
             origins: self.engine.origins.as_ref(),
             transaction: &self.transaction,
             in_block: self.in_block,
@@ -780,6 +797,21 @@ impl Running {
         ctx: &SessionContext,
         plan: LogicalPlan,
     ) -> Result<SendableRecordBatchStream, EngineError> {
+        let plan = if self.in_block {
+            match crate::write::run::reading_own_writes(
+                plan,
+                &self.engine.config,
+                self.engine.pipeline.policy().default_schema(),
+                &self.transaction,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => return Err(self.fail(e)),
+            }
+        } else {
+            plan
+        };
         let planned = async { ctx.execute_logical_plan(plan).await?.execute_stream().await };
         match planned.await {
             Ok(batches) => Ok(guard::guard(batches, self.guarding)),

@@ -135,6 +135,12 @@ impl Transaction {
         self.open.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// `f` on the block's origin transaction, if the block has written.
+    pub async fn with_open<R>(&self, f: impl FnOnce(&dyn WriteTransaction) -> R) -> Option<R> {
+        let open = self.origin.lock().await;
+        open.as_deref().map(f)
+    }
+
     /// The origin the block writes, if it has written.
     pub async fn writing(&self) -> Option<String> {
         self.origin

@@ -11,23 +11,49 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::unparser::dialect::{Dialect, PostgreSqlDialect};
 use datafusion_federation::sql::{AstAnalyzer, SQLExecutor};
 
-use super::pool::PgPool;
+use super::pool::{Dedicated, PgPool};
 
 /// The federation executor for one PostgreSQL origin.
 #[derive(Debug)]
 pub struct PgExecutor {
-    pool: Arc<PgPool>,
+    runs_on: RunsOn,
     context: String,
+}
+
+/// Where an executor's statements run.
+#[derive(Debug)]
+enum RunsOn {
+    /// Any connection of the pool.
+    Pool(Arc<PgPool>),
+    /// A transaction's own connection (its reads see its writes).
+    Transaction(Arc<Dedicated>),
 }
 
 impl PgExecutor {
     /// An executor running SQL on `pool`.
     pub fn new(pool: Arc<PgPool>) -> Self {
+        let context = Self::database(&pool);
+        PgExecutor {
+            runs_on: RunsOn::Pool(pool),
+            context,
+        }
+    }
+
+    /// An executor running SQL on a transaction's connection.
+    pub(crate) fn in_transaction(pool: &Arc<PgPool>, conn: Arc<Dedicated>) -> Self {
+        // Its own context: its scans merge with each other, never with the pool's.
+        let context = format!("{}#{:p}", Self::database(pool), Arc::as_ptr(&conn));
+        PgExecutor {
+            runs_on: RunsOn::Transaction(conn),
+            context,
+        }
+    }
+
+    fn database(pool: &PgPool) -> String {
         let s = pool.settings();
         // Federation merges subplans whose executors share name and context into one
         // remote statement: the context must identify the database, not just the origin name.
-        let context = format!("postgres://{}@{}:{}/{}", s.user, s.host, s.port, s.database);
-        PgExecutor { pool, context }
+        format!("postgres://{}@{}:{}/{}", s.user, s.host, s.port, s.database)
     }
 }
 
@@ -61,7 +87,10 @@ impl SQLExecutor for PgExecutor {
         schema: SchemaRef,
         _filters: &[Arc<dyn PhysicalExpr>],
     ) -> DfResult<SendableRecordBatchStream> {
-        Ok(self.pool.query_stream(query.to_string(), schema))
+        Ok(match &self.runs_on {
+            RunsOn::Pool(pool) => pool.query_stream(query.to_string(), schema),
+            RunsOn::Transaction(conn) => conn.query_stream(query.to_string(), schema),
+        })
     }
 
     async fn table_names(&self) -> DfResult<Vec<String>> {
@@ -71,10 +100,14 @@ impl SQLExecutor for PgExecutor {
     }
 
     async fn get_table_schema(&self, table_name: &str) -> DfResult<SchemaRef> {
-        Ok(self
-            .pool
-            .describe(&format!("SELECT * FROM {table_name}"))
-            .await?)
+        match &self.runs_on {
+            RunsOn::Pool(pool) => Ok(pool
+                .describe(&format!("SELECT * FROM {table_name}"))
+                .await?),
+            RunsOn::Transaction(_) => Err(DataFusionError::NotImplemented(
+                "describing tables inside a transaction; datasets are described first".into(),
+            )),
+        }
     }
 }
 

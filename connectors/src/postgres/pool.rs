@@ -94,6 +94,25 @@ impl Drop for Pooled {
 /// after a clean end, discarded (closed, which rolls back) otherwise.
 pub(crate) struct Dedicated {
     conn: Pooled,
+    /// Its transaction ended cleanly: it may go back to the pool.
+    released: bool,
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        if !self.released {
+            // Possibly mid-transaction: closing it makes the origin roll back.
+            self.conn.client.take();
+        }
+    }
+}
+
+impl std::fmt::Debug for Dedicated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedicated")
+            .field("origin", &self.conn.pool.origin)
+            .finish()
+    }
 }
 
 impl Dedicated {
@@ -130,13 +149,60 @@ impl Dedicated {
         Ok(to_batch(&rows, schema)?)
     }
 
+    /// Streams the rows of `sql` as Arrow batches of `schema` (a read inside the
+    /// transaction). A stream dropped early leaves its rows to be discarded by the
+    /// connection before its next statement.
+    pub(crate) fn query_stream(
+        self: &Arc<Self>,
+        sql: String,
+        schema: SchemaRef,
+    ) -> SendableRecordBatchStream {
+        let conn = Arc::clone(self);
+        let out_schema = Arc::clone(&schema);
+        tracing::debug!(origin = %conn.conn.pool.origin, %sql, "origin query in a transaction");
+        let stream = futures::stream::once(async move {
+            let rows = conn
+                .client()
+                .query_raw(sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>())
+                .await
+                .map_err(|e| DataFusionError::from(conn.conn.pool.query_error(e)))?;
+            let state = (conn, Box::pin(rows), schema, false);
+            Ok::<_, DataFusionError>(futures::stream::try_unfold(
+                state,
+                |(conn, mut rows, schema, done)| async move {
+                    if done {
+                        return Ok(None);
+                    }
+                    let (chunk, finished) = next_chunk(&mut rows)
+                        .await
+                        .map_err(|e| DataFusionError::from(conn.conn.pool.query_error(e)))?;
+                    if chunk.is_empty() {
+                        return Ok(None);
+                    }
+                    let batch = to_batch(&chunk, &schema)?;
+                    Ok(Some((batch, (conn, rows, schema, finished))))
+                },
+            ))
+        })
+        .flat_map(|r| match r {
+            Ok(s) => s.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        });
+        Box::pin(RecordBatchStreamAdapter::new(out_schema, stream))
+    }
+
+    /// The pool it came from.
+    pub(crate) fn pool(&self) -> &Arc<PgPool> {
+        &self.conn.pool
+    }
+
     /// Back to the pool.
-    pub(crate) fn release(self) {}
+    pub(crate) fn release(mut self) {
+        self.released = true;
+    }
 
     /// Closed instead of pooled.
-    pub(crate) fn discard(mut self) {
-        self.conn.client.take();
-    }
+    pub(crate) fn discard(self) {}
 }
 
 impl PgPool {
@@ -144,6 +210,7 @@ impl PgPool {
     pub(crate) async fn dedicated(self: &Arc<Self>) -> Result<Dedicated> {
         Ok(Dedicated {
             conn: self.checkout().await?,
+            released: false,
         })
     }
 

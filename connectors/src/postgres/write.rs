@@ -24,12 +24,14 @@ use datafusion::sql::unparser::Unparser;
 use switchyard_config::{Dataset, DatasetSource};
 
 use super::pool::{Dedicated, PgPool};
+use super::PgExecutor;
 use crate::sql::{parse_table_name, quote_ident, quoted};
 use crate::write::{
     ConflictAction, ConflictTarget, Savepoint, Write, WriteRequest, WriteTransaction, Writes,
     Written,
 };
 use crate::{ConnectorError, Result};
+use datafusion_federation::sql::SQLFederationProvider;
 
 /// Rows per `INSERT` statement: large enough to amortise a round trip, small
 /// enough to keep one statement's text modest.
@@ -54,11 +56,15 @@ impl PgWrites {
 #[async_trait]
 impl Writes for PgWrites {
     async fn begin(&self) -> Result<Box<dyn WriteTransaction>> {
-        let conn = self.pool.dedicated().await?;
+        let conn = Arc::new(self.pool.dedicated().await?);
         conn.batch_execute("BEGIN").await?;
+        let provider = Arc::new(SQLFederationProvider::new(Arc::new(
+            PgExecutor::in_transaction(&self.pool, Arc::clone(&conn)),
+        )));
         Ok(Box::new(PgTransaction {
             conn: Some(conn),
             origin: self.pool.origin().to_string(),
+            provider,
         }))
     }
 }
@@ -66,8 +72,10 @@ impl Writes for PgWrites {
 /// A transaction on a connection of its own. Dropped while open, the connection is
 /// closed instead of pooled, which rolls the transaction back at the origin.
 struct PgTransaction {
-    conn: Option<Dedicated>,
+    conn: Option<Arc<Dedicated>>,
     origin: String,
+    /// Federation over the transaction's connection, for its reads.
+    provider: Arc<SQLFederationProvider>,
 }
 
 impl PgTransaction {
@@ -82,15 +90,24 @@ impl PgTransaction {
             .conn
             .take()
             .expect("an open transaction has its connection");
-        match conn.batch_execute(sql).await {
-            Ok(()) => {
+        let ended = conn.batch_execute(sql).await;
+        // The readers' executor shares the connection: let go of it first, so that
+        // the connection returns to the pool unless a read still holds it.
+        self.provider = Arc::new(SQLFederationProvider::new(Arc::new(PgExecutor::new(
+            Arc::clone(conn.pool()),
+        ))));
+        match (ended, Arc::try_unwrap(conn)) {
+            (Ok(()), Ok(conn)) => {
                 conn.release();
                 Ok(())
             }
-            Err(e) => {
+            // A read still holds it: the connection closes when that read ends.
+            (Ok(()), Err(_shared)) => Ok(()),
+            (Err(e), Ok(conn)) => {
                 conn.discard();
                 Err(e)
             }
+            (Err(e), Err(_shared)) => Err(e),
         }
     }
 }
@@ -99,7 +116,9 @@ impl Drop for PgTransaction {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             tracing::debug!(origin = %self.origin, "transaction abandoned: closing its connection");
-            conn.discard();
+            if let Ok(conn) = Arc::try_unwrap(conn) {
+                conn.discard();
+            }
         }
     }
 }
@@ -202,6 +221,21 @@ impl WriteTransaction for PgTransaction {
             Savepoint::RollbackTo => format!("ROLLBACK TO SAVEPOINT {name}"),
         };
         self.conn().batch_execute(&sql).await
+    }
+
+    fn table(
+        &self,
+        dataset: &Dataset,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+    ) -> Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        let local_name = dataset.qualified_name();
+        let wanted = crate::sql::DatasetSql::of(&local_name, &dataset.source)?;
+        Ok(Some(wanted.into_table(
+            &local_name,
+            schema,
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            &self.provider,
+        )?))
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

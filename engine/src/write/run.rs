@@ -27,6 +27,7 @@ use crate::EngineError;
 /// Where a write runs.
 pub(crate) struct Scope<'a> {
     pub config: &'a Config,
+    pub default_schema: &'a str,
     pub origins: Option<&'a Origins>,
     pub transaction: &'a Transaction,
     /// In a transaction block (else the statement is its own transaction).
@@ -81,12 +82,12 @@ pub(crate) async fn run(
         .schema();
     let written = if scope.in_block {
         let mut t = scope.transaction.at(&node.origin, &writes).await?;
-        let written = write_all(node, ctx, dataset, &schema, t.get()).await?;
+        let written = write_all(node, ctx, &scope, dataset, &schema, t.get()).await?;
         refuse_violations(node, &written)?;
         written
     } else {
         let mut t = writes.begin().await?;
-        match write_all(node, ctx, dataset, &schema, t.as_mut()).await {
+        match write_all(node, ctx, &scope, dataset, &schema, t.as_mut()).await {
             Ok(written) => match refuse_violations(node, &written) {
                 Ok(()) => {
                     t.commit().await?;
@@ -174,6 +175,7 @@ fn conflict(c: &Conflict) -> OnConflict {
 async fn write_all(
     node: &WriteNode,
     ctx: &SessionContext,
+    scope: &Scope<'_>,
     dataset: &Dataset,
     schema: &SchemaRef,
     t: &mut dyn WriteTransaction,
@@ -195,13 +197,26 @@ async fn write_all(
     match &node.kind {
         WriteKind::Insert { on_conflict } => {
             let input = node.input.clone().expect("an insert has its rows");
-            let mut rows = ctx
-                .execute_logical_plan(input)
-                .await
-                .map_err(EngineError::from)?
-                .execute_stream()
+            // Rows read from the written origin are read inside its transaction, and
+            // read whole first: the transaction's one connection cannot send an
+            // insert while it still streams the rows.
+            let input = inside(input, scope.config, scope.default_schema, &*t)?;
+            let df = ctx
+                .execute_logical_plan(input.data)
                 .await
                 .map_err(EngineError::from)?;
+            let mut rows: SendableRecordBatchStream = if input.transformed {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(EngineError::from)?;
+                Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        schema,
+                        futures::stream::iter(batches.into_iter().map(Ok)),
+                    ),
+                )
+            } else {
+                df.execute_stream().await.map_err(EngineError::from)?
+            };
             let on_conflict = on_conflict.as_ref().map(conflict);
             let mut total = Written::default();
             while let Some(batch) = rows.next().await {
@@ -237,4 +252,62 @@ async fn write_all(
             Ok(t.write(request(node, dataset, schema, &write)).await?)
         }
     }
+}
+
+/// `plan` reading, inside the block's origin transaction, the federated datasets of
+/// the origin the block writes: a block's reads see its own writes, as in
+/// PostgreSQL. Scans of other origins (and of local copies) are left as they are.
+pub(crate) async fn reading_own_writes(
+    plan: LogicalPlan,
+    config: &Config,
+    default_schema: &str,
+    transaction: &Transaction,
+) -> Result<LogicalPlan, EngineError> {
+    match transaction
+        .with_open(|t| inside(plan.clone(), config, default_schema, t))
+        .await
+    {
+        None => Ok(plan),
+        Some(r) => Ok(r?.data),
+    }
+}
+
+/// [`reading_own_writes`] with the transaction at hand.
+fn inside(
+    plan: LogicalPlan,
+    config: &Config,
+    default_schema: &str,
+    t: &dyn WriteTransaction,
+) -> Result<Transformed<LogicalPlan>, EngineError> {
+    use datafusion::datasource::source_as_provider;
+    use switchyard_config::Mode;
+    use switchyard_planner::Unfederated;
+    plan.transform_up_with_subqueries(|p| {
+        let LogicalPlan::TableScan(mut scan) = p else {
+            return Ok(Transformed::no(p));
+        };
+        let schema = scan.table_name.schema().unwrap_or(default_schema);
+        let Some(dataset) = config.datasets.iter().find(|d| {
+            d.schema == schema
+                && d.name == scan.table_name.table()
+                && d.origin == t.origin()
+                && d.mode == Mode::Federate
+        }) else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        let Some(provider) = t.table(dataset, scan.source.schema())? else {
+            return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+        };
+        // A masked scan stays unfederated (its masks are evaluated here).
+        let unfederated = source_as_provider(&scan.source)
+            .is_ok_and(|p| p.downcast_ref::<Unfederated>().is_some());
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = if unfederated {
+            Arc::new(Unfederated::new(scan.table_name.clone(), provider))
+        } else {
+            provider
+        };
+        scan.source = provider_as_source(provider);
+        Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+    })
+    .map_err(EngineError::from)
 }

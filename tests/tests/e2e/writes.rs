@@ -397,6 +397,45 @@ async fn a_block_is_one_origin_transaction() {
     c.batch_execute("COMMIT").await.unwrap();
     assert!(!names(w.items().await).contains(&"t8".into()));
 
+    // Reads inside the block see its writes (also joined with another origin's
+    // table, and as an INSERT's source); other sessions do not until COMMIT.
+    let other = w.connect(WRITER).await;
+    c.batch_execute("BEGIN; INSERT INTO scratch.items (name, price) VALUES ('t11', 11)")
+        .await
+        .unwrap();
+    let mine = "SELECT count(*) FROM scratch.items WHERE name = 't11'";
+    assert_eq!(rows(&c, mine).await, [[Some("1".to_string())]]);
+    assert_eq!(rows(&other, mine).await, [[Some("0".to_string())]]);
+    let joined = rows(
+        &c,
+        "SELECT i.name, count(o.id) FROM scratch.items i JOIN sales.orders o ON o.id <= i.price WHERE i.name = 't11' GROUP BY i.name",
+    )
+    .await;
+    assert_eq!(joined, [[Some("t11".to_string()), Some("11".to_string())]]);
+    c.batch_execute(
+        "INSERT INTO scratch.items (name, price) SELECT name || '-again', price FROM scratch.items WHERE name = 't11';
+         UPDATE scratch.items SET price = 12 WHERE name = 't11-again'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT price FROM scratch.items WHERE name = 't11-again'"
+        )
+        .await,
+        [[Some("12.00".to_string())]]
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        rows(
+            &other,
+            "SELECT count(*) FROM scratch.items WHERE name LIKE 't11%'"
+        )
+        .await,
+        [[Some("2".to_string())]]
+    );
+
     // A second origin in one block is refused before anything is sent there.
     c.batch_execute("BEGIN; INSERT INTO scratch.items (name) VALUES ('t9')")
         .await
