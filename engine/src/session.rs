@@ -84,6 +84,11 @@ impl Engine {
         Arc::new(engine)
     }
 
+    /// The origins (for writes; none in tests without them).
+    pub fn origins(&self) -> Option<&switchyard_connectors::Origins> {
+        self.origins.as_ref()
+    }
+
     /// What keeps the materialized datasets' copies (none in tests without them).
     pub fn materializer(&self) -> Option<&Arc<Materializer>> {
         self.materializer.as_ref()
@@ -626,6 +631,38 @@ impl Running {
         &self.guarding.limits
     }
 
+    /// The engine it runs in.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Whether it runs in a transaction block.
+    pub fn in_block(&self) -> bool {
+        self.in_block
+    }
+
+    /// The session's transaction state.
+    pub fn transaction(&self) -> &Arc<crate::transaction::Transaction> {
+        &self.transaction
+    }
+
+    /// Ends a write successfully, recording the rows it changed.
+    pub fn finish_with_rows(mut self, rows: u64) {
+        if let Some(audit) = self.guarding.audit.as_mut() {
+            audit.record_mut().rows = rows;
+        }
+        self.finish();
+    }
+
+    /// Starts `COPY ... FROM STDIN` of `plan` (the checked insert it amounts to).
+    pub async fn copy_in(
+        self,
+        ctx: &SessionContext,
+        plan: &LogicalPlan,
+    ) -> Result<crate::write::CopyIn, EngineError> {
+        crate::write::CopyIn::start(self, ctx, plan).await
+    }
+
     /// Ends it successfully without rows.
     pub fn finish(mut self) {
         if let Some(audit) = self.guarding.audit.take() {
@@ -740,7 +777,7 @@ impl Running {
     /// Runs a write at its origin under the statement timeout and the cancel token
     /// (a cancelled write's origin statement is dropped, which cancels it there).
     async fn write(
-        mut self,
+        self,
         ctx: &SessionContext,
         node: crate::write::WriteNode,
     ) -> Result<Output, EngineError> {
@@ -774,10 +811,7 @@ impl Running {
         match outcome {
             Err(e) => Err(self.fail(e)),
             Ok((rows, None)) => {
-                if let Some(audit) = self.guarding.audit.as_mut() {
-                    audit.record_mut().rows = rows;
-                }
-                self.finish();
+                self.finish_with_rows(rows);
                 Ok(Output::Count {
                     op: op.to_string(),
                     rows,

@@ -3,10 +3,12 @@
 //! origin as statements rendered from the checked plan ([`plan`] → [`WriteNode`] →
 //! [`run`]).
 
+mod copy;
 mod node;
 pub(crate) mod plan;
 pub(crate) mod run;
 
+pub use copy::CopyIn;
 pub use node::{write_node, Conflict, ConflictOn, WriteKind, WriteNode};
 
 /// `node` as a plan.

@@ -471,3 +471,131 @@ async fn a_block_is_one_origin_transaction() {
     .await;
     assert!(!names(w.items().await).contains(&"t10".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_inserts_in_batches_or_keeps_nothing() {
+    let w = Writes::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // psql's \copy, text format: 2 500 rows (three inserts at the origin), escapes, NULLs.
+    let mut text = String::new();
+    for i in 0..2500 {
+        text.push_str(&format!("c{i}\t{}.5\t{{x,y}}\tnorth\n", i % 7));
+    }
+    text.push_str("tab\\there\t1\t\\N\tsouth\n");
+    let file = dir.path().join("items.txt");
+    std::fs::write(&file, &text).unwrap();
+    let csv = dir.path().join("items.csv");
+    std::fs::write(&csv, "name,price\n\"quoted, \"\"name\"\"\",2\nplain,\n").unwrap();
+    let port = w.port();
+    let (f, c) = (file.display().to_string(), csv.display().to_string());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        common::psql(
+            port,
+            WRITER,
+            &[
+                "-c",
+                &format!("\\copy scratch.items (name, price, tags, region) from '{f}'"),
+                "-c",
+                &format!(
+                    "\\copy scratch.items (name, price) from '{c}' with (format csv, header true)"
+                ),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["COPY 2501", "COPY 2"],
+        "{out}"
+    );
+    let counted = rows(
+        &w.origin,
+        "SELECT count(*), count(*) FILTER (WHERE tags = '{x,y}'), count(*) FILTER (WHERE region = 'south') FROM scratch.items WHERE name LIKE 'c%'",
+    )
+    .await;
+    assert_eq!(
+        counted,
+        [[
+            Some("2500".to_string()),
+            Some("2500".to_string()),
+            Some("0".to_string())
+        ]]
+    );
+    assert_eq!(
+        rows(
+            &w.origin,
+            "SELECT name, price, region FROM scratch.items WHERE name IN ('tab\there', 'quoted, \"name\"', 'plain') ORDER BY name"
+        )
+        .await,
+        [
+            [Some("plain".into()), None, Some("north".into())],
+            [Some("quoted, \"name\"".into()), Some("2.00".into()), Some("north".into())],
+            [Some("tab\there".into()), Some("1.00".into()), Some("south".into())],
+        ]
+    );
+
+    // The extended protocol (tokio-postgres' copy_in), in a block that rolls back.
+    use futures::SinkExt;
+    let c = w.connect(WRITER).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    let sink = c
+        .copy_in("COPY scratch.items (name, cost) FROM STDIN")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"e1\t1\ne2\t2\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT count(*) FROM scratch.items WHERE name LIKE 'e_'"
+        )
+        .await,
+        [[Some("2".to_string())]]
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let before = w.items().await;
+
+    // A bad line, a row outside the copier's filter, a denied column: nothing kept.
+    let rep = w.connect(REP).await;
+    let failures: [(&Client, &str, &[u8], &str); 3] = [
+        (
+            &c,
+            "COPY scratch.items (name, cost) FROM STDIN",
+            b"ok1\t1\nbad\n",
+            "22P04",
+        ),
+        (
+            &rep,
+            "COPY scratch.items (name, region) FROM STDIN",
+            b"n1\tnorth\ns1\tsouth\n",
+            "42501",
+        ),
+        (
+            &rep,
+            "COPY scratch.items (name, cost) FROM STDIN",
+            b"x\t1\n",
+            "42501",
+        ),
+    ];
+    for (client, sql, data, code) in failures {
+        let outcome = async {
+            let sink = client.copy_in(sql).await?;
+            futures::pin_mut!(sink);
+            sink.send(bytes::Bytes::from_static(data)).await?;
+            sink.finish().await
+        }
+        .await;
+        let e = outcome.expect_err(sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e:?}");
+    }
+    assert_eq!(
+        w.items().await,
+        before,
+        "nothing of the failed copies is kept"
+    );
+}

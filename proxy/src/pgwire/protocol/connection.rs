@@ -91,6 +91,7 @@ pub struct Connection {
     shared: Arc<Shared>,
     login: Arc<Login>,
     service: Arc<QueryService>,
+    copies: Arc<super::copy_in::CopyIns>,
 }
 
 impl Connection {
@@ -119,10 +120,12 @@ impl Connection {
         let ctx = Arc::new(ctx);
         let texts = Arc::new(Mutex::new(QueryText::default()));
         let prepared = Arc::new(Mutex::new(HashMap::new()));
+        let copies = Arc::new(super::copy_in::CopyIns::default());
         let safety = Arc::new(SafetyHook::new(
             Arc::clone(&login),
             Arc::clone(&texts),
             Arc::clone(&prepared),
+            Arc::clone(&copies),
         ));
         let transactions = Arc::new(super::transactions::TransactionHook::new(Arc::clone(
             &login,
@@ -150,6 +153,7 @@ impl Connection {
             shared,
             login,
             service,
+            copies,
         }
     }
 }
@@ -217,6 +221,10 @@ impl PgWireServerHandlers for Connection {
             },
             self.shared.tls_required,
         ))
+    }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        Arc::clone(&self.copies)
     }
 
     fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {

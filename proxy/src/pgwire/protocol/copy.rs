@@ -51,65 +51,7 @@ fn parse(
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
 ) -> Result<(Statement, CopyFormat), pgwire::error::PgWireError> {
-    let mut format = CopyFormat {
-        csv: false,
-        delimiter: b'\t',
-        header: false,
-        null: "\\N".into(),
-        quote: b'"',
-    };
-    let mut delimiter = None;
-    let mut null = None;
-    let unsupported = |what: String| {
-        user_error(
-            SqlState::FEATURE_NOT_SUPPORTED,
-            format!("COPY option {what} is not supported"),
-        )
-    };
-    for o in options {
-        match o {
-            CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
-                "csv" => format.csv = true,
-                "text" => format.csv = false,
-                other => return Err(unsupported(format!("FORMAT {other}"))),
-            },
-            CopyOption::Header(h) => format.header = *h,
-            CopyOption::Delimiter(c) if c.is_ascii() => delimiter = Some(*c as u8),
-            CopyOption::Null(n) => null = Some(n.clone()),
-            CopyOption::Quote(c) if c.is_ascii() => format.quote = *c as u8,
-            other => return Err(unsupported(other.to_string())),
-        }
-    }
-    for o in legacy {
-        match o {
-            CopyLegacyOption::Csv(csv_options) => {
-                format.csv = true;
-                for c in csv_options {
-                    match c {
-                        CopyLegacyCsvOption::Header => format.header = true,
-                        CopyLegacyCsvOption::Quote(q) if q.is_ascii() => format.quote = *q as u8,
-                        other => return Err(unsupported(other.to_string())),
-                    }
-                }
-            }
-            CopyLegacyOption::Delimiter(c) if c.is_ascii() => delimiter = Some(*c as u8),
-            CopyLegacyOption::Null(n) => null = Some(n.clone()),
-            other => return Err(unsupported(other.to_string())),
-        }
-    }
-    if format.csv {
-        format.delimiter = b',';
-        format.null = String::new();
-    }
-    if let Some(d) = delimiter {
-        format.delimiter = d;
-    }
-    if let Some(n) = null {
-        format.null = n;
-    }
-    if format.header && !format.csv {
-        return Err(unsupported("HEADER (only with FORMAT csv)".into()));
-    }
+    let format = CopyFormat::of(options, legacy)?;
     let query = match source {
         CopySource::Query(q) => Statement::Query(q.clone()),
         CopySource::Table {
@@ -138,6 +80,102 @@ fn parse(
         }
     };
     Ok((query, format))
+}
+
+impl CopyFormat {
+    /// The format `COPY`'s options ask for.
+    pub fn of(
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result<CopyFormat, pgwire::error::PgWireError> {
+        let mut format = CopyFormat {
+            csv: false,
+            delimiter: b'\t',
+            header: false,
+            null: "\\N".into(),
+            quote: b'"',
+        };
+        let mut delimiter = None;
+        let mut null = None;
+        let unsupported = |what: String| {
+            user_error(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("COPY option {what} is not supported"),
+            )
+        };
+        for o in options {
+            match o {
+                CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                    "csv" => format.csv = true,
+                    "text" => format.csv = false,
+                    other => return Err(unsupported(format!("FORMAT {other}"))),
+                },
+                CopyOption::Header(h) => format.header = *h,
+                CopyOption::Delimiter(c) if c.is_ascii() => delimiter = Some(*c as u8),
+                CopyOption::Null(n) => null = Some(n.clone()),
+                CopyOption::Quote(c) if c.is_ascii() => format.quote = *c as u8,
+                other => return Err(unsupported(other.to_string())),
+            }
+        }
+        for o in legacy {
+            match o {
+                CopyLegacyOption::Csv(csv_options) => {
+                    format.csv = true;
+                    for c in csv_options {
+                        match c {
+                            CopyLegacyCsvOption::Header => format.header = true,
+                            CopyLegacyCsvOption::Quote(q) if q.is_ascii() => {
+                                format.quote = *q as u8
+                            }
+                            other => return Err(unsupported(other.to_string())),
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) if c.is_ascii() => delimiter = Some(*c as u8),
+                CopyLegacyOption::Null(n) => null = Some(n.clone()),
+                other => return Err(unsupported(other.to_string())),
+            }
+        }
+        if format.csv {
+            format.delimiter = b',';
+            format.null = String::new();
+        }
+        if let Some(d) = delimiter {
+            format.delimiter = d;
+        }
+        if let Some(n) = null {
+            format.null = n;
+        }
+        if format.header && !format.csv {
+            return Err(unsupported("HEADER (only with FORMAT csv)".into()));
+        }
+        Ok(format)
+    }
+
+    /// CSV rather than text.
+    pub fn is_csv(&self) -> bool {
+        self.csv
+    }
+
+    /// The field delimiter.
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+
+    /// Whether a header line comes first.
+    pub fn header(&self) -> bool {
+        self.header
+    }
+
+    /// The text of NULL.
+    pub fn null(&self) -> &str {
+        &self.null
+    }
+
+    /// The CSV quote.
+    pub fn quote(&self) -> u8 {
+        self.quote
+    }
 }
 
 impl CopyFormat {

@@ -154,8 +154,10 @@ impl ExtendedQueryHandler for QueryService {
         }
         let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
         let approval = statement.and_then(|statement| {
-            if matches!(statement, Statement::Declare { .. }) {
-                // The hook opens the cursor and audits it.
+            if matches!(statement, Statement::Declare { .. })
+                || super::copy_in::copy_from_stdin(statement).is_some()
+            {
+                // The hook opens the cursor (or the COPY) and audits it.
                 return None;
             }
             let known = self

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cancel;
 pub mod connection;
 pub mod copy;
+pub mod copy_in;
 pub mod cursor;
 pub mod encode;
 pub mod errors;

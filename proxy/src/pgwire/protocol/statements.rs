@@ -26,13 +26,14 @@ use crate::pgwire::protocol::errors::{df_error, pg_error};
 use crate::pgwire::protocol::query::{
     forgotten, in_block, notice, respond, session_timeout, PREPARED_MEMO,
 };
-use crate::pgwire::protocol::{copy, cursor, encode};
+use crate::pgwire::protocol::{copy, copy_in, cursor, encode};
 
 /// See the module documentation.
 pub struct SafetyHook {
     login: Arc<Login>,
     texts: Arc<Mutex<QueryText>>,
     prepared: Arc<Mutex<HashMap<String, Approval>>>,
+    copies: Arc<copy_in::CopyIns>,
 }
 
 impl SafetyHook {
@@ -41,12 +42,81 @@ impl SafetyHook {
         login: Arc<Login>,
         texts: Arc<Mutex<QueryText>>,
         prepared: Arc<Mutex<HashMap<String, Approval>>>,
+        copies: Arc<copy_in::CopyIns>,
     ) -> Self {
         SafetyHook {
             login,
             texts,
             prepared,
+            copies,
         }
+    }
+
+    /// `COPY table FROM STDIN`: checked as the insert it amounts to, then the
+    /// connection's copy handler takes the rows.
+    async fn copy_from(
+        &self,
+        from: copy_in::CopyFrom,
+        ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+        protocol: Protocol,
+    ) -> PgWireResult<Response> {
+        let started = Instant::now();
+        let table = from.table.to_string();
+        let columns = if from.columns.is_empty() {
+            let reference = datafusion::common::TableReference::from(table.as_str());
+            ctx.table_provider(reference)
+                .await
+                .map_err(df_error)?
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| switchyard_connectors::sql::quote_ident(f.name()))
+                .collect()
+        } else {
+            from.columns.clone()
+        };
+        let nulls = vec!["NULL"; columns.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({nulls})",
+            columns.join(", ")
+        );
+        let insert = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            &sql,
+        )
+        .map_err(|e| {
+            crate::pgwire::protocol::errors::user_error(
+                switchyard_engine::SqlState::SYNTAX_ERROR,
+                e.to_string(),
+            )
+        })?
+        .remove(0);
+        let allowed = match self.check(&insert, ctx, client, protocol).await {
+            Verdict::Allowed(a) => a,
+            Verdict::Refused(e) => return Err(pg_error(e)),
+            Verdict::PassThrough => {
+                return Err(pg_error(switchyard_engine::EngineError::coded(
+                    switchyard_engine::SqlState::INTERNAL_ERROR,
+                    "COPY FROM was not checked",
+                )))
+            }
+        };
+        let session = self.login.session(client);
+        let running = session
+            .begin(allowed.approval, started, Self::options(client))
+            .map_err(pg_error)?;
+        let copy = running
+            .copy_in(ctx, &allowed.plan)
+            .await
+            .map_err(pg_error)?;
+        let columns = copy.columns().len();
+        self.copies.start(copy, from.format.clone()).await;
+        Ok(Response::CopyIn(pgwire::api::results::CopyResponse::new(
+            0,
+            columns,
+            futures::stream::empty(),
+        )))
     }
 
     async fn check(
@@ -101,6 +171,16 @@ impl QueryHook for SafetyHook {
                 Response::Query(q) => Response::CopyOut(copy::copy_out(q, format)),
                 other => other,
             }));
+        }
+        if let Some(from) = copy_in::copy_from_stdin(statement) {
+            let from = match from {
+                Ok(f) => f,
+                Err(e) => return Some(Err(e)),
+            };
+            return Some(
+                self.copy_from(from, session_context, &*client, Protocol::Simple)
+                    .await,
+            );
         }
         let started = Instant::now();
         let allowed = match self
@@ -157,6 +237,15 @@ impl QueryHook for SafetyHook {
         session_context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Some(from) = copy_in::copy_from_stdin(statement) {
+            // Checked and started at Execute; it returns no rows.
+            return Some(from.map(|_| {
+                LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: Arc::new(datafusion::common::DFSchema::empty()),
+                })
+            }));
+        }
         let allowed = match self
             .check(statement, session_context, client, Protocol::Extended)
             .await
@@ -193,6 +282,16 @@ impl QueryHook for SafetyHook {
         session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Some(from) = copy_in::copy_from_stdin(statement) {
+            let from = match from {
+                Ok(f) => f,
+                Err(e) => return Some(Err(e)),
+            };
+            return Some(
+                self.copy_from(from, session_context, &*client, Protocol::Extended)
+                    .await,
+            );
+        }
         // Plans were checked at Parse; parameter values are inlined as literals, so they
         // can change no table or statement kind. Only DECLARE needs us here: its
         // cursor is opened on the checked query kept under the column-less plan.
