@@ -19,6 +19,8 @@ use crate::{ConnectorError, Result};
 #[derive(Debug, Default, Clone)]
 pub struct Origins {
     origins: BTreeMap<String, Arc<dyn Origin>>,
+    /// The local store's tables, as datasets of schema `local`.
+    local: Vec<Dataset>,
     store: Option<Arc<LocalStore>>,
     notes: Arc<CopyNotes>,
 }
@@ -27,6 +29,11 @@ impl Origins {
     /// The origin named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Origin>> {
         self.origins.get(name)
+    }
+
+    /// The local store's table `name` as a dataset (schema `local`).
+    pub fn local_dataset(&self, name: &str) -> Option<&Dataset> {
+        self.local.iter().find(|d| d.name == name)
     }
 
     /// The local store (set by [`install`]).
@@ -227,6 +234,7 @@ pub fn install(ctx: &SessionContext, config: &Config) -> Result<Origins> {
             columns: vec![],
             mode: switchyard_config::Mode::Federate,
         };
+        origins.local.push(dataset.clone());
         schemas.entry(LOCAL_SCHEMA.into()).or_default().insert(
             name,
             Arc::new(Entry {

@@ -84,6 +84,19 @@ impl Engine {
         Arc::new(engine)
     }
 
+    /// The dataset `schema.name`: one of the config's, or a table of the local store.
+    pub fn dataset(&self, schema: &str, name: &str) -> Option<&switchyard_config::Dataset> {
+        self.config
+            .datasets
+            .iter()
+            .find(|d| d.schema == schema && d.name == name)
+            .or_else(|| {
+                (schema == "local")
+                    .then(|| self.origins.as_ref()?.local_dataset(name))
+                    .flatten()
+            })
+    }
+
     /// The origins (for writes; none in tests without them).
     pub fn origins(&self) -> Option<&switchyard_connectors::Origins> {
         self.origins.as_ref()
@@ -470,20 +483,12 @@ impl Session {
             .unwrap_or(policy.default_schema())
             .to_string();
         let name = target.table().to_string();
-        let dataset = self
-            .engine
-            .config
-            .datasets
-            .iter()
-            .find(|d| d.schema == schema && d.name == name)
-            .ok_or_else(|| {
-                WriteRefusal::Error(EngineError::coded(
-                    switchyard_sqlstate::SqlState::FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "{schema}.{name} is not a dataset of an origin; only datasets take writes"
-                    ),
-                ))
-            })?;
+        let dataset = self.engine.dataset(&schema, &name).ok_or_else(|| {
+            WriteRefusal::Error(EngineError::coded(
+                switchyard_sqlstate::SqlState::FEATURE_NOT_SUPPORTED,
+                format!("{schema}.{name} is not a dataset of an origin; only datasets take writes"),
+            ))
+        })?;
         crate::write::run::writes_of(self.engine.origins.as_ref(), &dataset.origin)
             .map_err(WriteRefusal::Error)?;
         let returning = match extras.returning_query() {
@@ -783,7 +788,9 @@ impl Running {
     ) -> Result<Output, EngineError> {
         let config = Arc::clone(&self.engine.config);
         let pipeline = Arc::clone(&self.engine.pipeline);
+        let engine = Arc::clone(&self.engine);
         let scope = crate::write::run::Scope {
+            engine: &engine,
             config: &config,
             default_schema: pipeline.policy().default_schema(),
             origins: self.engine.origins.as_ref(),

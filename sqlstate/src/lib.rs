@@ -57,6 +57,8 @@ states! {
     INVALID_SAVEPOINT = b"3B001";
     /// 42000 syntax_error_or_access_rule_violation (a planning mistake without a finer code).
     SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION = b"42000";
+    /// 23505 unique_violation: e.g. a MongoDB duplicate key.
+    UNIQUE_VIOLATION = b"23505";
     /// 22P04 bad_copy_file_format: a COPY FROM row that does not parse.
     BAD_COPY_FILE_FORMAT = b"22P04";
     /// 42501 insufficient_privilege.

@@ -14,6 +14,7 @@ pub mod filter;
 mod live;
 pub mod schema;
 mod translate;
+mod write;
 
 use std::sync::Arc;
 
@@ -59,6 +60,10 @@ impl crate::origin::Origin for MongoConnector {
 
     fn changes(&self) -> Option<crate::changes::SharedFeed> {
         Some(Arc::new(live::MongoFeed::new(self.clone())))
+    }
+
+    fn writes(&self) -> Option<crate::write::SharedWrites> {
+        Some(Arc::new(write::MongoWrites::new(self.clone())))
     }
 }
 
@@ -399,6 +404,30 @@ pub(crate) fn error(origin: &str, e: mongodb::error::Error) -> ConnectorError {
             origin: origin.to_string(),
             message: io.to_string(),
         },
+        // A duplicate key is PostgreSQL's unique_violation.
+        ErrorKind::Command(c) if c.code == 11000 => ConnectorError::Origin {
+            origin: origin.to_string(),
+            code: SqlState::UNIQUE_VIOLATION,
+            message: format!("MongoDB error {} ({}): {}", c.code, c.code_name, c.message),
+        },
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000 => {
+            ConnectorError::Origin {
+                origin: origin.to_string(),
+                code: SqlState::UNIQUE_VIOLATION,
+                message: format!("duplicate key: {}", w.message),
+            }
+        }
+        ErrorKind::InsertMany(m)
+            if m.write_errors
+                .as_ref()
+                .is_some_and(|w| w.iter().any(|e| e.code == 11000)) =>
+        {
+            ConnectorError::Origin {
+                origin: origin.to_string(),
+                code: SqlState::UNIQUE_VIOLATION,
+                message: format!("duplicate key: {e}"),
+            }
+        }
         ErrorKind::Command(c) => ConnectorError::Origin {
             origin: origin.to_string(),
             // MongoDB's codes are not SQLSTATEs: report them in the message.

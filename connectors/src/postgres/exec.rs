@@ -113,7 +113,7 @@ impl SQLExecutor for PgExecutor {
 
 /// DataFusion writes a binary literal as `X'dead'`, which PostgreSQL reads as a bit
 /// string; `'\xdead'::bytea` is the bytea it means.
-pub(super) fn bytea_literal(e: &mut ast::Expr) {
+pub(crate) fn bytea_literal(e: &mut ast::Expr) {
     if let ast::Expr::Value(v) = e {
         if let ast::Value::HexStringLiteral(hex) = &v.value {
             *e = ast::Expr::Cast {

@@ -6,6 +6,7 @@
 pub mod derived_names;
 mod query_table;
 mod text_casts;
+pub(crate) mod write_sql;
 
 use std::any::Any;
 

@@ -225,6 +225,35 @@ fn stream_rows(
     Ok(())
 }
 
+/// All rows of `sql` (a write's RETURNING) as one batch of `schema`.
+pub(crate) fn query_batch(
+    origin: &str,
+    conn: &rusqlite::Connection,
+    sql: &str,
+    schema: &SchemaRef,
+) -> DfResult<RecordBatch> {
+    let fail = |e: rusqlite::Error| DataFusionError::from(sqlite_error(origin, e));
+    let mut stmt = conn.prepare(sql).map_err(fail)?;
+    let mut rows = stmt.query([]).map_err(fail)?;
+    let mut columns: Vec<ColumnBuilder> = schema
+        .fields()
+        .iter()
+        .map(|f| ColumnBuilder::for_type(f.data_type()))
+        .collect();
+    while let Some(row) = rows.next().map_err(fail)? {
+        for (i, column) in columns.iter_mut().enumerate() {
+            let value = row.get_ref(i).map_err(fail)?;
+            column.push(value).map_err(|m| {
+                DataFusionError::Execution(format!(
+                    "origin {origin}: column {}: {m}",
+                    schema.field(i).name()
+                ))
+            })?;
+        }
+    }
+    finish_batch(&mut columns, schema)
+}
+
 fn finish_batch(columns: &mut [ColumnBuilder], schema: &SchemaRef) -> DfResult<RecordBatch> {
     let arrays = columns
         .iter_mut()

@@ -26,6 +26,7 @@ use crate::{ConnectorError, Result};
 use exec::SqliteExecutor;
 
 pub(crate) mod exec;
+mod write;
 
 /// One SQLite database file.
 pub struct SqliteConnector {
@@ -147,6 +148,13 @@ impl Origin for SqliteConnector {
 
     async fn table(&self, dataset: &Dataset) -> Result<Arc<dyn TableProvider>> {
         self.federated(&dataset.qualified_name(), &dataset.source)
+    }
+
+    fn writes(&self) -> Option<crate::write::SharedWrites> {
+        Some(Arc::new(write::SqliteWrites::new(
+            &self.origin,
+            self.path.clone(),
+        )))
     }
 }
 

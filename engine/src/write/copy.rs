@@ -46,7 +46,7 @@ impl CopyIn {
                 .ok_or_else(|| {
                     EngineError::coded(SqlState::INTERNAL_ERROR, "COPY FROM needs an insert")
                 })?;
-            let dataset = super::run::dataset(engine.config(), &node)?.clone();
+            let dataset = super::run::dataset(&engine, &node)?.clone();
             let writes = super::run::writes_of(engine.origins(), &node.origin)?;
             let schema = ctx
                 .table_provider(node.table.clone())

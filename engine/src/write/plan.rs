@@ -45,14 +45,22 @@ impl Extras {
     pub fn returning_query(&self) -> Option<String> {
         let items = self.returning.as_ref()?;
         let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+        // Each name part quoted as normalized (`local` is a keyword in FROM).
+        let quote = |id: &Ident| format!("\"{}\"", normalize(id).replace('"', "\"\""));
         let alias = match &self.alias {
-            Some(a) => format!(" AS {a}"),
+            Some(a) => format!(" AS {}", quote(a)),
             None => String::new(),
         };
+        let table: Vec<String> = self
+            .table
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(quote))
+            .collect();
         Some(format!(
             "SELECT {} FROM {}{alias}",
             items.join(", "),
-            self.table
+            table.join(".")
         ))
     }
 }

@@ -21,11 +21,13 @@ use switchyard_connectors::Origins;
 use switchyard_sqlstate::SqlState;
 
 use super::node::{Conflict, ConflictOn, WriteKind, WriteNode};
+use crate::session::Engine;
 use crate::transaction::Transaction;
 use crate::EngineError;
 
 /// Where a write runs.
 pub(crate) struct Scope<'a> {
+    pub engine: &'a Engine,
     pub config: &'a Config,
     pub default_schema: &'a str,
     pub origins: Option<&'a Origins>,
@@ -36,13 +38,11 @@ pub(crate) struct Scope<'a> {
 
 /// The dataset `node` writes.
 pub(crate) fn dataset<'a>(
-    config: &'a Config,
+    engine: &'a Engine,
     node: &WriteNode,
 ) -> Result<&'a Dataset, EngineError> {
-    config
-        .datasets
-        .iter()
-        .find(|d| Some(d.schema.as_str()) == node.table.schema() && d.name == node.table.table())
+    engine
+        .dataset(node.table.schema().unwrap_or_default(), node.table.table())
         .ok_or_else(|| {
             EngineError::coded(
                 SqlState::UNDEFINED_TABLE,
@@ -73,7 +73,7 @@ pub(crate) async fn run(
     ctx: &SessionContext,
     scope: Scope<'_>,
 ) -> Result<(u64, Option<SendableRecordBatchStream>), EngineError> {
-    let dataset = dataset(scope.config, node)?;
+    let dataset = dataset(scope.engine, node)?;
     let writes = writes_of(scope.origins, &node.origin)?;
     let schema = ctx
         .table_provider(node.table.clone())

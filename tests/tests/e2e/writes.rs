@@ -23,7 +23,7 @@ async fn reset(pg: &Pg, database: &str) -> Client {
     client
 }
 
-fn config(pg: &Pg) -> String {
+fn config(pg: &Pg, audit: &std::path::Path) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 users:
@@ -51,9 +51,11 @@ origins:
 datasets:
   scratch: {{ origin: types, tables: [scratch.items, scratch.events] }}
   sales: {{ origin: sales, tables: [sales.orders, sales.secrets] }}
+audit: {{ path: {audit} }}
 "#,
         types = pg.url("types", pg.port),
         sales = pg.url("sales", pg.port),
+        audit = audit.display(),
     )
 }
 
@@ -70,7 +72,7 @@ impl Writes {
         let origin = reset(&pg, "types").await;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("switchyard.yaml");
-        std::fs::write(&file, config(&pg)).unwrap();
+        std::fs::write(&file, config(&pg, &dir.path().join("audit.jsonl"))).unwrap();
         let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         let server = switchyard::start(config).await.expect("server starts");
         Writes {
@@ -79,6 +81,15 @@ impl Writes {
             pg,
             origin,
         }
+    }
+
+    /// The audit log's records so far.
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self._dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn port(&self) -> u16 {
@@ -160,6 +171,28 @@ async fn extended_protocol_writes_take_parameters_and_return_rows() {
         .await
         .unwrap();
     assert_eq!(gone, 2);
+    // The audit record of each write carries the rows it changed.
+    let records = w.audit();
+    let writes: Vec<(String, u64)> = records
+        .iter()
+        .filter(|r| r["outcome"] == "ok" && r["tables"].to_string().contains("scratch.items"))
+        .map(|r| {
+            (
+                r["fingerprint"].as_str().unwrap_or_default()[..6].to_string(),
+                r["rows"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("INSERT".to_string(), 1),
+            ("UPDATE".to_string(), 1),
+            ("UPDATE".to_string(), 1),
+            ("DELETE".to_string(), 2)
+        ],
+        "{records:?}"
+    );
     assert_eq!(
         rows(&w.origin, "SELECT count(*) FROM scratch.items").await,
         [[Some("2".to_string())]]
@@ -598,4 +631,303 @@ async fn copy_from_stdin_inserts_in_batches_or_keeps_nothing() {
         before,
         "nothing of the failed copies is kept"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_collections_take_writes_in_their_own_types() {
+    use mongodb::bson::{doc, oid::ObjectId, Bson, Decimal128, Document};
+    let pg = common::pg();
+    let client = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let db = client.database("writes_test");
+    let items = db.collection::<Document>("items");
+    items.drop().await.unwrap();
+    let first = ObjectId::parse_str("65a000000000000000000001").unwrap();
+    items
+        .insert_many([
+            doc! {"_id": first, "name": "apple", "qty": 5_i32, "price": "1.25".parse::<Decimal128>().unwrap(), "region": "north",
+                  "at": mongodb::bson::DateTime::from_millis(1_700_000_000_000), "tags": ["a"]},
+            doc! {"_id": ObjectId::parse_str("65a000000000000000000002").unwrap(), "name": "pear", "region": "south",
+                  "price": "2.50".parse::<Decimal128>().unwrap(), "qty": 2_i32, "at": mongodb::bson::DateTime::from_millis(1_700_000_000_000), "tags": []},
+        ])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"listen: 127.0.0.1:0
+users:
+  - {{ name: writer, password: writer-pw, roles: [writer] }}
+  - {{ name: rep, password: rep-pw, roles: [rep], attributes: {{ region: north }} }}
+roles:
+  writer: {{ grants: [{{ tables: ["docs.*", "scratch.*"], privileges: [select, insert, update, delete] }}] }}
+  rep:
+    grants: [{{ tables: ["docs.items"], privileges: [select, insert, update] }}]
+    row_filters: {{ docs.items: "region = user.region" }}
+origins:
+  mongo: {{ kind: mongodb, url: "{url}", database: writes_test }}
+  types: {{ kind: postgres, url: "{types}" }}
+datasets:
+  docs: {{ origin: mongo, tables: [items] }}
+  scratch: {{ origin: types, tables: [scratch.items] }}
+"#,
+            url = common::mongo_url(),
+            types = pg.url("types", pg.port),
+        ),
+    )
+    .unwrap();
+    reset(&pg, "types").await;
+    let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let server = switchyard::start(config).await.expect("server starts");
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.addr.port())
+        .user("writer")
+        .password("writer-pw")
+        .dbname("switchyard")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    let inserted = rows(
+        &c,
+        "INSERT INTO docs.items (_id, name, qty, price, region, at, tags) VALUES
+           ('65a000000000000000000003', 'plum', 7, 3.10, 'north', '2024-02-08 17:18:30+00', ARRAY['x', 'y']),
+           ('not-an-object-id', 'kale', NULL, NULL, 'south', NULL, NULL)
+         RETURNING _id, name, price",
+    )
+    .await;
+    assert_eq!(
+        inserted,
+        [
+            [
+                Some("65a000000000000000000003".into()),
+                Some("plum".into()),
+                Some("3.10".into())
+            ],
+            [Some("not-an-object-id".into()), Some("kale".into()), None],
+        ]
+    );
+    let plum = items
+        .find_one(doc! {"name": "plum"})
+        .await
+        .unwrap()
+        .expect("plum is there");
+    assert!(matches!(plum.get("_id"), Some(Bson::ObjectId(_))), "{plum}");
+    assert!(
+        matches!(plum.get("price"), Some(Bson::Decimal128(_))),
+        "{plum}"
+    );
+    assert!(matches!(plum.get("at"), Some(Bson::DateTime(_))), "{plum}");
+    assert!(
+        matches!(plum.get("tags"), Some(Bson::Array(a)) if a.len() == 2),
+        "{plum}"
+    );
+    let kale = items
+        .find_one(doc! {"name": "kale"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kale.get("_id"),
+        Some(&Bson::String("not-an-object-id".into()))
+    );
+    assert!(kale.get("qty").is_none(), "NULLs are left out: {kale}");
+
+    // SQL's three-valued logic: `qty <> 5` matches neither apple nor kale (NULL qty).
+    let n = c
+        .execute("UPDATE docs.items SET region = 'east' WHERE qty <> 5", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "pear and plum");
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT name FROM docs.items WHERE region = 'east' ORDER BY name"
+        )
+        .await,
+        [[Some("pear".to_string())], [Some("plum".to_string())]]
+    );
+    let e = c
+        .batch_execute("UPDATE docs.items SET qty = qty + 1 WHERE name = 'apple'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    let e = c
+        .batch_execute(
+            "INSERT INTO docs.items (_id, name) VALUES ('65a000000000000000000001', 'dup')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "23505", "{e:?}");
+    let gone = rows(
+        &c,
+        "DELETE FROM docs.items WHERE region = 'east' RETURNING name",
+    )
+    .await;
+    assert_eq!(gone.len(), 2);
+    assert_eq!(items.count_documents(doc! {}).await.unwrap(), 2);
+
+    // A block: rolled back at MongoDB; a second origin refused.
+    c.batch_execute("BEGIN; INSERT INTO docs.items (name) VALUES ('fig')")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO scratch.items (name) VALUES ('nope')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "0A000");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        items.count_documents(doc! {"name": "fig"}).await.unwrap(),
+        0
+    );
+    c.batch_execute("BEGIN; INSERT INTO docs.items (name) VALUES ('fig'); COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(
+        items.count_documents(doc! {"name": "fig"}).await.unwrap(),
+        1
+    );
+
+    // The row filter as a check, for inserts and for updates' new state.
+    let (rep, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.addr.port())
+        .user("rep")
+        .password("rep-pw")
+        .dbname("switchyard")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for sql in [
+        "INSERT INTO docs.items (name, region) VALUES ('s', 'south')",
+        "UPDATE docs.items SET region = 'south' WHERE name = 'apple'",
+    ] {
+        let e = rep.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}: {e:?}");
+    }
+    let n = rep
+        .execute(
+            "UPDATE docs.items SET qty = 6 WHERE name IN ('apple', 'kale')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "kale is south's");
+    let apple = items.find_one(doc! {"_id": first}).await.unwrap().unwrap();
+    assert_eq!(apple.get("qty"), Some(&Bson::Int32(6)));
+    assert_eq!(apple.get("region"), Some(&Bson::String("north".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_store_takes_writes_for_roles_granted_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("local.db");
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL, stars INTEGER);
+             INSERT INTO notes VALUES (1, 'first', 3);",
+        )
+        .unwrap();
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"listen: 127.0.0.1:0
+users:
+  - {{ name: writer, password: writer-pw, roles: [writer] }}
+  - {{ name: reader, password: reader-pw, roles: [reader] }}
+roles:
+  writer: {{ grants: [{{ tables: ["local.*"], privileges: [select, insert, update, delete] }}] }}
+  reader: {{ allow: ["local.*"] }}
+origins: {{}}
+datasets: {{}}
+local: {{ path: {store} }}
+"#,
+            store = store.display()
+        ),
+    )
+    .unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let server = switchyard::start(config).await.expect("server starts");
+    let connect = |user: (&'static str, &'static str)| {
+        let port = server.addr.port();
+        async move {
+            let (c, conn) = tokio_postgres::Config::new()
+                .host("127.0.0.1")
+                .port(port)
+                .user(user.0)
+                .password(user.1)
+                .dbname("switchyard")
+                .connect(tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            c
+        }
+    };
+    let c = connect(WRITER).await;
+    let returned = rows(
+        &c,
+        "INSERT INTO local.notes (id, body, stars) VALUES (2, 'it''s', 4), (3, 'third', NULL) RETURNING id, body",
+    )
+    .await;
+    assert_eq!(
+        returned,
+        [
+            [Some("2".to_string()), Some("it's".to_string())],
+            [Some("3".to_string()), Some("third".to_string())]
+        ]
+    );
+    assert_eq!(
+        c.execute(
+            "UPDATE local.notes SET stars = 5 WHERE stars IS NULL OR stars > 3",
+            &[]
+        )
+        .await
+        .unwrap(),
+        2
+    );
+    c.batch_execute(
+        "BEGIN; DELETE FROM local.notes WHERE id = 1; SAVEPOINT s; DELETE FROM local.notes WHERE id = 2;
+         ROLLBACK TO SAVEPOINT s; COMMIT;",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO local.notes (id, body) VALUES (9, 'gone'); ROLLBACK")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO local.notes (id, body) VALUES (2, 'dup')")
+        .await
+        .unwrap_err();
+    assert!(!sqlstate(&e).is_empty());
+    assert_eq!(
+        rows(&c, "SELECT id, body, stars FROM local.notes ORDER BY id").await,
+        [
+            [
+                Some("2".to_string()),
+                Some("it's".to_string()),
+                Some("5".to_string())
+            ],
+            [
+                Some("3".to_string()),
+                Some("third".to_string()),
+                Some("5".to_string())
+            ]
+        ]
+    );
+    let reader = connect(READER).await;
+    let e = reader
+        .batch_execute("DELETE FROM local.notes WHERE id = 2")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "25006");
 }
