@@ -17,6 +17,7 @@ mod safety;
 mod snapshot;
 mod stream;
 mod tpch;
+mod writes;
 
 use std::time::Duration;
 
@@ -63,6 +64,13 @@ enum Command {
         /// 10 000-row transactions, each timed.
         #[arg(long, default_value_t = 10)]
         transactions: usize,
+    },
+    /// Write latency: single-row INSERTs and one 10 000-row INSERT, direct vs
+    /// through Switchyard.
+    Writes {
+        /// Timed single-row INSERTs per side.
+        #[arg(long, default_value_t = 2000)]
+        inserts: usize,
     },
     /// P1: pgbench select-only, simple and prepared, 1 and 8 clients.
     Pgbench {
@@ -140,6 +148,10 @@ fn main() -> Result<()> {
                 "freshness",
                 freshness::freshness(commits, transactions).await?,
             )?);
+            Ok(())
+        }),
+        Command::Writes { inserts } => runtime.block_on(async {
+            saved(report::record("writes", writes::writes(inserts).await?)?);
             Ok(())
         }),
         Command::Stream { rows } => runtime.block_on(async {

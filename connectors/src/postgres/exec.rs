@@ -75,6 +75,7 @@ impl SQLExecutor for PgExecutor {
         Some(Box::new(|mut statement: ast::Statement| {
             let _ = ast::visit_expressions_mut(&mut statement, |e| {
                 bytea_literal(e);
+                timestamptz_literal(e);
                 std::ops::ControlFlow::<()>::Continue(())
             });
             Ok(statement)
@@ -109,6 +110,44 @@ impl SQLExecutor for PgExecutor {
             )),
         }
     }
+}
+
+/// DataFusion writes a timestamptz literal as `CAST('2024-02-08T17:18:30+00:00' AS
+/// TIMESTAMP)`: PostgreSQL would drop the offset and read the time in the origin's
+/// TimeZone. A timestamp literal that carries an offset is cast to `TIMESTAMP WITH
+/// TIME ZONE`, which keeps it.
+pub(crate) fn timestamptz_literal(e: &mut ast::Expr) {
+    if let ast::Expr::Cast {
+        data_type: ast::DataType::Timestamp(precision, zone @ ast::TimezoneInfo::None),
+        expr,
+        ..
+    } = e
+    {
+        let _ = precision;
+        if let ast::Expr::Value(v) = expr.as_ref() {
+            if let ast::Value::SingleQuotedString(text) = &v.value {
+                if has_offset(text) {
+                    *zone = ast::TimezoneInfo::WithTimeZone;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a timestamp's text ends in a UTC offset (`Z`, `+02`, `-05:30`).
+fn has_offset(text: &str) -> bool {
+    let t = text.trim();
+    if t.ends_with('Z') || t.ends_with('z') {
+        return true;
+    }
+    // The time part: after the date's last '-', look for a sign.
+    let Some(time) = t.rfind([' ', 'T']).map(|i| &t[i + 1..]) else {
+        return false;
+    };
+    time.rfind(['+', '-']).is_some_and(|i| {
+        let offset = &time[i + 1..];
+        !offset.is_empty() && offset.chars().all(|c| c.is_ascii_digit() || c == ':')
+    })
 }
 
 /// DataFusion writes a binary literal as `X'dead'`, which PostgreSQL reads as a bit

@@ -20,8 +20,8 @@ use datafusion_federation::sql::SQLFederationProvider;
 use switchyard_config::{Dataset, DatasetSource, PostgresOrigin};
 use switchyard_sqlstate::SqlState;
 
-pub(crate) use exec::bytea_literal;
 pub use exec::PgExecutor;
+pub(crate) use exec::{bytea_literal, timestamptz_literal};
 pub use pool::PgPool;
 pub use write::PgWrites;
 

@@ -143,6 +143,7 @@ fn render_as(flavor: Flavor, expr: &Expr, target: Option<&str>) -> Result<String
     if flavor == Flavor::Postgres {
         let _ = ast::visit_expressions_mut(&mut sql, |e| {
             crate::postgres::bytea_literal(e);
+            crate::postgres::timestamptz_literal(e);
             std::ops::ControlFlow::<()>::Continue(())
         });
     }
@@ -398,6 +399,35 @@ mod tests {
         assert_eq!(
             render(Flavor::Postgres, &e).expect("sql"),
             "((\"n\" + 1) + \"excluded\".\"n\")"
+        );
+    }
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::*;
+    use datafusion::logical_expr::col;
+
+    #[test]
+    fn timestamptz_literals_keep_their_offset() {
+        let literal = Expr::Literal(
+            ScalarValue::TimestampNanosecond(
+                Some(1_707_412_710_000_000_000),
+                Some("+00:00".into()),
+            ),
+            None,
+        );
+        assert_eq!(
+            render(Flavor::Postgres, &col("at").gt(literal)).unwrap(),
+            "(\"at\" > CAST('2024-02-08T17:18:30+00:00' AS TIMESTAMP WITH TIME ZONE))"
+        );
+        let naive = Expr::Literal(
+            ScalarValue::TimestampNanosecond(Some(1_707_412_710_000_000_000), None),
+            None,
+        );
+        assert_eq!(
+            render(Flavor::Postgres, &col("at").gt(naive)).unwrap(),
+            "(\"at\" > CAST('2024-02-08 17:18:30' AS TIMESTAMP))"
         );
     }
 }

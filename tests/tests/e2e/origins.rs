@@ -338,3 +338,59 @@ async fn unreachable_origin_at_start_does_not_stop_the_server() {
         vec![vec![Some("200".into())]]
     );
 }
+
+/// A timestamptz literal keeps its offset at an origin whose TimeZone is not UTC
+/// (it used to be sent as `CAST('...+00:00' AS TIMESTAMP)`, read in New York time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamptz_literals_mean_the_same_instant_at_an_origin_in_another_time_zone() {
+    let pg = common::pg();
+    let sales = pg.direct("sales").await;
+    sales
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tz_ny') THEN
+                 CREATE ROLE tz_ny LOGIN PASSWORD 'tz-pw';
+               END IF; END $$;
+             ALTER ROLE tz_ny SET timezone = 'America/New_York';
+             GRANT USAGE ON SCHEMA sales TO tz_ny;
+             GRANT SELECT ON ALL TABLES IN SCHEMA sales TO tz_ny;",
+        )
+        .await
+        .unwrap();
+    let url = format!(
+        "postgres://tz_ny:tz-pw@{}:{}/sales?sslmode=disable",
+        pg.host, pg.port
+    );
+    let h = common::Harness::start_with(
+        &format!("  sales_ny: {{ kind: postgres, url: \"{url}\" }}"),
+        "  sales_ny: { origin: sales_ny, tables: [sales.customers] }",
+        |_| {},
+    )
+    .await;
+    let c = h.analyst().await;
+    // sales.customers were created hourly from 2024-01-01 01:00 UTC (200 rows).
+    for cutoff in ["2024-01-05 10:30:00+00", "2024-01-03 03:00:00-05"] {
+        let direct = rows(
+            &sales,
+            &format!(
+                "SELECT count(*) FROM sales.customers WHERE created_at > timestamptz '{cutoff}'"
+            ),
+        )
+        .await;
+        let through = rows(
+            &c,
+            &format!(
+                "SELECT count(*) FROM sales_ny.customers WHERE created_at > timestamptz '{cutoff}'"
+            ),
+        )
+        .await;
+        let plan = common::explain(
+            &c,
+            &format!(
+                "SELECT count(*) FROM sales_ny.customers WHERE created_at > timestamptz '{cutoff}'"
+            ),
+        )
+        .await;
+        assert_eq!(through, direct, "cutoff {cutoff}: {plan}");
+    }
+}
