@@ -704,20 +704,9 @@ impl Running {
             (Some(max), Some(RowCapAction::Truncate)) if max <= READ_AHEAD_ROWS => Some(max),
             _ => None,
         };
-        let plan = if self.in_block {
-            match crate::write::run::reading_own_writes(
-                plan,
-                &self.engine.config,
-                self.engine.pipeline.policy().default_schema(),
-                &self.transaction,
-            )
-            .await
-            {
-                Ok(p) => p,
-                Err(e) => return Err(self.fail(e)),
-            }
-        } else {
-            plan
+        let plan = match self.own_writes(plan).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(e)),
         };
         let work = async {
             let df = ctx.execute_logical_plan(plan).await?;
@@ -832,26 +821,38 @@ impl Running {
         }
     }
 
+    /// `plan` reading, in a block, the block's own writes at its origin. (The run
+    /// itself is not shared across the await: only what the rewrite needs is.)
+    fn own_writes(
+        &self,
+        plan: LogicalPlan,
+    ) -> impl std::future::Future<Output = Result<LogicalPlan, EngineError>> + Send + 'static {
+        let in_block = self.in_block;
+        let engine = Arc::clone(&self.engine);
+        let transaction = Arc::clone(&self.transaction);
+        async move {
+            if !in_block {
+                return Ok(plan);
+            }
+            crate::write::run::reading_own_writes(
+                plan,
+                &engine.config,
+                engine.pipeline.policy().default_schema(),
+                &transaction,
+            )
+            .await
+        }
+    }
+
     /// Runs `plan`, a query, and streams its rows (no read-ahead: an open cursor).
     pub async fn stream(
         self,
         ctx: &SessionContext,
         plan: LogicalPlan,
     ) -> Result<SendableRecordBatchStream, EngineError> {
-        let plan = if self.in_block {
-            match crate::write::run::reading_own_writes(
-                plan,
-                &self.engine.config,
-                self.engine.pipeline.policy().default_schema(),
-                &self.transaction,
-            )
-            .await
-            {
-                Ok(p) => p,
-                Err(e) => return Err(self.fail(e)),
-            }
-        } else {
-            plan
+        let plan = match self.own_writes(plan).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(e)),
         };
         let planned = async { ctx.execute_logical_plan(plan).await?.execute_stream().await };
         match planned.await {

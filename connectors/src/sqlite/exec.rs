@@ -200,15 +200,7 @@ fn stream_rows(
     loop {
         let row = rows.next().map_err(fail)?;
         let Some(row) = row else { break };
-        for (i, column) in columns.iter_mut().enumerate() {
-            let value = row.get_ref(i).map_err(fail)?;
-            column.push(value).map_err(|m| {
-                DataFusionError::Execution(format!(
-                    "origin {origin}: column {}: {m}",
-                    schema.field(i).name()
-                ))
-            })?;
-        }
+        push_row(origin, &mut columns, row, schema)?;
         count += 1;
         if count == BATCH_ROWS {
             let batch = finish_batch(&mut columns, schema)?;
@@ -241,17 +233,30 @@ pub(crate) fn query_batch(
         .map(|f| ColumnBuilder::for_type(f.data_type()))
         .collect();
     while let Some(row) = rows.next().map_err(fail)? {
-        for (i, column) in columns.iter_mut().enumerate() {
-            let value = row.get_ref(i).map_err(fail)?;
-            column.push(value).map_err(|m| {
-                DataFusionError::Execution(format!(
-                    "origin {origin}: column {}: {m}",
-                    schema.field(i).name()
-                ))
-            })?;
-        }
+        push_row(origin, &mut columns, row, schema)?;
     }
     finish_batch(&mut columns, schema)
+}
+
+/// Appends one row's values to `columns`.
+fn push_row(
+    origin: &str,
+    columns: &mut [ColumnBuilder],
+    row: &rusqlite::Row<'_>,
+    schema: &SchemaRef,
+) -> DfResult<()> {
+    for (i, column) in columns.iter_mut().enumerate() {
+        let value = row
+            .get_ref(i)
+            .map_err(|e| DataFusionError::from(sqlite_error(origin, e)))?;
+        column.push(value).map_err(|m| {
+            DataFusionError::Execution(format!(
+                "origin {origin}: column {}: {m}",
+                schema.field(i).name()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn finish_batch(columns: &mut [ColumnBuilder], schema: &SchemaRef) -> DfResult<RecordBatch> {

@@ -14,6 +14,13 @@ const WRITER: (&str, &str) = ("writer", "writer-pw");
 const REP: (&str, &str) = ("rep", "rep-pw");
 const READER: (&str, &str) = ("reader", "reader-pw");
 
+/// A client of the Switchyard on `port`, as `user`.
+async fn connect_to(port: u16, user: (&str, &str)) -> Client {
+    crate::materialize::connect_port(port, user)
+        .await
+        .expect("connects")
+}
+
 /// Creates the scratch tables afresh at `database`.
 async fn reset(pg: &Pg, database: &str) -> Client {
     let client = pg.direct(database).await;
@@ -97,17 +104,7 @@ impl Writes {
     }
 
     async fn connect(&self, user: (&str, &str)) -> Client {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port())
-            .user(user.0)
-            .password(user.1)
-            .dbname("switchyard")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-        tokio::spawn(conn);
-        client
+        connect_to(self.port(), user).await
     }
 
     /// The origin's items, as text, by id.
@@ -682,16 +679,7 @@ datasets:
     reset(&pg, "types").await;
     let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     let server = switchyard::start(config).await.expect("server starts");
-    let (c, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(server.addr.port())
-        .user("writer")
-        .password("writer-pw")
-        .dbname("switchyard")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = connect_to(server.addr.port(), WRITER).await;
 
     let inserted = rows(
         &c,
@@ -795,16 +783,7 @@ datasets:
     );
 
     // The row filter as a check, for inserts and for updates' new state.
-    let (rep, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(server.addr.port())
-        .user("rep")
-        .password("rep-pw")
-        .dbname("switchyard")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let rep = connect_to(server.addr.port(), REP).await;
     for sql in [
         "INSERT INTO docs.items (name, region) VALUES ('s', 'south')",
         "UPDATE docs.items SET region = 'south' WHERE name = 'apple'",
@@ -857,23 +836,7 @@ local: {{ path: {store} }}
     .unwrap();
     let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     let server = switchyard::start(config).await.expect("server starts");
-    let connect = |user: (&'static str, &'static str)| {
-        let port = server.addr.port();
-        async move {
-            let (c, conn) = tokio_postgres::Config::new()
-                .host("127.0.0.1")
-                .port(port)
-                .user(user.0)
-                .password(user.1)
-                .dbname("switchyard")
-                .connect(tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            c
-        }
-    };
-    let c = connect(WRITER).await;
+    let c = connect_to(server.addr.port(), WRITER).await;
     let returned = rows(
         &c,
         "INSERT INTO local.notes (id, body, stars) VALUES (2, 'it''s', 4), (3, 'third', NULL) RETURNING id, body",
@@ -924,7 +887,7 @@ local: {{ path: {store} }}
             ]
         ]
     );
-    let reader = connect(READER).await;
+    let reader = connect_to(server.addr.port(), READER).await;
     let e = reader
         .batch_execute("DELETE FROM local.notes WHERE id = 2")
         .await
