@@ -621,6 +621,39 @@ pub struct Rows {
     pub command: Option<(&'static str, u64)>,
 }
 
+/// `work` under the statement timeout (counted from the statement's arrival) and
+/// the cancel token: 57014 for either, `work`'s own result otherwise.
+fn bounded<T>(
+    guarding: &Guarding,
+    work: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> impl std::future::Future<Output = Result<T, EngineError>> {
+    // Only owned parts go into the future: the run is not shared across awaits.
+    let cancel = guarding.cancel.clone();
+    let deadline = guarding
+        .limits
+        .statement_timeout
+        .map(|t| tokio::time::Instant::from_std(guarding.started + t));
+    bounded_by(cancel, deadline, work)
+}
+
+async fn bounded_by<T>(
+    cancel: CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    let timeout = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = cancel.cancelled() => Err(EngineError::Canceled),
+        _ = timeout => Err(EngineError::Timeout),
+    }
+}
+
 /// Caps up to this many rows are read ahead so the notice of a cut comes first;
 /// larger caps stream, and a cut is recorded in the audit log only.
 const READ_AHEAD_ROWS: u64 = 10_000;
@@ -728,21 +761,7 @@ impl Running {
                 None => Ok((Some(batches), 0, false)),
             }
         };
-        let cancel = self.guarding.cancel.clone();
-        let deadline = limits
-            .statement_timeout
-            .map(|t| tokio::time::Instant::from_std(self.guarding.started + t));
-        let timeout = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let outcome = tokio::select! {
-            r = work => r,
-            _ = cancel.cancelled() => Err(EngineError::Canceled),
-            _ = timeout => Err(EngineError::Timeout),
-        };
+        let outcome = bounded(&self.guarding, work).await;
         match outcome {
             Err(e) => Err(self.fail(e)),
             Ok((None, rows, _)) => {
@@ -786,23 +805,7 @@ impl Running {
             transaction: &self.transaction,
             in_block: self.in_block,
         };
-        let cancel = self.guarding.cancel.clone();
-        let deadline = self
-            .guarding
-            .limits
-            .statement_timeout
-            .map(|t| tokio::time::Instant::from_std(self.guarding.started + t));
-        let timeout = async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        let outcome = tokio::select! {
-            r = crate::write::run::run(&node, ctx, scope) => r,
-            _ = cancel.cancelled() => Err(EngineError::Canceled),
-            _ = timeout => Err(EngineError::Timeout),
-        };
+        let outcome = bounded(&self.guarding, crate::write::run::run(&node, ctx, scope)).await;
         let op = node.op();
         match outcome {
             Err(e) => Err(self.fail(e)),
