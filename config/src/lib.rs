@@ -310,7 +310,7 @@ pub struct Dataset {
     pub mode: Mode,
 }
 
-/// How a dataset is answered (the FlashQL modes; `sync` comes later).
+/// How a dataset is answered (the FlashQL modes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Every statement reads the origin.
@@ -324,7 +324,65 @@ pub enum Mode {
         refresh: Option<std::time::Duration>,
         /// Kept fresh from the origin's change feed (`live: true`).
         live: Option<Live>,
+        /// `mode: sync`: the live copy also takes writes, queued and replayed
+        /// at the origin (always with `live`).
+        sync: Option<SyncSettings>,
     },
+}
+
+impl Mode {
+    /// The sync settings of a `mode: sync` dataset.
+    pub fn sync(&self) -> Option<&SyncSettings> {
+        match self {
+            Mode::Materialize { sync, .. } => sync.as_ref(),
+            Mode::Federate => None,
+        }
+    }
+}
+
+/// How a `mode: sync` dataset reconciles its queued writes with the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// What happens when a queued change meets an origin row that changed.
+    pub conflict: ConflictPolicy,
+    /// A column the origin's writers advance on every change (a timestamp or a
+    /// counter): conflicts are detected by it instead of the whole row, and
+    /// `last_write_wins` compares it.
+    pub version_column: Option<String>,
+}
+
+/// `conflict:` of a sync dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// The local change is discarded; the local copy takes the origin's row.
+    OriginWins,
+    /// The local change is applied over the origin's row.
+    LocalWins,
+    /// The change with the greater `version_column` wins.
+    LastWriteWins,
+    /// The whole queued transaction is set aside (nothing of it reaches the
+    /// origin); the local copy takes the origin's rows.
+    Reject,
+}
+
+impl ConflictPolicy {
+    /// Every policy, as written in the config.
+    pub const ALL: [ConflictPolicy; 4] = [
+        ConflictPolicy::OriginWins,
+        ConflictPolicy::LocalWins,
+        ConflictPolicy::LastWriteWins,
+        ConflictPolicy::Reject,
+    ];
+
+    /// The name in the config (and in `switchyard.conflicts`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictPolicy::OriginWins => "origin_wins",
+            ConflictPolicy::LocalWins => "local_wins",
+            ConflictPolicy::LastWriteWins => "last_write_wins",
+            ConflictPolicy::Reject => "reject",
+        }
+    }
 }
 
 /// How a live dataset follows its origin.

@@ -216,6 +216,10 @@ pub struct RawDataset {
     pub slot: Option<Str>,
     /// Live PostgreSQL datasets: the publication's name.
     pub publication: Option<Str>,
+    /// Sync datasets: the conflict policy.
+    pub conflict: Option<Str>,
+    /// Sync datasets: the column conflicts are detected (and last writes found) by.
+    pub version_column: Option<Str>,
 }
 
 /// One declared column of a MongoDB dataset.

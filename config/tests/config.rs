@@ -397,14 +397,16 @@ fn modes_are_read_and_checked_with_their_lines() {
         mode("pg1.products"),
         Mode::Materialize {
             refresh: None,
-            live: None
+            live: None,
+            sync: None
         }
     );
     assert_eq!(
         mode("analytics.events"),
         Mode::Materialize {
             refresh: Some(std::time::Duration::from_secs(600)),
-            live: None
+            live: None,
+            sync: None
         }
     );
 
@@ -421,8 +423,63 @@ fn modes_are_read_and_checked_with_their_lines() {
             && e.fix.contains("federate, materialize or sync"),
         "{e}"
     );
-    let e = one("mode: sync");
-    assert!(e.reason.contains("mode: sync is not available yet"), "{e}");
+    let sync = |extra: &str| {
+        EXAMPLE.replace(
+            "pg1.products: { origin: prod, table: public.products, filters: { status: 1 } }",
+            &format!("pg1.products: {{ origin: prod, table: public.products, {extra} }}"),
+        )
+    };
+    let e = error(&sync("mode: sync"));
+    assert!(
+        e.reason.contains("needs conflict:")
+            && e.fix
+                .contains("origin_wins, local_wins, last_write_wins, reject"),
+        "{e}"
+    );
+    let e = error(&sync(
+        "mode: sync, conflict: reject, filters: { status: 1 }",
+    ));
+    assert!(
+        e.reason.contains("is a whole table") && e.fix.contains("remove filters:"),
+        "{e}"
+    );
+    let e = error(&sync("mode: sync, conflict: newest"));
+    assert!(
+        e.reason.contains("unknown conflict policy \"newest\""),
+        "{e}"
+    );
+    let e = error(&sync("mode: sync, conflict: last_write_wins"));
+    assert!(e.reason.contains("needs version_column:"), "{e}");
+    let e = error(&sync("mode: sync, conflict: reject, refresh: 1m"));
+    assert!(
+        e.reason.contains("refresh: does not go with mode: sync"),
+        "{e}"
+    );
+    let e = error(&sync("mode: sync, conflict: reject, live: false"));
+    assert!(e.reason.contains("always live"), "{e}");
+    let e = error(&sync("mode: materialize, conflict: reject"));
+    assert!(e.reason.contains("need mode: sync"), "{e}");
+    let synced = parse(
+        dir.path(),
+        &sync("mode: sync, conflict: last_write_wins, version_column: updated_at"),
+    )
+    .unwrap();
+    let products = synced
+        .datasets
+        .iter()
+        .find(|d| d.qualified_name() == "pg1.products")
+        .unwrap();
+    assert_eq!(
+        products.mode,
+        Mode::Materialize {
+            refresh: None,
+            live: Some(switchyard_config::Live::default()),
+            sync: Some(switchyard_config::SyncSettings {
+                conflict: switchyard_config::ConflictPolicy::LastWriteWins,
+                version_column: Some("updated_at".into()),
+            }),
+        }
+    );
     let live = parse(
         dir.path(),
         &EXAMPLE.replace(
@@ -443,7 +500,8 @@ fn modes_are_read_and_checked_with_their_lines() {
             live: Some(switchyard_config::Live {
                 slot: Some("products_feed".into()),
                 publication: None
-            })
+            }),
+            sync: None
         }
     );
     let e = one("mode: materialize, live: true, refresh: 10m");

@@ -67,7 +67,11 @@ pub struct ChangeBatch {
 pub enum FeedEvent {
     /// An origin transaction starts; everything up to its [`FeedEvent::Commit`]
     /// is applied as one local transaction.
-    Begin,
+    Begin {
+        /// The origin's id of the transaction (PostgreSQL: its xid), where the
+        /// origin says: how a sync dataset recognises its own replayed writes.
+        transaction: Option<String>,
+    },
     /// Changes of the open transaction.
     Changes(ChangeBatch),
     /// The dataset gained columns (appended, NULL in the rows the copy holds).

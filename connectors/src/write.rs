@@ -127,6 +127,22 @@ pub enum Savepoint {
     RollbackTo,
 }
 
+/// What claiming a queued sync entry found at the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Not applied before: it is recorded in this transaction, which commits it
+    /// with the entry's changes (the origin's id of the transaction, if known).
+    Fresh {
+        /// The origin's transaction id (how its change feed names it).
+        transaction: Option<String>,
+    },
+    /// Applied by an earlier transaction that committed.
+    Done {
+        /// That transaction's id, if known.
+        transaction: Option<String>,
+    },
+}
+
 /// An origin that takes writes.
 #[async_trait]
 pub trait Writes: std::fmt::Debug + Send + Sync {
@@ -151,6 +167,32 @@ pub trait WriteTransaction: Send + Sync {
     /// a block's reads see its own writes; `None` where the origin cannot.
     fn table(&self, dataset: &Dataset, schema: SchemaRef)
         -> Result<Option<Arc<dyn TableProvider>>>;
+
+    /// The rows of `dataset` (columns `schema`) that `filter` keeps, locked until
+    /// the transaction ends: what a sync replay compares a queued change with.
+    async fn lock_rows(
+        &mut self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        filter: &Expr,
+    ) -> Result<Vec<RecordBatch>> {
+        let _ = (schema, filter);
+        Err(crate::ConnectorError::NotWritable {
+            origin: self.origin().to_string(),
+            dataset: dataset.qualified_name(),
+            why: "this origin cannot lock rows for a sync replay".into(),
+        })
+    }
+
+    /// Records the sync entry `entry` as applied, in this transaction, unless an
+    /// earlier one did: replay after a crash at any point applies it exactly once.
+    async fn claim(&mut self, entry: &str) -> Result<Claim> {
+        Err(crate::ConnectorError::NotWritable {
+            origin: self.origin().to_string(),
+            dataset: entry.to_string(),
+            why: "this origin cannot take sync replays".into(),
+        })
+    }
 
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<()>;

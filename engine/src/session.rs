@@ -489,7 +489,7 @@ impl Session {
                 format!("{schema}.{name} is not a dataset of an origin; only datasets take writes"),
             ))
         })?;
-        crate::write::run::writes_of(self.engine.origins.as_ref(), &dataset.origin)
+        crate::write::run::writes_of(self.engine.origins.as_ref(), dataset)
             .map_err(WriteRefusal::Error)?;
         let returning = match extras.returning_query() {
             None => None,

@@ -14,6 +14,7 @@ mod live;
 pub mod snapshot;
 pub mod state;
 pub mod status_table;
+mod sync;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,9 @@ pub struct Materializer {
     store: Arc<LocalStore>,
     notes: Arc<CopyNotes>,
     kept: BTreeMap<String, Kept>,
+    /// One replayer per origin with sync datasets.
+    replayers: BTreeMap<String, Arc<sync::Replayer>>,
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Materializer {
@@ -69,7 +73,7 @@ impl Materializer {
         let store = Arc::clone(origins.store().ok_or(MaterializeError::NoStore)?);
         let mut kept = BTreeMap::new();
         for dataset in &config.datasets {
-            let Mode::Materialize { refresh, live } = &dataset.mode else {
+            let Mode::Materialize { refresh, live, .. } = &dataset.mode else {
                 continue;
             };
             let refresh = *refresh;
@@ -88,17 +92,50 @@ impl Materializer {
                     dataset: dataset.clone(),
                     live,
                     origin,
-                    status: Arc::new(Mutex::new(DatasetStatus::new(&name, refresh, is_live))),
+                    status: Arc::new(Mutex::new(DatasetStatus {
+                        sync: dataset.mode.sync().is_some(),
+                        ..DatasetStatus::new(&name, refresh, is_live)
+                    })),
                     progress: Arc::new(AtomicU64::new(0)),
                     requests,
                     mailbox: Mutex::new(Some(mailbox)),
                 },
             );
         }
+        let mut replayers = BTreeMap::new();
+        for dataset in config.datasets.iter().filter(|d| d.mode.sync().is_some()) {
+            if replayers.contains_key(&dataset.origin) {
+                continue;
+            }
+            let writes = origins
+                .get(&dataset.origin)
+                .and_then(|o| o.writes())
+                .ok_or_else(|| MaterializeError::Copy {
+                    code: switchyard_sqlstate::SqlState::FEATURE_NOT_SUPPORTED,
+                    message: format!(
+                        "origin {} takes no writes, so {} cannot be mode: sync",
+                        dataset.origin,
+                        dataset.qualified_name()
+                    ),
+                    origin_down: false,
+                })?;
+            replayers.insert(
+                dataset.origin.clone(),
+                Arc::new(sync::Replayer {
+                    origin: dataset.origin.clone(),
+                    store: Arc::clone(&store),
+                    writes,
+                    datasets: sync::of_origin(config.datasets.iter(), &dataset.origin),
+                    status: Arc::default(),
+                }),
+            );
+        }
         let this = Materializer {
             store,
             notes: Arc::clone(origins.copy_notes()),
             kept,
+            replayers,
+            started: Default::default(),
         };
         this.tidy()?;
         Ok(Arc::new(this))
@@ -136,8 +173,14 @@ impl Materializer {
         Ok(())
     }
 
-    /// Starts every dataset's worker on the current runtime (once).
+    /// Starts every dataset's worker, and the sync replayers, on the current
+    /// runtime (once).
     pub fn start(self: &Arc<Self>) {
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            for replayer in self.replayers.values() {
+                tokio::spawn(sync::run(Arc::clone(&self.store), Arc::clone(replayer)));
+            }
+        }
         for name in self.kept.keys() {
             let mailbox = self.kept[name]
                 .mailbox
@@ -199,6 +242,41 @@ impl Materializer {
         }
     }
 
+    /// Every sync dataset's queue, by name.
+    pub fn sync_queues(&self) -> Result<Vec<SyncQueue>> {
+        let queues: BTreeMap<String, switchyard_connectors::local::outbox::QueueStatus> = self
+            .store
+            .outbox()?
+            .queues()?
+            .into_iter()
+            .map(|q| (q.dataset.clone(), q))
+            .collect();
+        let mut out = Vec::new();
+        for r in self.replayers.values() {
+            let status = r.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for (name, dataset) in &r.datasets {
+                let q = queues.get(name).cloned().unwrap_or_default();
+                let sync = dataset.mode.sync();
+                out.push(SyncQueue {
+                    dataset: name.clone(),
+                    origin: r.origin.clone(),
+                    conflict: sync.map(|s| s.conflict.as_str()).unwrap_or_default(),
+                    pending: q.pending,
+                    oldest_pending: q.oldest_pending,
+                    set_aside: q.set_aside,
+                    last_error: q.last_error.or_else(|| status.last_error.clone()),
+                    last_applied: status.last_applied.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every recorded sync conflict, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<switchyard_connectors::local::outbox::ConflictRecord>> {
+        Ok(self.store.outbox()?.conflicts()?)
+    }
+
     /// Every materialized dataset's status, by name.
     pub fn status(&self) -> Vec<DatasetStatus> {
         self.kept
@@ -212,6 +290,27 @@ impl Materializer {
             })
             .collect()
     }
+}
+
+/// One sync dataset's queue, as `switchyard.sync_queue` shows it.
+#[derive(Debug, Clone)]
+pub struct SyncQueue {
+    /// `schema.name`.
+    pub dataset: String,
+    /// Its origin.
+    pub origin: String,
+    /// Its conflict policy.
+    pub conflict: &'static str,
+    /// Entries waiting for the origin.
+    pub pending: u64,
+    /// When the oldest waiting entry committed locally (RFC 3339).
+    pub oldest_pending: Option<String>,
+    /// Entries set aside (rejected, or refused by the origin).
+    pub set_aside: u64,
+    /// Why the replay last failed, while it waits.
+    pub last_error: Option<String>,
+    /// When the origin last took an entry (RFC 3339).
+    pub last_applied: Option<String>,
 }
 
 impl Kept {

@@ -147,7 +147,8 @@ async fn follow(
     let (work, queue) = mpsc::channel::<Work>(1);
     let store = Arc::clone(&m.store);
     let dataset = name.to_string();
-    let applier = tokio::task::spawn_blocking(move || apply_loop(store, dataset, queue));
+    let sync = kept.dataset.mode.sync().is_some();
+    let applier = tokio::task::spawn_blocking(move || apply_loop(store, dataset, sync, queue));
     let mut last_idle: Option<Instant> = None;
     let result = loop {
         let event = tokio::select! {
@@ -194,16 +195,26 @@ async fn follow(
 
 /// Applies events on a blocking thread; a failed event abandons the open local
 /// transaction (the stream restarts from the stored position).
-fn apply_loop(store: Arc<LocalStore>, dataset: String, mut queue: mpsc::Receiver<Work>) {
+fn apply_loop(
+    store: Arc<LocalStore>,
+    dataset: String,
+    sync: bool,
+    mut queue: mpsc::Receiver<Work>,
+) {
     let mut applier: Option<Applier> = None;
     while let Some((event, reply)) = queue.blocking_recv() {
         let result = (|| -> Result<Option<Applied>> {
             if applier.is_none() {
-                applier = Some(store.applier(&dataset)?);
+                let mut a = store.applier(&dataset)?;
+                if sync {
+                    a.for_sync()?;
+                }
+                applier = Some(a);
             }
             let a = applier.as_mut().expect("set above");
             Ok(match event {
-                FeedEvent::Begin => {
+                FeedEvent::Begin { transaction } => {
+                    a.origin_transaction(transaction.as_deref())?;
                     a.begin()?;
                     None
                 }

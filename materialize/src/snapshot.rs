@@ -85,10 +85,14 @@ async fn write(
         let schema = Arc::clone(&schema);
         let source = source_key(dataset);
         let name = name.clone();
+        let sync = dataset.mode.sync().is_some();
         tokio::task::spawn_blocking(move || -> Result<CopyInfo> {
             let mut copy = store.begin_copy(&name, &source, schema, progress)?;
             if let Some((position, key)) = &follow {
                 copy.follow(position, key);
+                if sync {
+                    copy.unique_key();
+                }
             }
             while let Some(message) = rx.blocking_recv() {
                 match message {

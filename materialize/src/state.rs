@@ -64,6 +64,8 @@ pub struct DatasetStatus {
     pub refresh: Option<Duration>,
     /// Whether the copy follows a change feed.
     pub live: bool,
+    /// Whether the copy also takes writes (`mode: sync`).
+    pub sync: bool,
     /// Live copies: the feed's position the copy stands at (LSN, resume token).
     pub position: Option<String>,
     /// Live copies: how far the copy was behind the origin's commit when it
@@ -85,6 +87,7 @@ impl DatasetStatus {
             next_refresh: None,
             refresh,
             live,
+            sync: false,
             position: None,
             lag_ms: None,
             last_error: None,

@@ -6,7 +6,8 @@ use super::{is_identifier, known, line, Checker, RESERVED_SCHEMAS};
 use crate::policy::parse_duration;
 use crate::raw::{self};
 use crate::{
-    ColumnType, Dataset, DatasetSource, DeclaredColumn, Live, Mode, Origin, OriginKind, Result,
+    ColumnType, ConflictPolicy, Dataset, DatasetSource, DeclaredColumn, Live, Mode, Origin,
+    OriginKind, Result, SyncSettings,
 };
 
 impl Checker<'_> {
@@ -230,6 +231,15 @@ impl Checker<'_> {
             .map(|m| m.value.as_str())
             .unwrap_or("federate");
         let mode_at = d.mode.as_ref().map(line).unwrap_or(at);
+        if mode != "sync" {
+            if let Some(s) = d.conflict.as_ref().or(d.version_column.as_ref()) {
+                return Err(self.err(
+                    line(s),
+                    format!("dataset {key}: conflict: and version_column: need mode: sync"),
+                    "add mode: sync, or remove them",
+                ));
+            }
+        }
         match mode {
             "federate" => {
                 if let Some(refresh) = &d.refresh {
@@ -304,13 +314,88 @@ impl Checker<'_> {
                         "keep live: true (the copy follows every change) or refresh: (copied again periodically)",
                     ));
                 }
-                Ok(Mode::Materialize { refresh, live })
+                Ok(Mode::Materialize {
+                    refresh,
+                    live,
+                    sync: None,
+                })
             }
-            "sync" => Err(self.err(
-                mode_at,
-                format!("dataset {key}: mode: sync is not available yet"),
-                "use mode: materialize (a read-only local copy) until two-way sync lands",
-            )),
+            "sync" => {
+                if !matches!(origin.kind, OriginKind::Postgres(_)) {
+                    return Err(self.err(
+                        mode_at,
+                        format!(
+                            "dataset {key}: mode: sync needs a postgres origin, and {} is not one",
+                            origin.name
+                        ),
+                        "use mode: materialize with live: true for a read-only live copy (MongoDB sync is not available yet)",
+                    ));
+                }
+                if let Some(r) = &d.refresh {
+                    return Err(self.err(
+                        line(r),
+                        format!("dataset {key}: refresh: does not go with mode: sync"),
+                        "remove refresh: (a sync dataset follows the origin's changes as they happen)",
+                    ));
+                }
+                if let Some(l) = d.live.as_ref().filter(|l| !l.value) {
+                    return Err(self.err(
+                        line(l),
+                        format!("dataset {key}: a sync dataset is always live"),
+                        "remove live: false",
+                    ));
+                }
+                if d.filters.is_some() {
+                    return Err(self.err(
+                        mode_at,
+                        format!("dataset {key}: a sync dataset is a whole table, and this one has filters:"),
+                        "remove filters: (a write could move a row out of the filter, and the origin would not know)",
+                    ));
+                }
+                let live = self.live(key, d, origin, mode_at)?;
+                let conflict = d.conflict.as_ref().ok_or_else(|| {
+                    self.err(
+                        mode_at,
+                        format!("dataset {key}: mode: sync needs conflict: (what happens when a queued write meets an origin row that changed)"),
+                        format!(
+                            "add conflict: with one of {}",
+                            ConflictPolicy::ALL.map(ConflictPolicy::as_str).join(", ")
+                        ),
+                    )
+                })?;
+                let conflict = ConflictPolicy::ALL
+                    .into_iter()
+                    .find(|p| p.as_str() == conflict.value)
+                    .ok_or_else(|| {
+                        self.err(
+                            line(conflict),
+                            format!(
+                                "dataset {key}: unknown conflict policy {:?}",
+                                conflict.value
+                            ),
+                            format!(
+                                "use one of {}",
+                                ConflictPolicy::ALL.map(ConflictPolicy::as_str).join(", ")
+                            ),
+                        )
+                    })?;
+                let version_column = d.version_column.as_ref().map(|v| v.value.clone());
+                if conflict == ConflictPolicy::LastWriteWins && version_column.is_none() {
+                    return Err(self.err(
+                        mode_at,
+                        format!("dataset {key}: conflict: last_write_wins needs version_column:"),
+                        "name the column every writer advances on each change (a timestamp or a counter)",
+                    ));
+                }
+                Ok(Mode::Materialize {
+                    refresh: None,
+                    live: Some(live),
+                    sync: Some(SyncSettings {
+                        conflict,
+                        version_column,
+                    }),
+                })
+            }
             other => Err(self.err(
                 mode_at,
                 format!("dataset {key}: unknown mode {other:?}"),

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use rusqlite::types::ToSqlOutput;
 
 use super::codec::{schema_bytes, Codec, Encoded};
@@ -30,6 +31,14 @@ pub struct Applier {
     /// Rows in the copy, as the catalog says.
     rows: i64,
     open: bool,
+    /// A sync dataset's copy: origin changes to rows with queued local changes
+    /// wait for the replay (which settles those rows), and inserts of rows the
+    /// copy holds (our own replayed inserts coming back) update them.
+    sync: bool,
+    /// Origin transactions of ours (replayed sync entries) seen on the feed.
+    own: u64,
+    /// Origin changes held back for rows with queued local changes.
+    held: u64,
 }
 
 impl std::fmt::Debug for Applier {
@@ -79,6 +88,9 @@ impl LocalStore {
             key,
             rows: info.rows as i64,
             open: false,
+            sync: false,
+            own: 0,
+            held: 0,
         })
     }
 }
@@ -92,6 +104,55 @@ impl Applier {
     /// Rows in the copy.
     pub fn rows(&self) -> u64 {
         self.rows.max(0) as u64
+    }
+
+    /// Makes this the applier of a sync dataset's copy (see the `sync` field).
+    pub fn for_sync(&mut self) -> Result<()> {
+        super::outbox::ensure(&self.conn)?;
+        self.sync = true;
+        Ok(())
+    }
+
+    /// Origin transactions recognised as our own replays, and origin changes held
+    /// back for rows with queued changes, so far.
+    pub fn sync_counts(&self) -> (u64, u64) {
+        (self.own, self.held)
+    }
+
+    /// Notes the origin's id of the transaction about to be applied: a sync
+    /// dataset recognises its own replayed entries coming back. They are applied
+    /// like any change (idempotently: the copy holds them already, and a feed
+    /// running behind brings older origin changes first), but not counted as
+    /// remote ones.
+    pub fn origin_transaction(&mut self, transaction: Option<&str>) -> Result<bool> {
+        let (true, Some(t)) = (self.sync, transaction) else {
+            return Ok(false);
+        };
+        let own: bool = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE origin_transaction = ?1)",
+                    super::outbox::OUTBOX
+                ),
+                [t],
+                |r| r.get(0),
+            )
+            .map_err(store_error)?;
+        if own {
+            self.own += 1;
+            tracing::debug!(dataset = %self.dataset, transaction = t, "our own replayed transaction came back on the feed");
+        }
+        Ok(own)
+    }
+
+    /// Whether the row at `row` has queued local changes (sync copies only).
+    fn queued(&self, batch: &RecordBatch, row: usize) -> Result<bool> {
+        if !self.sync {
+            return Ok(false);
+        }
+        let key = super::outbox::key_text(batch, &self.key, row)?;
+        super::outbox::pending_key(&self.conn, &self.dataset, &key, None)
     }
 
     /// Opens the local transaction of an origin transaction.
@@ -219,7 +280,25 @@ impl Applier {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(arrow_error)?;
         for change in &batch.changes {
+            let rows_named: Vec<usize> = match change {
+                Change::Insert { row } => vec![*row],
+                Change::Update { old, new, .. } => old.iter().copied().chain([*new]).collect(),
+                Change::Delete { old } => vec![*old],
+                Change::Truncate => vec![],
+            };
+            let mut held = false;
+            for r in rows_named {
+                held |= self.queued(&batch.rows, r)?;
+            }
+            if held {
+                self.held += 1;
+                continue;
+            }
             match change {
+                Change::Insert { row } if self.sync => match self.find(&values, *row)? {
+                    Some(rowid) => self.update(&values, rowid, *row, &[])?,
+                    None => self.insert(&values, *row)?,
+                },
                 Change::Insert { row } => self.insert(&values, *row)?,
                 Change::Update {
                     old,

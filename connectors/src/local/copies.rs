@@ -231,6 +231,7 @@ impl LocalStore {
             uncommitted: 0,
             progress,
             feed: None,
+            unique_key: false,
         };
         writer
             .conn
@@ -315,6 +316,8 @@ pub struct CopyWriter {
     progress: Arc<AtomicU64>,
     /// Live copies: the feed's position and key.
     feed: Option<(String, Vec<String>)>,
+    /// Sync copies: the key is unique (a write of a held key fails as at the origin).
+    unique_key: bool,
 }
 
 impl std::fmt::Debug for CopyWriter {
@@ -378,6 +381,12 @@ impl CopyWriter {
         self.feed = Some((position.to_string(), key.to_vec()));
     }
 
+    /// Makes the key's index unique (sync copies, whose key is the origin's
+    /// primary key or replica-identity index).
+    pub fn unique_key(&mut self) {
+        self.unique_key = true;
+    }
+
     /// Makes the copy the dataset's current one (the previous copy is dropped in
     /// the same transaction).
     pub fn commit(mut self) -> Result<CopyInfo> {
@@ -393,7 +402,8 @@ impl CopyWriter {
         let run = || -> Result<()> {
             if !key.is_empty() {
                 conn.execute_batch(&format!(
-                    "CREATE INDEX {} ON {} ({})",
+                    "CREATE {}INDEX {} ON {} ({})",
+                    if self.unique_key { "UNIQUE " } else { "" },
                     quote_ident(&format!("{}_key", self.table)),
                     quote_ident(&self.table),
                     key.iter()

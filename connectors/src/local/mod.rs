@@ -20,7 +20,9 @@ use crate::{ConnectorError, Result};
 pub mod apply;
 pub mod codec;
 pub mod copies;
+pub mod outbox;
 pub mod scan;
+pub mod sync_write;
 
 pub use apply::Applier;
 pub use copies::{CopyInfo, CopyWriter, RESERVED_PREFIX};
@@ -29,10 +31,12 @@ pub use copies::{CopyInfo, CopyWriter, RESERVED_PREFIX};
 pub const LOCAL_SCHEMA: &str = "local";
 
 /// The embedded local store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalStore {
     path: PathBuf,
     max_size: Option<u64>,
+    /// Counts commits that queued sync entries: replayers wait on it.
+    queued: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl LocalStore {
@@ -61,6 +65,7 @@ impl LocalStore {
         Ok(LocalStore {
             path: path.to_path_buf(),
             max_size: None,
+            queued: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -76,6 +81,11 @@ impl LocalStore {
             code: SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
             message: e.to_string(),
         })
+    }
+
+    /// Changes each time a transaction queues sync entries.
+    pub fn queued(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.queued.subscribe()
     }
 
     /// The file.

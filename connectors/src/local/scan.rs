@@ -317,7 +317,7 @@ fn finish(
 /// The filter as SQLite SQL over the copy, when SQLite gives exactly the answer
 /// DataFusion would: comparisons of a natively stored column with a literal of
 /// the column's own type, IS [NOT] NULL, IN lists, BETWEEN, and AND/OR/NOT of those.
-fn condition(expr: &Expr, schema: &Schema) -> Option<String> {
+pub(crate) fn condition(expr: &Expr, schema: &Schema) -> Option<String> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             Operator::And | Operator::Or => Some(format!(

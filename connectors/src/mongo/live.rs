@@ -374,7 +374,7 @@ impl MongoStream {
         if !self.open {
             self.open = true;
             self.txn = txn;
-            self.out.push_back(FeedEvent::Begin);
+            self.out.push_back(FeedEvent::Begin { transaction: None });
         }
         self.last = Some(e.id);
         self.written_at = e

@@ -3,11 +3,14 @@
 //! reads use too (they see its writes). The row filter's check rides along as a
 //! RETURNING column.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
 use datafusion_federation::sql::SQLFederationProvider;
 use switchyard_config::Dataset;
 
@@ -15,19 +18,50 @@ use super::pool::{Dedicated, PgPool};
 use super::PgExecutor;
 use crate::sql::quote_ident;
 use crate::sql::write_sql::{render, statements, target, Flavor, CHECK_COLUMN};
-use crate::write::{Savepoint, WriteRequest, WriteTransaction, Writes, Written};
+use crate::write::{Claim, Savepoint, WriteRequest, WriteTransaction, Writes, Written};
 use crate::Result;
+
+/// The origin-side record of replayed sync entries: one row per entry, written
+/// in the entry's own transaction (so it commits exactly when the entry does),
+/// with that transaction's xid as the change feed names it.
+pub const APPLIED: &str = "switchyard_sync.applied";
+
+const APPLIED_DDL: &str = "CREATE SCHEMA IF NOT EXISTS switchyard_sync;
+CREATE TABLE IF NOT EXISTS switchyard_sync.applied (
+    entry text PRIMARY KEY,
+    xid text NOT NULL DEFAULT (pg_current_xact_id()::xid)::text,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+
+fn applied_table_error(origin: &str, e: crate::ConnectorError) -> crate::ConnectorError {
+    match e {
+        crate::ConnectorError::Origin { code, message, .. } => crate::ConnectorError::Origin {
+            origin: origin.to_string(),
+            code,
+            message: format!(
+                "sync replay needs the table {APPLIED} at the origin and could not create it ({message}); \
+                 create it as a superuser: {APPLIED_DDL}, and grant its user INSERT, SELECT on it"
+            ),
+        },
+        other => other,
+    }
+}
 
 /// Writes to one PostgreSQL origin.
 #[derive(Debug)]
 pub struct PgWrites {
     pool: Arc<PgPool>,
+    /// [`APPLIED`] exists (checked once per process).
+    applied_ready: Arc<AtomicBool>,
 }
 
 impl PgWrites {
     /// Writes over `pool`.
     pub fn new(pool: Arc<PgPool>) -> Self {
-        PgWrites { pool }
+        PgWrites {
+            pool,
+            applied_ready: Arc::default(),
+        }
     }
 }
 
@@ -43,6 +77,7 @@ impl Writes for PgWrites {
             conn: Some(conn),
             origin: self.pool.origin().to_string(),
             provider,
+            applied_ready: Arc::clone(&self.applied_ready),
         }))
     }
 }
@@ -54,6 +89,7 @@ struct PgTransaction {
     origin: String,
     /// Federation over the transaction's connection, for its reads.
     provider: Arc<SQLFederationProvider>,
+    applied_ready: Arc<AtomicBool>,
 }
 
 impl PgTransaction {
@@ -183,6 +219,72 @@ impl WriteTransaction for PgTransaction {
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
             &self.provider,
         )?))
+    }
+
+    async fn lock_rows(
+        &mut self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        filter: &Expr,
+    ) -> Result<Vec<RecordBatch>> {
+        let table = target(&self.origin, dataset)?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| quote_ident(f.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM {table} WHERE {} FOR UPDATE",
+            render(Flavor::Postgres, filter)?
+        );
+        tracing::debug!(origin = %self.origin, %sql, "origin rows locked");
+        Ok(vec![self.conn().query(&sql, schema).await?])
+    }
+
+    async fn claim(&mut self, entry: &str) -> Result<Claim> {
+        // The table is the origin's memory of what was replayed: created once,
+        // outside the replay's transaction, which may roll back.
+        if !self.applied_ready.load(Ordering::Acquire) {
+            let setup = self.conn().pool().dedicated().await?;
+            match setup.batch_execute(APPLIED_DDL).await {
+                Ok(()) => setup.release(),
+                Err(e) => {
+                    setup.discard();
+                    return Err(applied_table_error(&self.origin, e));
+                }
+            }
+            self.applied_ready.store(true, Ordering::Release);
+        }
+        let entry = entry.replace('\'', "''");
+        let xid = Arc::new(Schema::new(vec![Field::new("xid", DataType::Utf8, false)]));
+        let fresh = self
+            .conn()
+            .query(
+                &format!(
+                    "INSERT INTO {APPLIED} (entry) VALUES ('{entry}') ON CONFLICT (entry) DO NOTHING RETURNING xid"
+                ),
+                &xid,
+            )
+            .await?;
+        let id = |b: &RecordBatch| {
+            (b.num_rows() > 0).then(|| b.column(0).as_string::<i32>().value(0).to_string())
+        };
+        if let Some(transaction) = id(&fresh) {
+            return Ok(Claim::Fresh {
+                transaction: Some(transaction),
+            });
+        }
+        let done = self
+            .conn()
+            .query(
+                &format!("SELECT xid FROM {APPLIED} WHERE entry = '{entry}'"),
+                &xid,
+            )
+            .await?;
+        Ok(Claim::Done {
+            transaction: id(&done),
+        })
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -24,6 +24,8 @@ pub struct CopyIn {
     dataset: Dataset,
     schema: SchemaRef,
     writes: SharedWrites,
+    /// The name the block's transaction knows the writes by.
+    origin: String,
     /// The COPY's own transaction, outside a block.
     own: Option<Box<dyn WriteTransaction>>,
     rows: u64,
@@ -47,7 +49,7 @@ impl CopyIn {
                     EngineError::coded(SqlState::INTERNAL_ERROR, "COPY FROM needs an insert")
                 })?;
             let dataset = super::run::dataset(&engine, &node)?.clone();
-            let writes = super::run::writes_of(engine.origins(), &node.origin)?;
+            let (origin, writes) = super::run::writes_of(engine.origins(), &dataset)?;
             let schema = ctx
                 .table_provider(node.table.clone())
                 .await
@@ -58,10 +60,11 @@ impl CopyIn {
             } else {
                 Some(writes.begin().await?)
             };
-            Ok::<_, EngineError>((node, dataset, writes, schema, own))
+            Ok::<_, EngineError>((node, dataset, origin, writes, schema, own))
         };
         match begun.await {
-            Ok((node, dataset, writes, schema, own)) => Ok(CopyIn {
+            Ok((node, dataset, origin, writes, schema, own)) => Ok(CopyIn {
+                origin,
                 running: Some(running),
                 node,
                 dataset,
@@ -114,7 +117,7 @@ impl CopyIn {
                         .expect("a running COPY has its run")
                         .transaction(),
                 );
-                let mut t = transaction.at(&self.node.origin, &self.writes).await?;
+                let mut t = transaction.at(&self.origin, &self.writes).await?;
                 t.get().write(request).await?
             }
         };

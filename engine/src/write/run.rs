@@ -51,14 +51,26 @@ pub(crate) fn dataset<'a>(
         })
 }
 
-/// The origin's writes, or why it takes none.
+/// Where `dataset`'s writes go: the name a block's transaction knows them by, and
+/// the writes. A sync dataset's writes go to its local copy and queue (the origin
+/// gets them from the replayer); the others' to the origin.
 pub(crate) fn writes_of(
     origins: Option<&Origins>,
-    origin: &str,
-) -> Result<SharedWrites, EngineError> {
+    dataset: &Dataset,
+) -> Result<(String, SharedWrites), EngineError> {
+    let origin = &dataset.origin;
+    if dataset.mode.sync().is_some() {
+        if let Some(store) = origins.and_then(|o| o.store()) {
+            return Ok((
+                switchyard_connectors::local::sync_write::sync_origin(origin),
+                Arc::new(store.sync_writes(origin)),
+            ));
+        }
+    }
     origins
         .and_then(|o| o.get(origin))
         .and_then(|o| o.writes())
+        .map(|w| (origin.clone(), w))
         .ok_or_else(|| {
             EngineError::coded(
                 SqlState::FEATURE_NOT_SUPPORTED,
@@ -74,14 +86,14 @@ pub(crate) async fn run(
     scope: Scope<'_>,
 ) -> Result<(u64, Option<SendableRecordBatchStream>), EngineError> {
     let dataset = dataset(scope.engine, node)?;
-    let writes = writes_of(scope.origins, &node.origin)?;
+    let (origin, writes) = writes_of(scope.origins, dataset)?;
     let schema = ctx
         .table_provider(node.table.clone())
         .await
         .map_err(EngineError::from)?
         .schema();
     let written = if scope.in_block {
-        let mut t = scope.transaction.at(&node.origin, &writes).await?;
+        let mut t = scope.transaction.at(&origin, &writes).await?;
         let written = write_all(node, ctx, &scope, dataset, &schema, t.get()).await?;
         refuse_violations(node, &written)?;
         written

@@ -17,5 +17,6 @@ mod python;
 mod rbac;
 mod redteam;
 mod slt;
+mod sync;
 mod tls;
 mod writes;

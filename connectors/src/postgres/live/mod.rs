@@ -46,6 +46,8 @@ struct Names {
     /// `"schema"."table"`.
     table: String,
     filters: Vec<(String, FilterValue)>,
+    /// A sync dataset (its key must identify one row).
+    sync: bool,
 }
 
 impl PgFeed {
@@ -91,6 +93,7 @@ impl PgFeed {
             publication: live.publication.unwrap_or(default),
             table: quoted(&parse_table_name(table)),
             filters,
+            sync: dataset.mode.sync().is_some(),
         })
     }
 
@@ -184,6 +187,16 @@ impl PgFeed {
                     "add a primary key, or run ALTER TABLE {} REPLICA IDENTITY FULL at the origin",
                     names.table
                 ),
+            ));
+        }
+        if names.sync && identity == "f" {
+            return Err(self.not_live(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "table {} has no primary key, so a sync dataset cannot tell its rows apart (replica identity full is not enough)",
+                    names.table
+                ),
+                "add a primary key at the origin",
             ));
         }
         Ok((key, relid))

@@ -71,6 +71,8 @@ pub struct PgStream {
     skipping: bool,
     begun: bool,
     committed_at: DateTime<Utc>,
+    /// The open transaction's xid.
+    xid: u32,
     pending: Vec<Pending>,
     out: VecDeque<FeedEvent>,
 }
@@ -182,6 +184,7 @@ impl PgStream {
             skipping: false,
             begun: false,
             committed_at: Utc::now(),
+            xid: 0,
             pending: Vec::new(),
             out: VecDeque::new(),
         })
@@ -344,7 +347,9 @@ impl PgStream {
         };
         if !self.begun {
             self.begun = true;
-            self.out.push_back(FeedEvent::Begin);
+            self.out.push_back(FeedEvent::Begin {
+                transaction: Some(self.xid.to_string()),
+            });
         }
         self.pending.push(change);
         if self.pending.len() >= BATCH_CHANGES {
@@ -541,8 +546,9 @@ impl ChangeStream for PgStream {
                 ReplicationEvent::Begin {
                     final_lsn,
                     commit_time_micros,
-                    ..
+                    xid,
                 } => {
+                    self.xid = xid;
                     // Sent again after a restart: applied already.
                     self.skipping = final_lsn < self.position;
                     self.in_transaction = true;

@@ -136,8 +136,19 @@ fn decoded<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<Par
         )
     };
     let inferred: Vec<Option<&DataType>> = params.iter().map(|p| p.data_type.as_ref()).collect();
+    // A number bound where the plan wants a decimal (psycopg binds a Python int
+    // as int8 for a numeric column): arrow-pg reads it as NUMERIC text.
+    let number_as_numeric = |i: usize| {
+        matches!(
+            inferred.get(i).copied().flatten(),
+            Some(DataType::Decimal128(_, _) | DataType::Decimal256(_, _))
+        ) && matches!(
+            declared(i),
+            Some(Type::INT2 | Type::INT4 | Type::INT8 | Type::FLOAT4 | Type::FLOAT8)
+        )
+    };
     let mut wire: Vec<Option<&Type>> = params.iter().map(|p| Some(&p.wire)).collect();
-    if !(0..portal.parameter_len()).any(textual) {
+    if !(0..portal.parameter_len()).any(|i| textual(i) || number_as_numeric(i)) {
         return deserialize_parameters_with_server_types(portal, &inferred, &wire);
     }
     let mut formats = Vec::with_capacity(portal.parameter_len());
@@ -145,6 +156,16 @@ fn decoded<S: Clone>(portal: &Portal<S>, plan: &LogicalPlan) -> PgWireResult<Par
     let mut types = Vec::with_capacity(portal.parameter_len());
     for (i, value) in portal.parameters.iter().enumerate() {
         let binary = portal.parameter_format.is_binary(i);
+        if number_as_numeric(i) {
+            let text = match (value, binary) {
+                (Some(v), true) => Some(number_text(declared(i).as_ref(), v)?),
+                (v, _) => v.clone(),
+            };
+            formats.push(0);
+            values.push(text);
+            types.push(Some(Type::NUMERIC));
+            continue;
+        }
         if !textual(i) {
             formats.push(i16::from(binary));
             values.push(value.clone());
@@ -234,6 +255,26 @@ fn array_text_of_binary(element: &Type, value: &Bytes) -> PgWireResult<Bytes> {
     }
     out.push('}');
     Ok(Bytes::from(out))
+}
+
+/// A binary int2/int4/int8/float4/float8 parameter as its text.
+fn number_text(t: Option<&Type>, value: &Bytes) -> PgWireResult<Bytes> {
+    let bad = || {
+        user_error(
+            SqlState::INVALID_BINARY_REPRESENTATION,
+            "incorrect binary data format in bind parameter (a number of the wrong size)",
+        )
+    };
+    let v: &[u8] = value;
+    let text = match t {
+        Some(&Type::INT2) => i16::from_be_bytes(v.try_into().map_err(|_| bad())?).to_string(),
+        Some(&Type::INT4) => i32::from_be_bytes(v.try_into().map_err(|_| bad())?).to_string(),
+        Some(&Type::INT8) => i64::from_be_bytes(v.try_into().map_err(|_| bad())?).to_string(),
+        Some(&Type::FLOAT4) => f32::from_be_bytes(v.try_into().map_err(|_| bad())?).to_string(),
+        Some(&Type::FLOAT8) => f64::from_be_bytes(v.try_into().map_err(|_| bad())?).to_string(),
+        _ => return Ok(value.clone()),
+    };
+    Ok(Bytes::from(text))
 }
 
 /// A uuid, json or jsonb parameter's binary form as text (arrays of them as text[]).

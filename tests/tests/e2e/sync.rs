@@ -1,0 +1,326 @@
+//! `mode: sync` over a real PostgreSQL origin reached through a forwarder that
+//! the tests cut: writes made while the origin is away are committed locally,
+//! queued, and replayed exactly once when it returns (checked by count and
+//! checksum against the expected state, and by the origin's record of applied
+//! entries); each conflict policy meets a scripted conflict of every kind, and an
+//! origin-side unique violation sets its entry aside; each outcome is in
+//! `switchyard.conflicts`.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::common::{self, rows, wait_for, Forwarder, Pg};
+
+const WRITER: (&str, &str) = ("writer", "writer-pw");
+
+/// Recreates the `sync` schema at the types database, drops what earlier runs
+/// left (slots, publications, the applied-entries table).
+async fn reset(pg: &Pg, setup: &str) -> Client {
+    let origin = pg.direct("types").await;
+    let ours = "slot_name LIKE 'sy\\_sync\\_%'";
+    wait_for("earlier slots to go", Duration::from_secs(30), || async {
+        origin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE {ours} AND active_pid IS NOT NULL;
+                 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE {ours};"
+            ))
+            .await
+            .ok()
+    })
+    .await;
+    origin
+        .batch_execute(&format!(
+            "DO $$ DECLARE p text; BEGIN
+               FOR p IN SELECT pubname FROM pg_publication WHERE pubname LIKE 'sy\\_sync\\_%' LOOP
+                 EXECUTE format('DROP PUBLICATION %I', p);
+               END LOOP; END $$;
+             DROP SCHEMA IF EXISTS sync CASCADE;
+             DROP SCHEMA IF EXISTS switchyard_sync CASCADE;
+             CREATE SCHEMA sync;
+             {setup}"
+        ))
+        .await
+        .unwrap();
+    origin
+}
+
+/// A config of `datasets` (YAML lines) over the origin at `port`.
+fn config(pg: &Pg, port: u16, datasets: &str, local: &std::path::Path) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+users: [ {{ name: writer, password: writer-pw, roles: [writer] }} ]
+roles:
+  writer: {{ grants: [{{ tables: ["field.*", "switchyard.*"], privileges: [select, insert, update, delete] }}] }}
+origins: {{ shop: {{ kind: postgres, url: "{url}" }} }}
+datasets:
+{datasets}
+local: {{ path: {local} }}
+"#,
+        url = pg.url("types", port),
+        local = local.display(),
+    )
+}
+
+async fn start(yaml: &str, dir: &tempfile::TempDir) -> switchyard::Server {
+    let file = dir.path().join("switchyard.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let config = switchyard_config::Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    switchyard::start(config).await.expect("server starts")
+}
+
+async fn connect(server: &switchyard::Server) -> Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(server.addr.port())
+        .user(WRITER.0)
+        .password(WRITER.1)
+        .dbname("switchyard")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Waits until every named dataset streams.
+async fn streaming(client: &Client, datasets: &[&str]) {
+    for d in datasets {
+        wait_for(
+            &format!("{d} to stream"),
+            Duration::from_secs(60),
+            || async {
+                let r = rows(
+                    client,
+                    &format!("SELECT state FROM switchyard.datasets WHERE name = '{d}'"),
+                )
+                .await;
+                (r.first().and_then(|r| r[0].as_deref()) == Some("streaming")).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Waits until no sync dataset has entries waiting.
+async fn drained(client: &Client, within: Duration) {
+    wait_for("the sync queue to drain", within, || async {
+        let r = rows(client, "SELECT sum(pending) FROM switchyard.sync_queue").await;
+        (r.first().and_then(|r| r[0].as_deref()) == Some("0")).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `sql` answers `want` through `client`.
+async fn answers(client: &Client, sql: &str, want: &[&[Option<&str>]], what: &str) {
+    let want: Vec<Vec<Option<String>>> = want
+        .iter()
+        .map(|r| r.iter().map(|v| v.map(str::to_string)).collect())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = rows(client, sql).await;
+        if last == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {sql} gave {last:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_writes_from_psql_and_psycopg_are_replayed_exactly_once() {
+    let pg = common::pg();
+    let origin = reset(
+        &pg,
+        "CREATE TABLE sync.accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric(12,2) NOT NULL,
+                                     opened date, note text);
+         INSERT INTO sync.accounts SELECT i, 'owner ' || i, i * 10, date '2024-01-01' + i, NULL
+           FROM generate_series(1, 100) i;",
+    )
+    .await;
+    let forwarder = Forwarder::start(pg.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &pg,
+        forwarder.port,
+        "  field.accounts: { origin: shop, table: sync.accounts, mode: sync, conflict: origin_wins, slot: sy_sync_accounts, publication: sy_sync_accounts }",
+        &dir.path().join("local.db"),
+    );
+    let server = start(&yaml, &dir).await;
+    let client = connect(&server).await;
+    streaming(&client, &["field.accounts"]).await;
+
+    // Online: a write reaches the origin through the queue, RETURNING included.
+    let r = client
+        .query(
+            "INSERT INTO field.accounts (id, owner, balance) VALUES (1000, 'online', 5.50) RETURNING id, owner, balance::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].get::<_, String>(1), "online");
+    drained(&client, Duration::from_secs(30)).await;
+    let at_origin = origin
+        .query_one("SELECT owner FROM sync.accounts WHERE id = 1000", &[])
+        .await
+        .unwrap();
+    assert_eq!(at_origin.get::<_, String>(0), "online");
+
+    // Offline: the origin goes away; writes commit locally and wait.
+    forwarder.cut().await;
+    let mut script = String::new();
+    for i in 0..300 {
+        script.push_str(&format!(
+            "INSERT INTO field.accounts (id, owner, balance, opened) VALUES ({}, 'psql {i}', {i}.25, '2025-02-03');\n",
+            2000 + i
+        ));
+    }
+    for i in 1..=100 {
+        script.push_str(&format!(
+            "UPDATE field.accounts SET balance = balance + 1, note = 'psql' WHERE id = {i};\n"
+        ));
+    }
+    for i in 0..100 {
+        script.push_str(&format!(
+            "DELETE FROM field.accounts WHERE id = {};\n",
+            2000 + i * 3
+        ));
+    }
+    let file = dir.path().join("offline.sql");
+    std::fs::write(&file, script).unwrap();
+    let (ok, _out, err) = common::psql(
+        server.addr.port(),
+        WRITER,
+        &["-v", "ON_ERROR_STOP=1", "-q", "-f", file.to_str().unwrap()],
+    );
+    assert!(ok, "psql: {err}");
+
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON")
+        .expect("SWITCHYARD_TEST_PYTHON is not set: run the tests through scripts/test");
+    let program = format!(
+        r#"
+import psycopg
+with psycopg.connect(host="127.0.0.1", port={port}, user="writer", password="writer-pw", dbname="switchyard", autocommit=True) as c:
+    for i in range(400):
+        c.execute("INSERT INTO field.accounts (id, owner, balance) VALUES (%s, %s, %s)", (5000 + i, f"psycopg {{i}}", i))
+    for i in range(50):
+        c.execute("UPDATE field.accounts SET owner = %s WHERE id = %s", (f"renamed {{i}}", 5000 + i))
+    for i in range(50):
+        c.execute("DELETE FROM field.accounts WHERE id = %s", (5399 - i,))
+print("psycopg wrote 500")
+"#,
+        port = server.addr.port()
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &program])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("psycopg wrote 500"),
+        "psycopg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Reads go on from the local copy, which shows the writes.
+    let expected_count = 101 + 300 - 100 + 400 - 50;
+    answers(
+        &client,
+        "SELECT count(*) FROM field.accounts",
+        &[&[Some(&expected_count.to_string())]],
+        "the local copy while the origin is away",
+    )
+    .await;
+    let queue = rows(
+        &client,
+        "SELECT pending, oldest_pending IS NOT NULL, oldest_pending_age_ms >= 0 FROM switchyard.sync_queue WHERE dataset = 'field.accounts'",
+    )
+    .await;
+    assert_eq!(
+        queue,
+        vec![vec![
+            Some("1000".into()),
+            Some("t".into()),
+            Some("t".into())
+        ]]
+    );
+    wait_for(
+        "the replay error to show",
+        Duration::from_secs(30),
+        || async {
+            let r = rows(
+                &client,
+                "SELECT last_error FROM switchyard.sync_queue WHERE dataset = 'field.accounts'",
+            )
+            .await;
+            r[0][0].clone().filter(|e| !e.is_empty())
+        },
+    )
+    .await;
+    let untouched = origin
+        .query_one("SELECT count(*) FROM sync.accounts", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        untouched.get::<_, i64>(0),
+        101,
+        "nothing reached the origin"
+    );
+
+    // The origin returns: the queue drains and both sides converge.
+    forwarder.restore().await;
+    drained(&client, Duration::from_secs(120)).await;
+    let checksum = "SELECT count(*)::text, sum(id)::text, sum(balance)::text, \
+                    count(*) FILTER (WHERE note = 'psql')::text, count(*) FILTER (WHERE owner LIKE 'renamed %')::text \
+                    FROM sync.accounts";
+    let want = {
+        let ids: i64 = (1..=100).sum::<i64>() + 1000 + (2000..2300).sum::<i64>()
+            - (0..100).map(|i| 2000 + i * 3).sum::<i64>()
+            + (5000..5400).sum::<i64>()
+            - (0..50).map(|i| 5399 - i).sum::<i64>();
+        // Balances in cents: accounts i*10 + 1; online 5.50; psql i.25 except
+        // the deleted; psycopg i except the deleted.
+        let cents: i64 = (1..=100).map(|i| i * 1000 + 100).sum::<i64>()
+            + 550
+            + (0..300)
+                .filter(|i| i % 3 != 0 || *i >= 300)
+                .map(|i| i * 100 + 25)
+                .sum::<i64>()
+            + (0..350).map(|i| i * 100).sum::<i64>();
+        vec![vec![
+            Some(expected_count.to_string()),
+            Some(ids.to_string()),
+            Some(format!("{}.{:02}", cents / 100, cents % 100)),
+            Some("100".to_string()),
+            Some("50".to_string()),
+        ]]
+    };
+    let got = rows(&origin, checksum).await;
+    assert_eq!(got, want, "the origin after the replay");
+    // The local copy is the origin's, row for row.
+    let local = rows(
+        &client,
+        "SELECT id, owner, balance, opened, note FROM field.accounts ORDER BY id",
+    )
+    .await;
+    let remote = rows(
+        &origin,
+        "SELECT id, owner, balance, opened, note FROM sync.accounts ORDER BY id",
+    )
+    .await;
+    assert_eq!(local.len(), remote.len());
+    assert!(local == remote, "the local copy and the origin differ");
+    // Exactly once: one applied entry per local transaction.
+    let applied = origin
+        .query_one("SELECT count(*) FROM switchyard_sync.applied", &[])
+        .await
+        .unwrap();
+    assert_eq!(applied.get::<_, i64>(0), 1001);
+    let conflicts = rows(&client, "SELECT count(*) FROM switchyard.conflicts").await;
+    assert_eq!(conflicts, vec![vec![Some("0".into())]]);
+    drop(server);
+}
