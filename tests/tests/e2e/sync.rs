@@ -324,3 +324,290 @@ print("psycopg wrote 500")
     assert_eq!(conflicts, vec![vec![Some("0".into())]]);
     drop(server);
 }
+
+/// Each policy meets the same three conflicts (an update of a row the origin
+/// changed, a delete of a row the origin changed, an insert of a key the origin
+/// took), and an origin-side unique violation sets its entry aside while the
+/// queue goes on; every outcome is in `switchyard.conflicts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_conflict_policy_resolves_and_records_every_conflict() {
+    let pg = common::pg();
+    let tables = ["c_origin", "c_local", "c_lww", "c_reject"];
+    let mut setup = String::new();
+    for t in tables {
+        setup.push_str(&format!(
+            "CREATE TABLE sync.{t} (id int PRIMARY KEY, v text, updated_at timestamptz);
+             INSERT INTO sync.{t} VALUES (1, 'a', '2025-01-01 00:00:00+00'), (2, 'b', '2025-01-01 00:00:00+00'),
+                                         (3, 'c', '2025-01-01 00:00:00+00');"
+        ));
+    }
+    setup.push_str(
+        "CREATE TABLE sync.members (id int PRIMARY KEY, email text UNIQUE);
+         INSERT INTO sync.members VALUES (1, 'one@x');",
+    );
+    let origin = reset(&pg, &setup).await;
+    let forwarder = Forwarder::start(pg.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let datasets = [
+        ("c_origin", "origin_wins"),
+        ("c_local", "local_wins"),
+        ("c_lww", "last_write_wins, version_column: updated_at"),
+        ("c_reject", "reject"),
+        ("members", "origin_wins"),
+    ]
+    .iter()
+    .map(|(t, policy)| {
+        format!("  field.{t}: {{ origin: shop, table: sync.{t}, mode: sync, conflict: {policy}, slot: sy_sync_{t}, publication: sy_sync_{t} }}")
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    let server = start(
+        &config(&pg, forwarder.port, &datasets, &dir.path().join("local.db")),
+        &dir,
+    )
+    .await;
+    let client = connect(&server).await;
+    streaming(
+        &client,
+        &[
+            "field.c_origin",
+            "field.c_local",
+            "field.c_lww",
+            "field.c_reject",
+            "field.members",
+        ],
+    )
+    .await;
+
+    forwarder.cut().await;
+    for t in tables {
+        client
+            .batch_execute(&format!(
+                "UPDATE field.{t} SET v = 'local', updated_at = '2030-01-01 00:00:00+00' WHERE id = 1;
+                 DELETE FROM field.{t} WHERE id = 2;
+                 INSERT INTO field.{t} (id, v, updated_at) VALUES (4, 'local', '2020-01-01 00:00:00+00');"
+            ))
+            .await
+            .unwrap();
+        origin
+            .batch_execute(&format!(
+                "UPDATE sync.{t} SET v = 'origin', updated_at = '2029-01-01 00:00:00+00' WHERE id = 1;
+                 UPDATE sync.{t} SET v = 'origin2', updated_at = '2029-01-01 00:00:00+00' WHERE id = 2;
+                 INSERT INTO sync.{t} VALUES (4, 'origin', '2029-01-01 00:00:00+00');"
+            ))
+            .await
+            .unwrap();
+    }
+    // A key the local copy does not know is taken at the origin meanwhile.
+    client
+        .batch_execute(
+            "INSERT INTO field.members VALUES (5, 'taken@x');
+             INSERT INTO field.members VALUES (6, 'six@x');",
+        )
+        .await
+        .unwrap();
+    origin
+        .batch_execute("INSERT INTO sync.members VALUES (9, 'taken@x')")
+        .await
+        .unwrap();
+    // A duplicate of a key the copy holds fails at once, as at the origin.
+    let e = client
+        .batch_execute("INSERT INTO field.members VALUES (1, 'again@x')")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "23505", "{e}");
+
+    forwarder.restore().await;
+    drained(&client, Duration::from_secs(60)).await;
+
+    let expect = |t: &str| -> Vec<(i32, &'static str, &'static str)> {
+        match t {
+            "c_origin" | "c_reject" => vec![
+                (1, "origin", "2029"),
+                (2, "origin2", "2029"),
+                (3, "c", "2025"),
+                (4, "origin", "2029"),
+            ],
+            "c_local" => vec![(1, "local", "2030"), (3, "c", "2025"), (4, "local", "2020")],
+            "c_lww" => vec![
+                (1, "local", "2030"),
+                (2, "origin2", "2029"),
+                (3, "c", "2025"),
+                (4, "origin", "2029"),
+            ],
+            _ => unreachable!(),
+        }
+    };
+    for t in tables {
+        let want: Vec<Vec<Option<String>>> = expect(t)
+            .into_iter()
+            .map(|(id, v, year)| vec![Some(id.to_string()), Some(v.into()), Some(year.into())])
+            .collect();
+        let sql = |schema: &str| {
+            format!(
+                "SELECT id, v, extract(year FROM updated_at AT TIME ZONE 'UTC')::int::text FROM {schema}.{t} ORDER BY id"
+            )
+        };
+        assert_eq!(rows(&origin, &sql("sync")).await, want, "{t} at the origin");
+        let want_ref: Vec<Vec<Option<&str>>> = want
+            .iter()
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let want_ref: Vec<&[Option<&str>]> = want_ref.iter().map(|r| r.as_slice()).collect();
+        answers(
+            &client,
+            &sql("field"),
+            &want_ref,
+            &format!("{t}'s local copy"),
+        )
+        .await;
+    }
+    assert_eq!(
+        rows(&origin, "SELECT id, email FROM sync.members ORDER BY id").await,
+        vec![
+            vec![Some("1".into()), Some("one@x".into())],
+            vec![Some("6".into()), Some("six@x".into())],
+            vec![Some("9".into()), Some("taken@x".into())],
+        ]
+    );
+    answers(
+        &client,
+        "SELECT id, email FROM field.members ORDER BY id",
+        &[
+            &[Some("1"), Some("one@x")],
+            &[Some("6"), Some("six@x")],
+            &[Some("9"), Some("taken@x")],
+        ],
+        "members' local copy",
+    )
+    .await;
+
+    let conflicts = rows(
+        &client,
+        "SELECT dataset, kind, policy, outcome, coalesce(sqlstate, '-') FROM switchyard.conflicts ORDER BY dataset, kind",
+    )
+    .await;
+    let want: Vec<Vec<Option<String>>> = [
+        [
+            "field.c_local",
+            "delete_origin_differs",
+            "local_wins",
+            "local_applied",
+            "-",
+        ],
+        [
+            "field.c_local",
+            "insert_exists",
+            "local_wins",
+            "local_applied",
+            "-",
+        ],
+        [
+            "field.c_local",
+            "update_origin_differs",
+            "local_wins",
+            "local_applied",
+            "-",
+        ],
+        [
+            "field.c_lww",
+            "delete_origin_differs",
+            "last_write_wins",
+            "origin_kept",
+            "-",
+        ],
+        [
+            "field.c_lww",
+            "insert_exists",
+            "last_write_wins",
+            "origin_kept",
+            "-",
+        ],
+        [
+            "field.c_lww",
+            "update_origin_differs",
+            "last_write_wins",
+            "local_applied",
+            "-",
+        ],
+        [
+            "field.c_origin",
+            "delete_origin_differs",
+            "origin_wins",
+            "origin_kept",
+            "-",
+        ],
+        [
+            "field.c_origin",
+            "insert_exists",
+            "origin_wins",
+            "origin_kept",
+            "-",
+        ],
+        [
+            "field.c_origin",
+            "update_origin_differs",
+            "origin_wins",
+            "origin_kept",
+            "-",
+        ],
+        [
+            "field.c_reject",
+            "delete_origin_differs",
+            "reject",
+            "set_aside",
+            "-",
+        ],
+        [
+            "field.c_reject",
+            "insert_exists",
+            "reject",
+            "set_aside",
+            "-",
+        ],
+        [
+            "field.c_reject",
+            "update_origin_differs",
+            "reject",
+            "set_aside",
+            "-",
+        ],
+        [
+            "field.members",
+            "origin_refused",
+            "origin_wins",
+            "set_aside",
+            "23505",
+        ],
+    ]
+    .iter()
+    .map(|r| r.iter().map(|v| Some(v.to_string())).collect())
+    .collect();
+    assert_eq!(conflicts, want);
+    // Both versions are kept.
+    let versions = rows(
+        &client,
+        "SELECT local_row, origin_row FROM switchyard.conflicts
+          WHERE dataset = 'field.c_origin' AND kind = 'update_origin_differs'",
+    )
+    .await;
+    let (local, remote) = (
+        versions[0][0].clone().unwrap(),
+        versions[0][1].clone().unwrap(),
+    );
+    assert!(local.contains("\"v\":\"local\""), "{local}");
+    assert!(remote.contains("\"v\":\"origin\""), "{remote}");
+    let set_aside = rows(
+        &client,
+        "SELECT dataset, set_aside FROM switchyard.sync_queue WHERE set_aside > 0 ORDER BY dataset",
+    )
+    .await;
+    assert_eq!(
+        set_aside,
+        vec![
+            vec![Some("field.c_reject".into()), Some("3".into())],
+            vec![Some("field.members".into()), Some("1".into())],
+        ]
+    );
+    drop(server);
+}
