@@ -9,6 +9,7 @@
 //! Its [`state`] is what `switchyard.datasets` ([`status_table`]) shows. A
 //! [`snapshot`] streams the origin's rows into a new copy with bounded memory.
 
+pub mod crash;
 mod error;
 mod live;
 pub mod snapshot;

@@ -202,6 +202,8 @@ fn apply_loop(
     mut queue: mpsc::Receiver<Work>,
 ) {
     let mut applier: Option<Applier> = None;
+    // The open transaction is a replay of our own (sync datasets).
+    let mut own = false;
     while let Some((event, reply)) = queue.blocking_recv() {
         let result = (|| -> Result<Option<Applied>> {
             if applier.is_none() {
@@ -214,7 +216,7 @@ fn apply_loop(
             let a = applier.as_mut().expect("set above");
             Ok(match event {
                 FeedEvent::Begin { transaction } => {
-                    a.origin_transaction(transaction.as_deref())?;
+                    own = a.origin_transaction(transaction.as_deref())?;
                     a.begin()?;
                     None
                 }
@@ -230,6 +232,10 @@ fn apply_loop(
                     position,
                     committed_at,
                 } => {
+                    if std::mem::take(&mut own) {
+                        // Applied, not yet committed: the feed sends it again.
+                        crate::crash::point("feed_before_own_commit");
+                    }
                     a.commit(&position)?;
                     Some(Applied {
                         position,

@@ -36,7 +36,8 @@ use switchyard_connectors::ConnectorError;
 use tracing::Instrument;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Short: the replay is how soon a returning origin sees the queue.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often an idle replayer looks at the queue without being woken.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -91,13 +92,35 @@ fn passing(e: &ConnectorError) -> bool {
     }
 }
 
+/// Runs `f` on the outbox on a blocking thread (SQLite waits for its lock there,
+/// not on the async threads the feed and the clients need).
+async fn off<T: Send + 'static>(
+    outbox: &Outbox,
+    f: impl FnOnce(&Outbox) -> Result<T, ConnectorError> + Send + 'static,
+) -> Result<T, ConnectorError> {
+    let outbox = outbox.clone();
+    tokio::task::spawn_blocking(move || f(&outbox))
+        .await
+        .map_err(|e| {
+            ConnectorError::DataFusion(datafusion::error::DataFusionError::External(Box::new(e)))
+        })?
+}
+
 pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
     let span = tracing::info_span!("sync replay", origin = %replayer.origin);
     async move {
         let mut wake = store.queued();
         let mut backoff = FIRST_BACKOFF;
         let outbox = loop {
-            match store.outbox() {
+            let opened = {
+                let store = Arc::clone(&store);
+                tokio::task::spawn_blocking(move || store.outbox()).await
+            };
+            match opened.unwrap_or_else(|e| {
+                Err(ConnectorError::DataFusion(
+                    datafusion::error::DataFusionError::External(Box::new(e)),
+                ))
+            }) {
                 Ok(o) => break o,
                 Err(e) => {
                     tracing::error!(error = %e, "the outbox cannot be opened");
@@ -106,7 +129,8 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
             }
         };
         loop {
-            let next = match outbox.next(&replayer.origin) {
+            let origin = replayer.origin.clone();
+            let next = match off(&outbox, move |o| o.next(&origin)).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the outbox");
@@ -131,7 +155,8 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                 Err(e) => {
                     let message = e.to_string();
                     tracing::warn!(entry = entry.id, error = %message, retry_in = ?backoff, "sync replay waits");
-                    if let Err(e) = outbox.failed(entry.id, &message) {
+                    let (id, m) = (entry.id, message.clone());
+                    if let Err(e) = off(&outbox, move |o| o.failed(id, &m)).await {
                         tracing::error!(error = %e, "recording a replay failure");
                     }
                     replayer
@@ -152,6 +177,7 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
 /// Replays one entry; `Err` when it must be tried again.
 async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), ConnectorError> {
     let mut t = r.writes.begin().await?;
+    crate::crash::point("replay_before_claim");
     let claim = match t.claim(&entry.claim).await {
         Ok(c) => c,
         Err(e) => {
@@ -168,13 +194,15 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
                 entry = entry.id,
                 "entry was applied before a restart; finishing it"
             );
-            return outbox.finish(
+            return finish(
+                outbox,
                 entry.id,
                 Outcome::Applied,
-                transaction.as_deref(),
-                &settle,
-                &[],
-            );
+                transaction,
+                settle,
+                vec![],
+            )
+            .await;
         }
         Claim::Fresh { transaction } => transaction,
     };
@@ -196,20 +224,30 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
     }
     match stopped {
         None => {
-            outbox.tentative(entry.id, &done.conflicts)?;
+            let (id, conflicts, t_id) = (entry.id, done.conflicts.clone(), transaction.clone());
+            off(outbox, move |o| {
+                o.tentative(id, &conflicts, t_id.as_deref())
+            })
+            .await?;
+            crate::crash::point("replay_after_writes");
             t.commit().await?;
+            crate::crash::point("replay_after_origin_commit");
             tracing::debug!(
                 entry = entry.id,
                 conflicts = done.conflicts.len(),
                 "entry applied"
             );
-            outbox.finish(
+            finish(
+                outbox,
                 entry.id,
                 Outcome::Applied,
-                transaction.as_deref(),
-                &done.settle,
-                &[],
+                transaction,
+                done.settle,
+                vec![],
             )
+            .await?;
+            crate::crash::point("replay_after_finish");
+            Ok(())
         }
         Some(Stop::Retry(e)) => {
             let _ = t.rollback().await;
@@ -219,7 +257,15 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
             t.rollback().await?;
             let settle = origin_rows(r, entry).await?;
             tracing::info!(entry = entry.id, kind = %conflict.kind, "entry set aside (conflict: reject)");
-            outbox.finish(entry.id, Outcome::Rejected, None, &settle, &[*conflict])
+            finish(
+                outbox,
+                entry.id,
+                Outcome::Rejected,
+                None,
+                settle,
+                vec![*conflict],
+            )
+            .await
         }
         Some(Stop::Refused(e)) => {
             let _ = t.rollback().await;
@@ -247,9 +293,31 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
                 message: Some(e.to_string()),
                 ..Default::default()
             };
-            outbox.finish(entry.id, Outcome::Refused, None, &settle, &[record])
+            finish(
+                outbox,
+                entry.id,
+                Outcome::Refused,
+                None,
+                settle,
+                vec![record],
+            )
+            .await
         }
     }
+}
+
+async fn finish(
+    outbox: &Outbox,
+    entry: i64,
+    outcome: Outcome,
+    transaction: Option<String>,
+    settle: Vec<Settle>,
+    conflicts: Vec<ConflictRecord>,
+) -> Result<(), ConnectorError> {
+    off(outbox, move |o| {
+        o.finish(entry, outcome, transaction.as_deref(), &settle, &conflicts)
+    })
+    .await
 }
 
 /// What an entry's replay did so far.

@@ -390,8 +390,9 @@ impl LocalStore {
     }
 }
 
-/// The replayer's view of the outbox.
-#[derive(Debug)]
+/// The replayer's view of the outbox (blocking calls: run them off the async
+/// threads).
+#[derive(Debug, Clone)]
 pub struct Outbox {
     store: LocalStore,
     store_id: String,
@@ -478,11 +479,22 @@ impl Outbox {
         Ok(())
     }
 
-    /// Replaces the tentative conflicts of `entry` (written before its origin
-    /// transaction commits).
-    pub fn tentative(&self, entry: i64, conflicts: &[ConflictRecord]) -> Result<()> {
+    /// Before `entry`'s origin transaction commits: replaces its tentative
+    /// conflicts, and records the origin's id of the transaction, so that the
+    /// change feed recognises it however soon it sends it back.
+    pub fn tentative(
+        &self,
+        entry: i64,
+        conflicts: &[ConflictRecord],
+        transaction: Option<&str>,
+    ) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(store_error)?;
+        tx.execute(
+            &format!("UPDATE {OUTBOX} SET origin_transaction = ?1 WHERE entry = ?2"),
+            rusqlite::params![transaction, entry],
+        )
+        .map_err(store_error)?;
         tx.execute(
             &format!("DELETE FROM {CONFLICTS} WHERE entry = ?1 AND confirmed = 0"),
             [entry],

@@ -470,7 +470,7 @@ async fn origin_down_at_start_serves_nothing_until_the_first_copy_then_a_full_st
 
 /// The `switchyard` binary next to this test binary (cargo builds it for the proxy's
 /// own integration tests).
-fn switchyard_binary() -> std::path::PathBuf {
+pub(crate) fn switchyard_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()

@@ -47,8 +47,13 @@ async fn reset(pg: &Pg, setup: &str) -> Client {
 
 /// A config of `datasets` (YAML lines) over the origin at `port`.
 fn config(pg: &Pg, port: u16, datasets: &str, local: &std::path::Path) -> String {
+    config_on(0, pg, port, datasets, local)
+}
+
+/// [`config`], listening on `listen`.
+fn config_on(listen: u16, pg: &Pg, port: u16, datasets: &str, local: &std::path::Path) -> String {
     format!(
-        r#"listen: 127.0.0.1:0
+        r#"listen: 127.0.0.1:{listen}
 users: [ {{ name: writer, password: writer-pw, roles: [writer] }} ]
 roles:
   writer: {{ grants: [{{ tables: ["field.*", "switchyard.*"], privileges: [select, insert, update, delete] }}] }}
@@ -610,4 +615,178 @@ async fn each_conflict_policy_resolves_and_records_every_conflict() {
         ]
     );
     drop(server);
+}
+
+/// The origin table of the crash tests, with a trigger that counts every row
+/// change the origin executes: exactly once means one count per queued change.
+const LEDGER: &str = "CREATE TABLE sync.ledger (id int PRIMARY KEY, n int NOT NULL, label text);
+     INSERT INTO sync.ledger SELECT i, 0, 'start' FROM generate_series(1, 20) i;
+     CREATE TABLE sync.changes (op text, id int);
+     CREATE FUNCTION sync.count_change() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN INSERT INTO sync.changes VALUES (TG_OP, coalesce(NEW.id, OLD.id)); RETURN NULL; END $$;
+     CREATE TRIGGER count_change AFTER INSERT OR UPDATE OR DELETE ON sync.ledger
+       FOR EACH ROW EXECUTE FUNCTION sync.count_change();";
+
+/// `switchyard serve` as its own process, with `crash_at` (a crash point and
+/// the how-many-th time) in its environment.
+fn serve_crashing(file: &std::path::Path, crash_at: Option<&str>) -> std::process::Child {
+    let mut command = std::process::Command::new(crate::materialize::switchyard_binary());
+    command
+        .args(["serve", "--config"])
+        .arg(file)
+        .env(
+            "SWITCHYARD_LOG",
+            "info,switchyard_materialize=debug,switchyard_connectors=debug",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(file.with_file_name("serve.log"))
+                .unwrap(),
+        );
+    if let Some(at) = crash_at {
+        command.env("SWITCHYARD_CRASH_AT", at);
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let pg = common::pg();
+    for point in switchyard_materialize::crash::POINTS {
+        let origin = reset(&pg, LEDGER).await;
+        let forwarder = Forwarder::start(pg.port).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let file = dir.path().join("switchyard.yaml");
+        std::fs::write(
+            &file,
+            config_on(
+                port,
+                &pg,
+                forwarder.port,
+                "  field.ledger: { origin: shop, table: sync.ledger, mode: sync, conflict: reject, slot: sy_sync_ledger, publication: sy_sync_ledger }",
+                &dir.path().join("local.db"),
+            ),
+        )
+        .unwrap();
+        let mut child = serve_crashing(&file, Some(&format!("{point}:5")));
+        let client = wait_for("serve to answer", Duration::from_secs(60), || {
+            crate::materialize::connect_port(port, WRITER)
+        })
+        .await;
+        streaming(&client, &["field.ledger"]).await;
+
+        // 20 local transactions wait for the origin: 10 updates, 5 inserts, 5 deletes.
+        forwarder.cut().await;
+        for i in 1..=10 {
+            client
+                .execute(
+                    &format!("UPDATE field.ledger SET n = n + {i}, label = 'upd' WHERE id = {i}"),
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        for i in 0..5 {
+            client
+                .execute(
+                    &format!("INSERT INTO field.ledger VALUES ({}, {i}, 'new')", 100 + i),
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        for i in 16..=20 {
+            client
+                .execute(&format!("DELETE FROM field.ledger WHERE id = {i}"), &[])
+                .await
+                .unwrap();
+        }
+        drop(client);
+        forwarder.restore().await;
+
+        // The replay reaches the crash point at its fifth pass and dies there.
+        let log = file.with_file_name("serve.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not die at {point}; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+
+        let mut child = serve_crashing(&file, None);
+        let client = wait_for("serve to answer again", Duration::from_secs(60), || {
+            crate::materialize::connect_port(port, WRITER)
+        })
+        .await;
+        drained(&client, Duration::from_secs(60)).await;
+
+        // Counted at the origin: each change executed once, the state as expected.
+        let changes = rows(
+            &origin,
+            "SELECT op, count(*)::text FROM sync.changes GROUP BY op ORDER BY op",
+        )
+        .await;
+        assert_eq!(
+            changes,
+            vec![
+                vec![Some("DELETE".into()), Some("5".into())],
+                vec![Some("INSERT".into()), Some("5".into())],
+                vec![Some("UPDATE".into()), Some("10".into())],
+            ],
+            "{point}: row changes executed at the origin"
+        );
+        let checksum = "SELECT count(*)::text, sum(id)::text, sum(n)::text, count(*) FILTER (WHERE label = 'upd')::text FROM {t}";
+        let want = vec![vec![
+            Some("20".to_string()),
+            Some(((1..=15).sum::<i32>() + (100..105).sum::<i32>()).to_string()),
+            Some(((1..=10).sum::<i32>() + (0..5).sum::<i32>()).to_string()),
+            Some("10".to_string()),
+        ]];
+        assert_eq!(
+            rows(&origin, &checksum.replace("{t}", "sync.ledger")).await,
+            want,
+            "{point}: the origin"
+        );
+        let applied = rows(
+            &origin,
+            "SELECT count(*)::text FROM switchyard_sync.applied",
+        )
+        .await;
+        assert_eq!(applied, vec![vec![Some("20".to_string())]], "{point}");
+        let want_ref: Vec<Vec<Option<&str>>> = want
+            .iter()
+            .map(|r| r.iter().map(|v| v.as_deref()).collect())
+            .collect();
+        let want_ref: Vec<&[Option<&str>]> = want_ref.iter().map(|r| r.as_slice()).collect();
+        answers(
+            &client,
+            &checksum.replace("{t}", "field.ledger"),
+            &want_ref,
+            &format!("{point}: the local copy"),
+        )
+        .await;
+        assert_eq!(
+            rows(&client, "SELECT count(*)::text FROM switchyard.conflicts").await,
+            vec![vec![Some("0".to_string())]],
+            "{point}: no conflicts"
+        );
+        drop(client);
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
 }
