@@ -16,6 +16,7 @@ mod report;
 mod safety;
 mod snapshot;
 mod stream;
+mod sync;
 mod tpch;
 mod writes;
 
@@ -71,6 +72,13 @@ enum Command {
         /// Timed single-row INSERTs per side.
         #[arg(long, default_value_t = 2000)]
         inserts: usize,
+    },
+    /// P5: offline writes to a sync dataset, then the time until the origin
+    /// and the local copy converge; and the sync-mode write latency.
+    Sync {
+        /// Writes made while the origin is away.
+        #[arg(long, default_value_t = 10_000)]
+        writes: usize,
     },
     /// P1: pgbench select-only, simple and prepared, 1 and 8 clients.
     Pgbench {
@@ -152,6 +160,10 @@ fn main() -> Result<()> {
         }),
         Command::Writes { inserts } => runtime.block_on(async {
             saved(report::record("writes", writes::writes(inserts).await?)?);
+            Ok(())
+        }),
+        Command::Sync { writes } => runtime.block_on(async {
+            saved(report::record("sync", sync::sync(writes).await?)?);
             Ok(())
         }),
         Command::Stream { rows } => runtime.block_on(async {

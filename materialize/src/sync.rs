@@ -25,7 +25,7 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{lit, BinaryExpr, Expr, Operator};
 use switchyard_config::{ConflictPolicy, Dataset};
 use switchyard_connectors::local::outbox::{
-    key_text, row_json, ConflictRecord, Entry, OpKind, Outbox, Outcome, QueuedOp, Settle,
+    key_text, row_json, ConflictRecord, Entry, Finished, OpKind, Outbox, Outcome, QueuedOp, Settle,
 };
 use switchyard_connectors::local::LocalStore;
 use switchyard_connectors::write::{
@@ -40,6 +40,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often an idle replayer looks at the queue without being woken.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Replayed entries finished together at most.
+const FINISH_EVERY: usize = 500;
 
 /// One origin's replayer.
 pub(crate) struct Replayer {
@@ -128,9 +130,18 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                 }
             }
         };
+        // Replayed entries wait here to be finished together (one local fsync
+        // per run of entries); a crash before that only repeats their claims.
+        let mut replayed: Vec<Finished> = Vec::new();
         loop {
             let origin = replayer.origin.clone();
-            let next = match off(&outbox, move |o| o.next(&origin)).await {
+            let after = replayed.last().map(|f| f.entry).unwrap_or(0);
+            let next = if replayed.len() >= FINISH_EVERY {
+                Ok(None)
+            } else {
+                off(&outbox, move |o| o.next_after(&origin, after)).await
+            };
+            let next = match next {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the outbox");
@@ -139,6 +150,10 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                 }
             };
             let Some(entry) = next else {
+                if !replayed.is_empty() {
+                    flush(&replayer, &outbox, &mut replayed).await;
+                    continue;
+                }
                 tokio::select! {
                     r = wake.changed() => if r.is_err() { return },
                     _ = tokio::time::sleep(IDLE_CHECK) => {}
@@ -146,13 +161,12 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                 continue;
             };
             match replay(&replayer, &outbox, &entry).await {
-                Ok(()) => {
+                Ok(finished) => {
                     backoff = FIRST_BACKOFF;
-                    let mut s = replayer.status.lock().unwrap_or_else(|p| p.into_inner());
-                    s.last_error = None;
-                    s.last_applied = Some(chrono::Utc::now().to_rfc3339());
+                    replayed.push(finished);
                 }
                 Err(e) => {
+                    flush(&replayer, &outbox, &mut replayed).await;
                     let message = e.to_string();
                     tracing::warn!(entry = entry.id, error = %message, retry_in = ?backoff, "sync replay waits");
                     let (id, m) = (entry.id, message.clone());
@@ -174,8 +188,44 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
     .await
 }
 
-/// Replays one entry; `Err` when it must be tried again.
-async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), ConnectorError> {
+/// Finishes the replayed entries in the outbox (they stay pending, to be claimed
+/// again, if that fails).
+async fn flush(r: &Replayer, outbox: &Outbox, replayed: &mut Vec<Finished>) {
+    if replayed.is_empty() {
+        return;
+    }
+    let done = std::mem::take(replayed);
+    let n = done.len();
+    match off(outbox, move |o| o.finish_all(&done)).await {
+        Ok(()) => {
+            crate::crash::point("replay_after_finish");
+            tracing::debug!(entries = n, "replayed entries finished");
+            let mut s = r.status.lock().unwrap_or_else(|p| p.into_inner());
+            s.last_error = None;
+            s.last_applied = Some(chrono::Utc::now().to_rfc3339());
+        }
+        Err(e) => tracing::error!(error = %e, "finishing replayed entries; they are claimed again"),
+    }
+}
+
+fn finished(
+    entry: &Entry,
+    outcome: Outcome,
+    transaction: Option<String>,
+    settle: Vec<Settle>,
+    conflicts: Vec<ConflictRecord>,
+) -> Finished {
+    Finished {
+        entry: entry.id,
+        outcome,
+        transaction,
+        settle,
+        conflicts,
+    }
+}
+
+/// Replays one entry (to be finished); `Err` when it must be tried again.
+async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished, ConnectorError> {
     let mut t = r.writes.begin().await?;
     crate::crash::point("replay_before_claim");
     let claim = match t.claim(&entry.claim).await {
@@ -194,15 +244,13 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
                 entry = entry.id,
                 "entry was applied before a restart; finishing it"
             );
-            return finish(
-                outbox,
-                entry.id,
+            return Ok(finished(
+                entry,
                 Outcome::Applied,
                 transaction,
                 settle,
                 vec![],
-            )
-            .await;
+            ));
         }
         Claim::Fresh { transaction } => transaction,
     };
@@ -237,17 +285,13 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
                 conflicts = done.conflicts.len(),
                 "entry applied"
             );
-            finish(
-                outbox,
-                entry.id,
+            Ok(finished(
+                entry,
                 Outcome::Applied,
                 transaction,
                 done.settle,
                 vec![],
-            )
-            .await?;
-            crate::crash::point("replay_after_finish");
-            Ok(())
+            ))
         }
         Some(Stop::Retry(e)) => {
             let _ = t.rollback().await;
@@ -257,15 +301,13 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
             t.rollback().await?;
             let settle = origin_rows(r, entry).await?;
             tracing::info!(entry = entry.id, kind = %conflict.kind, "entry set aside (conflict: reject)");
-            finish(
-                outbox,
-                entry.id,
+            Ok(finished(
+                entry,
                 Outcome::Rejected,
                 None,
                 settle,
                 vec![*conflict],
-            )
-            .await
+            ))
         }
         Some(Stop::Refused(e)) => {
             let _ = t.rollback().await;
@@ -293,31 +335,15 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<(), Conn
                 message: Some(e.to_string()),
                 ..Default::default()
             };
-            finish(
-                outbox,
-                entry.id,
+            Ok(finished(
+                entry,
                 Outcome::Refused,
                 None,
                 settle,
                 vec![record],
-            )
-            .await
+            ))
         }
     }
-}
-
-async fn finish(
-    outbox: &Outbox,
-    entry: i64,
-    outcome: Outcome,
-    transaction: Option<String>,
-    settle: Vec<Settle>,
-    conflicts: Vec<ConflictRecord>,
-) -> Result<(), ConnectorError> {
-    off(outbox, move |o| {
-        o.finish(entry, outcome, transaction.as_deref(), &settle, &conflicts)
-    })
-    .await
 }
 
 /// What an entry's replay did so far.

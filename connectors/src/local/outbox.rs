@@ -171,6 +171,21 @@ impl Outcome {
     }
 }
 
+/// A replayed entry, to be [`Outbox::finish_all`]ed.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The entry.
+    pub entry: i64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The origin's id of the transaction that applied it.
+    pub transaction: Option<String>,
+    /// The local copies' rows to make the origin's.
+    pub settle: Vec<Settle>,
+    /// Conflicts to record.
+    pub conflicts: Vec<ConflictRecord>,
+}
+
 /// A local copy's row made equal to the origin's: `row` is the origin's row of
 /// `key` (the copy's key columns, one row), or `None` where the origin has none.
 #[derive(Debug, Clone)]
@@ -410,14 +425,20 @@ impl Outbox {
 
     /// The oldest entry of `origin` still waiting.
     pub fn next(&self, origin: &str) -> Result<Option<Entry>> {
-        let conn = self.conn()?;
+        self.next_after(origin, 0)
+    }
+
+    /// The oldest entry of `origin` still waiting after `after` (entries replayed
+    /// but not yet [`finish`](Self::finish)ed are skipped this way).
+    pub fn next_after(&self, origin: &str, after: i64) -> Result<Option<Entry>> {
+        let conn = self.store.writer()?;
         let head: Option<(i64, String, i64)> = conn
             .query_row(
                 &format!(
                     "SELECT entry, created_at, attempts FROM {OUTBOX}
-                      WHERE status = 'pending' AND origin = ?1 ORDER BY entry LIMIT 1"
+                      WHERE status = 'pending' AND origin = ?1 AND entry > ?2 ORDER BY entry LIMIT 1"
                 ),
-                [origin],
+                rusqlite::params![origin, after],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
@@ -488,7 +509,9 @@ impl Outbox {
         conflicts: &[ConflictRecord],
         transaction: Option<&str>,
     ) -> Result<()> {
-        let mut conn = self.conn()?;
+        // No fsync: lost with the machine (not with the process), these only
+        // cost the record of what a commit that crashed on its way did.
+        let mut conn = self.store.writer()?;
         let tx = conn.transaction().map_err(store_error)?;
         tx.execute(
             &format!("UPDATE {OUTBOX} SET origin_transaction = ?1 WHERE entry = ?2"),
@@ -515,33 +538,49 @@ impl Outbox {
         settle: &[Settle],
         conflicts: &[ConflictRecord],
     ) -> Result<()> {
+        self.finish_all(&[Finished {
+            entry,
+            outcome,
+            transaction: transaction.map(str::to_string),
+            settle: settle.to_vec(),
+            conflicts: conflicts.to_vec(),
+        }])
+    }
+
+    /// [`finish`](Self::finish) for several entries, in their order, in one
+    /// durable transaction (one fsync for a run of replayed entries).
+    pub fn finish_all(&self, done: &[Finished]) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(store_error)?;
-        tx.execute(
-            &format!(
-                "UPDATE {OUTBOX} SET status = ?1, origin_transaction = ?2, done_at = ?3, last_error = NULL
-                  WHERE entry = ?4"
-            ),
-            rusqlite::params![outcome.status(), transaction, now(), entry],
-        )
-        .map_err(store_error)?;
-        tx.execute(
-            &format!("UPDATE {CONFLICTS} SET confirmed = 1 WHERE entry = ?1"),
-            [entry],
-        )
-        .map_err(store_error)?;
-        insert_conflicts(&tx, conflicts, true)?;
-        for s in settle {
-            settle_row(&tx, s, entry)?;
-        }
-        // The ops are the queue's; once done, only their record stays.
-        tx.execute(&format!("DELETE FROM {KEYS} WHERE entry = ?1"), [entry])
+        for f in done {
+            let entry = f.entry;
+            tx.execute(
+                &format!(
+                    "UPDATE {OUTBOX} SET status = ?1, origin_transaction = coalesce(?2, origin_transaction),
+                            done_at = ?3, last_error = NULL
+                      WHERE entry = ?4"
+                ),
+                rusqlite::params![f.outcome.status(), f.transaction, now(), entry],
+            )
             .map_err(store_error)?;
-        if outcome == Outcome::Applied {
-            tx.execute(&format!("DELETE FROM {OPS} WHERE entry = ?1"), [entry])
+            tx.execute(
+                &format!("UPDATE {CONFLICTS} SET confirmed = 1 WHERE entry = ?1"),
+                [entry],
+            )
+            .map_err(store_error)?;
+            insert_conflicts(&tx, &f.conflicts, true)?;
+            for s in &f.settle {
+                settle_row(&tx, s, entry)?;
+            }
+            // The ops are the queue's; once done, only their record stays.
+            tx.execute(&format!("DELETE FROM {KEYS} WHERE entry = ?1"), [entry])
                 .map_err(store_error)?;
+            if f.outcome == Outcome::Applied {
+                tx.execute(&format!("DELETE FROM {OPS} WHERE entry = ?1"), [entry])
+                    .map_err(store_error)?;
+            }
         }
         tx.commit().map_err(store_error)
     }

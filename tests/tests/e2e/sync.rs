@@ -676,7 +676,9 @@ async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
             ),
         )
         .unwrap();
-        let mut child = serve_crashing(&file, Some(&format!("{point}:5")));
+        // Replayed entries are finished together: the first finish is the one.
+        let nth = if point == "replay_after_finish" { 1 } else { 5 };
+        let mut child = serve_crashing(&file, Some(&format!("{point}:{nth}")));
         let client = wait_for("serve to answer", Duration::from_secs(60), || {
             crate::materialize::connect_port(port, WRITER)
         })
@@ -712,7 +714,7 @@ async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
         drop(client);
         forwarder.restore().await;
 
-        // The replay reaches the crash point at its fifth pass and dies there.
+        // The replay reaches the crash point (at its fifth pass) and dies there.
         let log = file.with_file_name("serve.log");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let status = loop {
