@@ -775,42 +775,8 @@ fn settle_row(conn: &rusqlite::Connection, s: &Settle, entry: i64) -> Result<()>
         }
         (Some(row), rowid) => {
             let row = in_copy_columns(row, &info.schema)?;
-            let values = row
-                .columns()
-                .iter()
-                .map(Encoded::new)
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(arrow_error)?;
-            let n = info.schema.fields().len();
-            let sql = match rowid {
-                Some(_) => format!(
-                    "UPDATE {table} SET {} WHERE rowid = ?{}",
-                    info.schema
-                        .fields()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, f)| format!("{} = ?{}", quote_ident(f.name()), i + 1))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    n + 1
-                ),
-                None => format!(
-                    "INSERT INTO {table} VALUES ({})",
-                    (1..=n)
-                        .map(|i| format!("?{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            let mut stmt = conn.prepare_cached(&sql).map_err(store_error)?;
-            for (i, v) in values.iter().enumerate() {
-                stmt.raw_bind_parameter(i + 1, v.value(0).map_err(arrow_error)?)
-                    .map_err(store_error)?;
-            }
-            if let Some(rowid) = rowid {
-                stmt.raw_bind_parameter(n + 1, rowid).map_err(store_error)?;
-            }
-            stmt.raw_execute().map_err(store_error)?;
+            let ids = rowid.map(|id| vec![id]);
+            super::sync_write::put_rows(conn, &info, &row, ids.as_deref(), false)?;
             if rowid.is_some() {
                 0
             } else {

@@ -29,6 +29,7 @@ use super::copies::{arrow_error, copy_info, store_error, CopyInfo, CATALOG};
 use super::outbox::{self, in_copy_columns, OpKind, QueuedOp, OPS, OUTBOX};
 use super::LocalStore;
 use crate::sql::quote_ident;
+use crate::sqlite::write::blocking;
 use crate::write::{
     ConflictAction, ConflictTarget, Savepoint, Write, WriteRequest, WriteTransaction, Writes,
     Written,
@@ -62,24 +63,6 @@ impl LocalStore {
 }
 
 type Conn = Arc<Mutex<Option<rusqlite::Connection>>>;
-
-async fn blocking<T: Send + 'static>(
-    conn: &Conn,
-    f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let conn = Arc::clone(conn);
-    tokio::task::spawn_blocking(move || {
-        let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-        let c = guard
-            .as_ref()
-            .expect("an open transaction has its connection");
-        f(c)
-    })
-    .await
-    .map_err(|e| {
-        ConnectorError::DataFusion(datafusion::error::DataFusionError::External(Box::new(e)))
-    })?
-}
 
 #[async_trait]
 impl Writes for SyncWrites {
@@ -268,7 +251,7 @@ fn unique_error(dataset: &str, e: rusqlite::Error) -> ConnectorError {
 /// Writes `rows` (the copy's columns) into the copy: inserted, or over the rows
 /// at `rowids`; `skip_existing` leaves out rows whose key the copy holds. The
 /// indexes of the rows written.
-fn put_rows(
+pub(crate) fn put_rows(
     conn: &rusqlite::Connection,
     info: &CopyInfo,
     rows: &RecordBatch,

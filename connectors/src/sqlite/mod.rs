@@ -26,7 +26,7 @@ use crate::{ConnectorError, Result};
 use exec::SqliteExecutor;
 
 pub(crate) mod exec;
-mod write;
+pub(crate) mod write;
 
 /// One SQLite database file.
 pub struct SqliteConnector {

@@ -37,7 +37,7 @@ impl SqliteWrites {
 }
 
 /// Runs `f` on the connection on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     conn: &Arc<Mutex<Option<rusqlite::Connection>>>,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
 ) -> Result<T> {
