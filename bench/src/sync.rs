@@ -44,6 +44,10 @@ impl Forwarder {
                     if let Ok(mut outbound) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                     {
+                        // As the client and the origin would: without it, Nagle's
+                        // algorithm and delayed ACKs stall small messages ~40 ms.
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

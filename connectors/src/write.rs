@@ -148,6 +148,20 @@ pub enum Claim {
 pub trait Writes: std::fmt::Debug + Send + Sync {
     /// Opens a transaction at the origin.
     async fn begin(&self) -> Result<Box<dyn WriteTransaction>>;
+
+    /// Opens a transaction and [claims](WriteTransaction::claim) the sync entry
+    /// `entry` in it: a replay's first step, which an origin may do in one round
+    /// trip.
+    async fn begin_claimed(&self, entry: &str) -> Result<(Box<dyn WriteTransaction>, Claim)> {
+        let mut t = self.begin().await?;
+        match t.claim(entry).await {
+            Ok(c) => Ok((t, c)),
+            Err(e) => {
+                let _ = t.rollback().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// A transaction open at one origin. Dropped without `commit` or `rollback` (the

@@ -128,6 +128,7 @@ impl Materializer {
                     writes,
                     datasets: sync::of_origin(config.datasets.iter(), &dataset.origin),
                     status: Arc::default(),
+                    keys: Default::default(),
                 }),
             );
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_config::Dataset;
 use switchyard_connectors::changes::{ChangeStream, FeedEvent};
-use switchyard_connectors::local::{source_key, Applier, LocalStore};
+use switchyard_connectors::local::{source_key, Applier};
 use switchyard_sqlstate::SqlState;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -26,6 +26,13 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often an idle stream's position is stored (and so acknowledged).
 const IDLE_EVERY: Duration = Duration::from_secs(1);
+/// Origin transactions that arrive back to back share one durable local commit
+/// (one fsync, not one each): the group is committed when no event follows
+/// within `GROUP_WAIT`, when it is `GROUP_SPAN` old, or at `GROUP_MAX`
+/// transactions. A reader sees a change at most this much later.
+const GROUP_WAIT: Duration = Duration::from_millis(2);
+const GROUP_SPAN: Duration = Duration::from_millis(50);
+const GROUP_MAX: usize = 1000;
 
 /// The error of a live dataset whose origin has no change feed.
 pub(crate) fn no_feed(dataset: &Dataset) -> MaterializeError {
@@ -47,7 +54,15 @@ struct Applied {
     lag_ms: i64,
 }
 
-type Work = (FeedEvent, oneshot::Sender<Result<Option<Applied>>>);
+type Work = (FeedEvent, oneshot::Sender<Result<()>>);
+
+/// What the applier's thread made durable since the stream last looked, or why
+/// it stopped.
+#[derive(Default)]
+struct Reported {
+    position: Option<String>,
+    error: Option<MaterializeError>,
+}
 
 pub(crate) async fn run(m: Arc<Materializer>, name: String, mut mailbox: mpsc::Receiver<Refresh>) {
     let span = tracing::info_span!("live", dataset = %name);
@@ -144,11 +159,19 @@ async fn follow(
     *fresh = false;
     m.notes.set(name, kept.status_mut().why_no_copy());
 
-    let (work, queue) = mpsc::channel::<Work>(1);
-    let store = Arc::clone(&m.store);
-    let dataset = name.to_string();
-    let sync = kept.dataset.mode.sync().is_some();
-    let applier = tokio::task::spawn_blocking(move || apply_loop(store, dataset, sync, queue));
+    let (work, queue) = std::sync::mpsc::channel::<Work>();
+    let reported = Arc::new(std::sync::Mutex::new(Reported::default()));
+    let applier = {
+        let (m, dataset, reported) = (Arc::clone(m), name.to_string(), Arc::clone(&reported));
+        let sync = kept.dataset.mode.sync().is_some();
+        tokio::task::spawn_blocking(move || apply_loop(&m, &dataset, sync, queue, &reported))
+    };
+    let stopped = |reported: &std::sync::Mutex<Reported>| {
+        lock(reported)
+            .error
+            .take()
+            .unwrap_or_else(|| MaterializeError::Stopped(name.to_string()))
+    };
     let mut last_idle: Option<Instant> = None;
     let result = loop {
         let event = tokio::select! {
@@ -173,19 +196,18 @@ async fn follow(
             last_idle = Some(Instant::now());
         }
         let (reply, answer) = oneshot::channel();
-        if work.send((event, reply)).await.is_err() {
-            break Err(MaterializeError::Stopped(name.to_string()));
+        if work.send((event, reply)).is_err() {
+            break Err(stopped(&reported));
         }
         match answer.await {
-            Ok(Ok(Some(applied))) => {
-                // Durable here: only now may the origin forget it.
-                stream.durable(&applied.position);
-                kept.status_mut()
-                    .applied(applied.rows, &applied.position, applied.lag_ms);
-            }
-            Ok(Ok(None)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(e)) => break Err(e),
-            Err(_) => break Err(MaterializeError::Stopped(name.to_string())),
+            Err(_) => break Err(stopped(&reported)),
+        }
+        let durable = lock(&reported).position.take();
+        if let Some(position) = durable {
+            // Durable here: only now may the origin forget it.
+            stream.durable(&position);
         }
     };
     drop(work);
@@ -193,21 +215,85 @@ async fn follow(
     result
 }
 
-/// Applies events on a blocking thread; a failed event abandons the open local
-/// transaction (the stream restarts from the stored position).
+fn lock(reported: &std::sync::Mutex<Reported>) -> std::sync::MutexGuard<'_, Reported> {
+    reported.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Origin transactions applied and staged in the open local transaction.
+struct Group {
+    last: Applied,
+    since: Instant,
+    transactions: usize,
+}
+
+/// Applies events on a blocking thread, committing groups of origin transactions
+/// (see [`GROUP_WAIT`]); a failed event abandons the open local transaction and
+/// what it staged (the stream restarts from the stored position).
 fn apply_loop(
-    store: Arc<LocalStore>,
-    dataset: String,
+    m: &Materializer,
+    dataset: &str,
     sync: bool,
-    mut queue: mpsc::Receiver<Work>,
+    queue: std::sync::mpsc::Receiver<Work>,
+    reported: &std::sync::Mutex<Reported>,
 ) {
     let mut applier: Option<Applier> = None;
+    let mut group: Option<Group> = None;
     // The open transaction is a replay of our own (sync datasets).
     let mut own = false;
-    while let Some((event, reply)) = queue.blocking_recv() {
+    // Inside an origin transaction: the group cannot be committed now.
+    let mut inside = false;
+    let flush = |applier: &mut Option<Applier>, group: &mut Option<Group>| -> bool {
+        let (Some(a), Some(g)) = (applier.as_mut(), group.take()) else {
+            return true;
+        };
+        match a.flush() {
+            Ok(()) => {
+                m.kept[dataset]
+                    .status_mut()
+                    .applied(g.last.rows, &g.last.position, g.last.lag_ms);
+                lock(reported).position = Some(g.last.position);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, transactions = g.transactions, "committing applied changes");
+                *applier = None;
+                lock(reported).error = Some(e.into());
+                false
+            }
+        }
+    };
+    loop {
+        let work = match &group {
+            Some(g) if !inside => {
+                let wait = GROUP_WAIT.min(GROUP_SPAN.saturating_sub(g.since.elapsed()));
+                match queue.recv_timeout(wait) {
+                    Ok(w) => w,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if flush(&mut applier, &mut group) {
+                            continue;
+                        }
+                        return;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        flush(&mut applier, &mut group);
+                        return;
+                    }
+                }
+            }
+            _ => match queue.recv() {
+                Ok(w) => w,
+                Err(_) => {
+                    if !inside {
+                        flush(&mut applier, &mut group);
+                    }
+                    return;
+                }
+            },
+        };
+        let (event, reply) = work;
         let result = (|| -> Result<Option<Applied>> {
             if applier.is_none() {
-                let mut a = store.applier(&dataset)?;
+                let mut a = m.store.applier(dataset)?;
                 if sync {
                     a.for_sync()?;
                 }
@@ -216,6 +302,7 @@ fn apply_loop(
             let a = applier.as_mut().expect("set above");
             Ok(match event {
                 FeedEvent::Begin { transaction } => {
+                    inside = true;
                     own = a.origin_transaction(transaction.as_deref())?;
                     a.begin()?;
                     None
@@ -236,7 +323,8 @@ fn apply_loop(
                         // Applied, not yet committed: the feed sends it again.
                         crate::crash::point("feed_before_own_commit");
                     }
-                    a.commit(&position)?;
+                    a.stage(&position)?;
+                    inside = false;
                     Some(Applied {
                         position,
                         rows: a.rows(),
@@ -244,7 +332,7 @@ fn apply_loop(
                     })
                 }
                 FeedEvent::Idle { position } => {
-                    a.commit(&position)?;
+                    a.stage(&position)?;
                     Some(Applied {
                         position,
                         rows: a.rows(),
@@ -253,10 +341,40 @@ fn apply_loop(
                 }
             })
         })();
-        if result.is_err() {
-            // Dropping the applier rolls its open transaction back.
-            applier = None;
-        }
+        let result = match result {
+            Ok(Some(applied)) => {
+                let g = match &mut group {
+                    Some(g) => {
+                        g.last = applied;
+                        g.transactions += 1;
+                        g
+                    }
+                    None => group.insert(Group {
+                        last: applied,
+                        since: Instant::now(),
+                        transactions: 1,
+                    }),
+                };
+                if g.transactions >= GROUP_MAX || g.since.elapsed() >= GROUP_SPAN {
+                    flush(&mut applier, &mut group);
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                // Dropping the applier rolls its open transaction back, with
+                // what the group staged: none of it was reported durable.
+                applier = None;
+                group = None;
+                inside = false;
+                Err(e)
+            }
+        };
+        // A group that could not be committed stops the loop; the stream is told.
+        let result = match lock(reported).error.take() {
+            Some(e) => Err(e),
+            None => result,
+        };
         let _ = reply.send(result);
     }
 }

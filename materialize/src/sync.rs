@@ -35,13 +35,16 @@ use switchyard_connectors::write::{
 use switchyard_connectors::ConnectorError;
 use tracing::Instrument;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// Short: the replay is how soon a returning origin sees the queue.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Short: the backoff is how late a returning origin sees the queue, and one
+/// connection attempt a second is little for an origin that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often an idle replayer looks at the queue without being woken.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Replayed entries finished together at most.
 const FINISH_EVERY: usize = 500;
+/// Entries read from the outbox at a time.
+const READ_AHEAD: usize = 100;
 
 /// One origin's replayer.
 pub(crate) struct Replayer {
@@ -51,6 +54,8 @@ pub(crate) struct Replayer {
     /// The origin's sync datasets, by `schema.name`.
     pub datasets: BTreeMap<String, Dataset>,
     pub status: Arc<Mutex<ReplayStatus>>,
+    /// The key columns of each dataset's copy, read once per run of entries.
+    pub keys: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 /// What the replayer last did, for `switchyard.sync_queue`.
@@ -133,21 +138,26 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
         // Replayed entries wait here to be finished together (one local fsync
         // per run of entries); a crash before that only repeats their claims.
         let mut replayed: Vec<Finished> = Vec::new();
+        let mut ahead: std::collections::VecDeque<Entry> = Default::default();
         loop {
-            let origin = replayer.origin.clone();
-            let after = replayed.last().map(|f| f.entry).unwrap_or(0);
-            let next = if replayed.len() >= FINISH_EVERY {
-                Ok(None)
-            } else {
-                off(&outbox, move |o| o.next_after(&origin, after)).await
-            };
-            let next = match next {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the outbox");
-                    tokio::time::sleep(backoff).await;
-                    continue;
+            if ahead.is_empty() && replayed.len() < FINISH_EVERY {
+                let origin = replayer.origin.clone();
+                let after = replayed.last().map(|f| f.entry).unwrap_or(0);
+                match off(&outbox, move |o| o.pending(&origin, after, READ_AHEAD)).await {
+                    Ok(entries) => ahead.extend(entries),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the outbox");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
                 }
+                // A copy taken again may have other key columns.
+                replayer.keys.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+            let next = if replayed.len() >= FINISH_EVERY {
+                None
+            } else {
+                ahead.pop_front()
             };
             let Some(entry) = next else {
                 if !replayed.is_empty() {
@@ -166,6 +176,8 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                     replayed.push(finished);
                 }
                 Err(e) => {
+                    // Read again after the wait: the entry is still first.
+                    ahead.clear();
                     flush(&replayer, &outbox, &mut replayed).await;
                     let message = e.to_string();
                     tracing::warn!(entry = entry.id, error = %message, retry_in = ?backoff, "sync replay waits");
@@ -194,10 +206,14 @@ async fn flush(r: &Replayer, outbox: &Outbox, replayed: &mut Vec<Finished>) {
     if replayed.is_empty() {
         return;
     }
-    let done = std::mem::take(replayed);
+    let done = Arc::new(std::mem::take(replayed));
     let n = done.len();
-    match off(outbox, move |o| o.finish_all(&done)).await {
+    let finishing = Arc::clone(&done);
+    match off(outbox, move |o| o.finish_all(&finishing)).await {
         Ok(()) => {
+            for t in done.iter().filter_map(|f| f.transaction.as_deref()) {
+                r.store.replaying(t, true);
+            }
             crate::crash::point("replay_after_finish");
             tracing::debug!(entries = n, "replayed entries finished");
             let mut s = r.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,15 +242,8 @@ fn finished(
 
 /// Replays one entry (to be finished); `Err` when it must be tried again.
 async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished, ConnectorError> {
-    let mut t = r.writes.begin().await?;
     crate::crash::point("replay_before_claim");
-    let claim = match t.claim(&entry.claim).await {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = t.rollback().await;
-            return Err(e);
-        }
-    };
+    let (mut t, claim) = r.writes.begin_claimed(&entry.claim).await?;
     let transaction = match claim {
         Claim::Done { transaction } => {
             // Committed before a crash: only the local side is left to do.
@@ -265,18 +274,25 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished
             }));
             break;
         };
-        if let Err(stop) = replay_op(t.as_mut(), &r.store, entry, dataset, op, &mut done).await {
+        if let Err(stop) = replay_op(t.as_mut(), r, entry, dataset, op, &mut done).await {
             stopped = Some(stop);
             break;
         }
     }
     match stopped {
         None => {
-            let (id, conflicts, t_id) = (entry.id, done.conflicts.clone(), transaction.clone());
-            off(outbox, move |o| {
-                o.tentative(id, &conflicts, t_id.as_deref())
-            })
-            .await?;
+            if let Some(t) = &transaction {
+                r.store.replaying(t, false);
+            }
+            if !done.conflicts.is_empty() {
+                // Kept if this process dies after the origin commits (the next
+                // attempt then only finds the claim, not the conflicts).
+                let (id, conflicts, t_id) = (entry.id, done.conflicts.clone(), transaction.clone());
+                off(outbox, move |o| {
+                    o.tentative(id, &conflicts, t_id.as_deref())
+                })
+                .await?;
+            }
             crate::crash::point("replay_after_writes");
             t.commit().await?;
             crate::crash::point("replay_after_origin_commit");
@@ -354,15 +370,30 @@ struct Replayed {
 }
 
 /// The key columns of `op`'s dataset (as its copy names them) in `schema`.
-fn key_columns(store: &LocalStore, op: &QueuedOp, schema: &SchemaRef) -> Result<Vec<usize>, Stop> {
-    let info = store.copy_info(&op.dataset)?.ok_or_else(|| {
-        Stop::Retry(ConnectorError::NotMaterialized {
-            dataset: op.dataset.clone(),
-            why: "its local copy is being taken again".into(),
-        })
-    })?;
-    Ok(info
-        .key
+fn key_columns(r: &Replayer, op: &QueuedOp, schema: &SchemaRef) -> Result<Vec<usize>, Stop> {
+    let cached = r
+        .keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&op.dataset)
+        .cloned();
+    let names = match cached {
+        Some(k) => k,
+        None => {
+            let info = r.store.copy_info(&op.dataset)?.ok_or_else(|| {
+                Stop::Retry(ConnectorError::NotMaterialized {
+                    dataset: op.dataset.clone(),
+                    why: "its local copy is being taken again".into(),
+                })
+            })?;
+            r.keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(op.dataset.clone(), info.key.clone());
+            info.key
+        }
+    };
+    Ok(names
         .iter()
         .filter_map(|k| schema.index_of(k).ok())
         .collect())
@@ -572,7 +603,7 @@ fn returned_row(w: switchyard_connectors::write::Written) -> Option<RecordBatch>
 
 async fn replay_op(
     t: &mut dyn WriteTransaction,
-    store: &LocalStore,
+    r: &Replayer,
     entry: &Entry,
     dataset: &Dataset,
     op: &QueuedOp,
@@ -587,7 +618,7 @@ async fn replay_op(
     })?;
     let rows = op.new.as_ref().or(op.old.as_ref()).expect("an op has rows");
     let schema = rows.schema();
-    let key = key_columns(store, op, &schema)?;
+    let key = key_columns(r, op, &schema)?;
     let cx = Ctx {
         entry,
         dataset,
@@ -906,7 +937,7 @@ async fn origin_rows(r: &Replayer, entry: &Entry) -> Result<Vec<Settle>, Connect
             };
             for batch in op.old.iter().chain(op.new.iter()) {
                 let schema = batch.schema();
-                let key = key_columns(&r.store, op, &schema).map_err(stop_error)?;
+                let key = key_columns(r, op, &schema).map_err(stop_error)?;
                 for row in 0..batch.num_rows() {
                     let filter = key_filter(batch, &key, row).map_err(stop_error)?;
                     let found = t.lock_rows(dataset, &schema, &filter).await?;

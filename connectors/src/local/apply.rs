@@ -39,6 +39,7 @@ pub struct Applier {
     own: u64,
     /// Origin changes held back for rows with queued local changes.
     held: u64,
+    store: LocalStore,
 }
 
 impl std::fmt::Debug for Applier {
@@ -91,6 +92,7 @@ impl LocalStore {
             sync: false,
             own: 0,
             held: 0,
+            store: self.clone(),
         })
     }
 }
@@ -128,17 +130,18 @@ impl Applier {
         let (true, Some(t)) = (self.sync, transaction) else {
             return Ok(false);
         };
-        let own: bool = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE origin_transaction = ?1)",
-                    super::outbox::OUTBOX
-                ),
-                [t],
-                |r| r.get(0),
-            )
-            .map_err(store_error)?;
+        let own: bool = self.store.is_replaying(t)
+            || self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT EXISTS (SELECT 1 FROM {} WHERE origin_transaction = ?1)",
+                        super::outbox::OUTBOX
+                    ),
+                    [t],
+                    |r| r.get(0),
+                )
+                .map_err(store_error)?;
         if own {
             self.own += 1;
             tracing::debug!(dataset = %self.dataset, transaction = t, "our own replayed transaction came back on the feed");
@@ -363,13 +366,34 @@ impl Applier {
 
     /// Commits the open transaction with the feed's position after it.
     pub fn commit(&mut self, position: &str) -> Result<()> {
+        self.stage(position)?;
+        self.flush()
+    }
+
+    /// Records the feed's position after the transactions applied so far in the
+    /// open local transaction, without committing it: several origin transactions
+    /// that arrive together then share one durable commit ([`Self::flush`]).
+    /// Readers still see whole origin transactions only.
+    pub fn stage(&mut self, position: &str) -> Result<()> {
         self.begin()?;
-        self.conn
+        let staged = self
+            .conn
             .execute(
                 &format!("UPDATE {CATALOG} SET position = ?1, rows = ?2 WHERE dataset = ?3"),
                 rusqlite::params![position, self.rows, self.dataset],
             )
-            .map_err(store_error)?;
+            .map_err(store_error);
+        if staged.is_err() {
+            self.rollback();
+        }
+        staged.map(|_| ())
+    }
+
+    /// Commits the open transaction (durably: `synchronous = FULL`), if one is open.
+    pub fn flush(&mut self) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
         let done = self.conn.execute_batch("COMMIT").map_err(store_error);
         if done.is_err() {
             self.rollback();

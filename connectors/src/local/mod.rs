@@ -37,6 +37,10 @@ pub struct LocalStore {
     max_size: Option<u64>,
     /// Counts commits that queued sync entries: replayers wait on it.
     queued: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Origin transactions of replayed sync entries, between their claim and the
+    /// entry's local finish: the change feed recognises them without a local
+    /// write per entry (after a restart, the outbox's record does).
+    replaying: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl LocalStore {
@@ -66,6 +70,7 @@ impl LocalStore {
             path: path.to_path_buf(),
             max_size: None,
             queued: Arc::new(tokio::sync::watch::channel(0).0),
+            replaying: Arc::default(),
         })
     }
 
@@ -86,6 +91,25 @@ impl LocalStore {
     /// Changes each time a transaction queues sync entries.
     pub fn queued(&self) -> tokio::sync::watch::Receiver<u64> {
         self.queued.subscribe()
+    }
+
+    /// Notes that the origin transaction `transaction` replays a sync entry (before
+    /// it commits), or with `done`, that the entry's finish recorded it.
+    pub fn replaying(&self, transaction: &str, done: bool) {
+        let mut set = self.replaying.lock().unwrap_or_else(|p| p.into_inner());
+        if done {
+            set.remove(transaction);
+        } else {
+            set.insert(transaction.to_string());
+        }
+    }
+
+    /// Whether `transaction` is a replay noted by [`Self::replaying`].
+    pub(crate) fn is_replaying(&self, transaction: &str) -> bool {
+        self.replaying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(transaction)
     }
 
     /// The file.

@@ -52,6 +52,7 @@ pub(crate) fn ensure(conn: &rusqlite::Connection) -> Result<()> {
             done_at TEXT
         );
         CREATE INDEX IF NOT EXISTS {OUTBOX}_status ON {OUTBOX} (status, origin, entry);
+        CREATE INDEX IF NOT EXISTS {OUTBOX}_transaction ON {OUTBOX} (origin_transaction);
         CREATE TABLE IF NOT EXISTS {OPS} (
             entry INTEGER NOT NULL,
             seq INTEGER NOT NULL,
@@ -401,6 +402,7 @@ impl LocalStore {
         Ok(Outbox {
             store: self.clone(),
             store_id,
+            conn: Arc::default(),
         })
     }
 }
@@ -411,16 +413,24 @@ impl LocalStore {
 pub struct Outbox {
     store: LocalStore,
     store_id: String,
+    /// One connection, opened on first use and kept (its statements cached):
+    /// the replayer reads and writes the outbox once per entry or run.
+    conn: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl Outbox {
-    fn conn(&self) -> Result<rusqlite::Connection> {
-        let conn = self.store.writer()?;
-        // What the replayer records follows what the origin committed: it must
-        // survive the machine going down, as the origin's commit does.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(store_error)?;
-        Ok(conn)
+    /// Runs `f` on the outbox's connection.
+    fn with<T>(&self, f: impl FnOnce(&mut rusqlite::Connection) -> Result<T>) -> Result<T> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let conn = self.store.writer()?;
+            // What the replayer records follows what the origin committed: it
+            // must survive the machine going down, as the origin's commit does.
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(store_error)?;
+            *guard = Some(conn);
+        }
+        f(guard.as_mut().expect("opened above"))
     }
 
     /// The oldest entry of `origin` still waiting.
@@ -431,73 +441,86 @@ impl Outbox {
     /// The oldest entry of `origin` still waiting after `after` (entries replayed
     /// but not yet [`finish`](Self::finish)ed are skipped this way).
     pub fn next_after(&self, origin: &str, after: i64) -> Result<Option<Entry>> {
-        let conn = self.store.writer()?;
-        let head: Option<(i64, String, i64)> = conn
-            .query_row(
-                &format!(
-                    "SELECT entry, created_at, attempts FROM {OUTBOX}
-                      WHERE status = 'pending' AND origin = ?1 AND entry > ?2 ORDER BY entry LIMIT 1"
-                ),
-                rusqlite::params![origin, after],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(store_error)?;
-        let Some((id, created_at, attempts)) = head else {
-            return Ok(None);
-        };
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT dataset, op, columns, old, new FROM {OPS} WHERE entry = ?1 ORDER BY seq"
-            ))
-            .map_err(store_error)?;
-        let rows = stmt
-            .query_map([id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                    r.get::<_, Option<Vec<u8>>>(4)?,
+        Ok(self.pending(origin, after, 1)?.pop())
+    }
+
+    /// The oldest `limit` entries of `origin` still waiting after `after`, in
+    /// queue order.
+    pub fn pending(&self, origin: &str, after: i64, limit: usize) -> Result<Vec<Entry>> {
+        self.with(|conn| {
+            let heads: Vec<(i64, String, i64)> = {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT entry, created_at, attempts FROM {OUTBOX}
+                          WHERE status = 'pending' AND origin = ?1 AND entry > ?2 ORDER BY entry LIMIT ?3"
+                    ))
+                    .map_err(store_error)?;
+                let rows = stmt
+                    .query_map(rusqlite::params![origin, after, limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .map_err(store_error)?;
+                rows.collect::<std::result::Result<_, _>>()
+                    .map_err(store_error)?
+            };
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT dataset, op, columns, old, new FROM {OPS} WHERE entry = ?1 ORDER BY seq"
                 ))
-            })
-            .map_err(store_error)?;
-        let mut ops = Vec::new();
-        for row in rows {
-            let (dataset, op, columns, old, new) = row.map_err(store_error)?;
-            let kind = OpKind::of(&op).ok_or_else(|| ConnectorError::LocalStore {
-                full: false,
-                message: format!("outbox entry {id}: unknown op {op:?}"),
-            })?;
-            ops.push(QueuedOp {
-                dataset,
-                kind,
-                columns: serde_json::from_str(&columns).unwrap_or_default(),
-                old: old.as_deref().map(batch_from_bytes).transpose()?,
-                new: new.as_deref().map(batch_from_bytes).transpose()?,
-            });
-        }
-        Ok(Some(Entry {
-            id,
-            claim: format!("{}:{id}", self.store_id),
-            created_at,
-            attempts,
-            ops,
-        }))
+                .map_err(store_error)?;
+            let mut out = Vec::with_capacity(heads.len());
+            for (id, created_at, attempts) in heads {
+                let rows = stmt
+                    .query_map([id], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<Vec<u8>>>(3)?,
+                            r.get::<_, Option<Vec<u8>>>(4)?,
+                        ))
+                    })
+                    .map_err(store_error)?;
+                let mut ops = Vec::new();
+                for row in rows {
+                    let (dataset, op, columns, old, new) = row.map_err(store_error)?;
+                    let kind = OpKind::of(&op).ok_or_else(|| ConnectorError::LocalStore {
+                        full: false,
+                        message: format!("outbox entry {id}: unknown op {op:?}"),
+                    })?;
+                    ops.push(QueuedOp {
+                        dataset,
+                        kind,
+                        columns: serde_json::from_str(&columns).unwrap_or_default(),
+                        old: old.as_deref().map(batch_from_bytes).transpose()?,
+                        new: new.as_deref().map(batch_from_bytes).transpose()?,
+                    });
+                }
+                out.push(Entry {
+                    id,
+                    claim: format!("{}:{id}", self.store_id),
+                    created_at,
+                    attempts,
+                    ops,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// A replay of `entry` failed for a reason that may pass (the origin is down):
     /// it stays first in the queue.
     pub fn failed(&self, entry: i64, error: &str) -> Result<()> {
-        self.conn()?
-            .execute(
+        self.with(|conn| {
+            conn.execute(
                 &format!(
                     "UPDATE {OUTBOX} SET attempts = attempts + 1, last_error = ?1 WHERE entry = ?2"
                 ),
                 rusqlite::params![error, entry],
             )
             .map_err(store_error)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Before `entry`'s origin transaction commits: replaces its tentative
@@ -550,7 +573,7 @@ impl Outbox {
     /// [`finish`](Self::finish) for several entries, in their order, in one
     /// durable transaction (one fsync for a run of replayed entries).
     pub fn finish_all(&self, done: &[Finished]) -> Result<()> {
-        let mut conn = self.conn()?;
+        self.with(|conn| {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(store_error)?;
@@ -583,13 +606,14 @@ impl Outbox {
             }
         }
         tx.commit().map_err(store_error)
+        })
     }
 
     /// Whether the origin transaction `transaction` of `origin` was a replay of
     /// ours (the change feed sending our own writes back).
     pub fn is_own(&self, origin: &str, transaction: &str) -> Result<bool> {
-        self.conn()?
-            .query_row(
+        self.with(|conn| {
+            conn.query_row(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {OUTBOX} WHERE origin = ?1 AND origin_transaction = ?2)"
                 ),
@@ -597,72 +621,79 @@ impl Outbox {
                 |r| r.get(0),
             )
             .map_err(store_error)
+        })
     }
 
     /// Each dataset's queue (datasets that never queued anything are absent).
     pub fn queues(&self) -> Result<Vec<QueueStatus>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT o.dataset,
-                        count(DISTINCT CASE WHEN e.status = 'pending' THEN e.entry END),
-                        min(CASE WHEN e.status = 'pending' THEN e.created_at END),
-                        max(CASE WHEN e.status = 'pending' THEN e.last_error END)
-                   FROM {OUTBOX} e JOIN {OPS} o ON o.entry = e.entry
-                  GROUP BY o.dataset"
-            ))
-            .map_err(store_error)?;
-        let mut out: std::collections::BTreeMap<String, QueueStatus> = Default::default();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })
-            .map_err(store_error)?;
-        for row in rows {
-            let (dataset, pending, oldest, error) = row.map_err(store_error)?;
-            let q = out.entry(dataset.clone()).or_default();
-            q.dataset = dataset;
-            q.pending = pending as u64;
-            q.oldest_pending = oldest;
-            q.last_error = error;
-        }
-        drop(stmt);
-        let mut result: Vec<QueueStatus> = out.into_values().collect();
-        for q in &mut result {
-            let mut set_aside = conn
+        self.with(|conn| {
+            let mut out: std::collections::BTreeMap<String, QueueStatus> = Default::default();
+            // Pending entries only, by the status index: the applied ones stay
+            // as a record and would make this grow with the queue's history.
+            let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT count(DISTINCT e.entry) FROM {OUTBOX} e JOIN {OPS} o ON o.entry = e.entry
-                      WHERE o.dataset = ?1 AND e.status IN ('rejected', 'refused')"
+                    "SELECT o.dataset, count(DISTINCT e.entry), min(e.created_at), max(e.last_error)
+                       FROM {OUTBOX} e JOIN {OPS} o ON o.entry = e.entry
+                      WHERE e.status = 'pending'
+                      GROUP BY o.dataset"
                 ))
                 .map_err(store_error)?;
-            q.set_aside = set_aside
-                .query_row([&q.dataset], |r| r.get::<_, i64>(0))
-                .map_err(store_error)? as u64;
-        }
-        Ok(result)
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .map_err(store_error)?;
+            for row in rows {
+                let (dataset, pending, oldest, error) = row.map_err(store_error)?;
+                let q = out.entry(dataset.clone()).or_default();
+                q.dataset = dataset;
+                q.pending = pending as u64;
+                q.oldest_pending = oldest;
+                q.last_error = error;
+            }
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT o.dataset, count(DISTINCT e.entry)
+                       FROM {OUTBOX} e JOIN {OPS} o ON o.entry = e.entry
+                      WHERE e.status IN ('rejected', 'refused')
+                      GROUP BY o.dataset"
+                ))
+                .map_err(store_error)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(store_error)?;
+            for row in rows {
+                let (dataset, set_aside) = row.map_err(store_error)?;
+                let q = out.entry(dataset.clone()).or_default();
+                q.dataset = dataset;
+                q.set_aside = set_aside as u64;
+            }
+            Ok(out.into_values().collect())
+        })
     }
 
     /// Entries applied at `origin` (for the status).
     pub fn applied(&self, origin: &str) -> Result<u64> {
-        self.conn()?
-            .query_row(
+        self.with(|conn| {
+            conn.query_row(
                 &format!("SELECT count(*) FROM {OUTBOX} WHERE origin = ?1 AND status = 'applied'"),
                 [origin],
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)
             .map_err(store_error)
+        })
     }
 
     /// Every recorded conflict, oldest first (confirmed ones, and tentative ones
     /// whose entry is still waiting).
     pub fn conflicts(&self) -> Result<Vec<ConflictRecord>> {
-        let conn = self.conn()?;
+        self.with(|conn| {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT entry, dataset, kind, policy, outcome, key, local_row, origin_row, sqlstate, message, at
@@ -688,6 +719,7 @@ impl Outbox {
             .map_err(store_error)?;
         rows.collect::<std::result::Result<Vec<_>, _>>()
             .map_err(store_error)
+        })
     }
 }
 

@@ -131,10 +131,28 @@ impl Dedicated {
             .map_err(|e| self.conn.pool.query_error(e))
     }
 
-    /// Runs one statement; the rows it changed.
+    /// Runs `sql` (statements separated by `;`) by the simple protocol; the
+    /// first column of each row returned, as text.
+    pub(crate) async fn simple_rows(&self, sql: &str) -> Result<Vec<Option<String>>> {
+        let messages = self
+            .client()
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.conn.pool.query_error(e))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Runs one statement; the rows it changed. Typed (with no parameters): one
+    /// round trip, where a prepared statement costs two.
     pub(crate) async fn execute(&self, sql: &str) -> Result<u64> {
         self.client()
-            .execute(sql, &[])
+            .execute_typed(sql, &[])
             .await
             .map_err(|e| self.conn.pool.query_error(e))
     }
@@ -143,7 +161,7 @@ impl Dedicated {
     pub(crate) async fn query(&self, sql: &str, schema: &SchemaRef) -> Result<RecordBatch> {
         let rows = self
             .client()
-            .query(sql, &[])
+            .query_typed(sql, &[])
             .await
             .map_err(|e| self.conn.pool.query_error(e))?;
         Ok(to_batch(&rows, schema)?)
@@ -163,7 +181,10 @@ impl Dedicated {
         let stream = futures::stream::once(async move {
             let rows = conn
                 .client()
-                .query_raw(sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>())
+                .query_typed_raw(
+                    sql.as_str(),
+                    std::iter::empty::<(&(dyn ToSql + Sync), tokio_postgres::types::Type)>(),
+                )
                 .await
                 .map_err(|e| DataFusionError::from(conn.conn.pool.query_error(e)))?;
             let state = (conn, Box::pin(rows), schema, false);

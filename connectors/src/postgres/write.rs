@@ -65,20 +65,83 @@ impl PgWrites {
     }
 }
 
-#[async_trait]
-impl Writes for PgWrites {
-    async fn begin(&self) -> Result<Box<dyn WriteTransaction>> {
-        let conn = Arc::new(self.pool.dedicated().await?);
-        conn.batch_execute("BEGIN").await?;
+impl PgWrites {
+    fn transaction(&self, conn: Dedicated) -> Box<PgTransaction> {
+        let conn = Arc::new(conn);
         let provider = Arc::new(SQLFederationProvider::new(Arc::new(
             PgExecutor::in_transaction(&self.pool, Arc::clone(&conn)),
         )));
-        Ok(Box::new(PgTransaction {
+        Box::new(PgTransaction {
             conn: Some(conn),
             origin: self.pool.origin().to_string(),
             provider,
             applied_ready: Arc::clone(&self.applied_ready),
-        }))
+        })
+    }
+
+    /// Creates [`APPLIED`] once per process, outside any replay's transaction
+    /// (which may roll back).
+    async fn applied_table(&self) -> Result<()> {
+        if self.applied_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let setup = self.pool.dedicated().await?;
+        match setup.batch_execute(APPLIED_DDL).await {
+            Ok(()) => setup.release(),
+            Err(e) => {
+                setup.discard();
+                return Err(applied_table_error(self.pool.origin(), e));
+            }
+        }
+        self.applied_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+fn claim_sql(entry: &str) -> String {
+    format!(
+        "INSERT INTO {APPLIED} (entry) VALUES ('{}') ON CONFLICT (entry) DO NOTHING RETURNING xid",
+        entry.replace('\'', "''")
+    )
+}
+
+fn done_sql(entry: &str) -> String {
+    format!(
+        "SELECT xid FROM {APPLIED} WHERE entry = '{}'",
+        entry.replace('\'', "''")
+    )
+}
+
+#[async_trait]
+impl Writes for PgWrites {
+    async fn begin(&self) -> Result<Box<dyn WriteTransaction>> {
+        let conn = self.pool.dedicated().await?;
+        conn.batch_execute("BEGIN").await?;
+        Ok(self.transaction(conn))
+    }
+
+    async fn begin_claimed(&self, entry: &str) -> Result<(Box<dyn WriteTransaction>, Claim)> {
+        self.applied_table().await?;
+        let conn = self.pool.dedicated().await?;
+        // BEGIN and the claim in one simple query: one round trip.
+        let fresh = conn
+            .simple_rows(&format!("BEGIN; {}", claim_sql(entry)))
+            .await?;
+        let claim = match fresh.into_iter().next().flatten() {
+            Some(transaction) => Claim::Fresh {
+                transaction: Some(transaction),
+            },
+            None => Claim::Done {
+                transaction: conn
+                    .simple_rows(&done_sql(entry))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .flatten(),
+            },
+        };
+        let t: Box<dyn WriteTransaction> = self.transaction(conn);
+        Ok((t, claim))
     }
 }
 
@@ -246,42 +309,24 @@ impl WriteTransaction for PgTransaction {
         // The table is the origin's memory of what was replayed: created once,
         // outside the replay's transaction, which may roll back.
         if !self.applied_ready.load(Ordering::Acquire) {
-            let setup = self.conn().pool().dedicated().await?;
-            match setup.batch_execute(APPLIED_DDL).await {
-                Ok(()) => setup.release(),
-                Err(e) => {
-                    setup.discard();
-                    return Err(applied_table_error(&self.origin, e));
-                }
+            PgWrites {
+                pool: Arc::clone(self.conn().pool()),
+                applied_ready: Arc::clone(&self.applied_ready),
             }
-            self.applied_ready.store(true, Ordering::Release);
-        }
-        let entry = entry.replace('\'', "''");
-        let xid = Arc::new(Schema::new(vec![Field::new("xid", DataType::Utf8, false)]));
-        let fresh = self
-            .conn()
-            .query(
-                &format!(
-                    "INSERT INTO {APPLIED} (entry) VALUES ('{entry}') ON CONFLICT (entry) DO NOTHING RETURNING xid"
-                ),
-                &xid,
-            )
+            .applied_table()
             .await?;
+        }
+        let xid = Arc::new(Schema::new(vec![Field::new("xid", DataType::Utf8, false)]));
         let id = |b: &RecordBatch| {
             (b.num_rows() > 0).then(|| b.column(0).as_string::<i32>().value(0).to_string())
         };
+        let fresh = self.conn().query(&claim_sql(entry), &xid).await?;
         if let Some(transaction) = id(&fresh) {
             return Ok(Claim::Fresh {
                 transaction: Some(transaction),
             });
         }
-        let done = self
-            .conn()
-            .query(
-                &format!("SELECT xid FROM {APPLIED} WHERE entry = '{entry}'"),
-                &xid,
-            )
-            .await?;
+        let done = self.conn().query(&done_sql(entry), &xid).await?;
         Ok(Claim::Done {
             transaction: id(&done),
         })

@@ -233,6 +233,7 @@ impl Relay {
                 };
                 let conn = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = (client.set_nodelay(true), server.set_nodelay(true));
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
