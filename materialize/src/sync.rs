@@ -206,12 +206,13 @@ async fn flush(r: &Replayer, outbox: &Outbox, replayed: &mut Vec<Finished>) {
     if replayed.is_empty() {
         return;
     }
-    let done = Arc::new(std::mem::take(replayed));
+    let done = std::mem::take(replayed);
     let n = done.len();
-    let finishing = Arc::clone(&done);
-    match off(outbox, move |o| o.finish_all(&finishing)).await {
+    let transactions: Vec<String> = done.iter().filter_map(|f| f.transaction.clone()).collect();
+    match off(outbox, move |o| o.finish_all(&done)).await {
         Ok(()) => {
-            for t in done.iter().filter_map(|f| f.transaction.as_deref()) {
+            // Recorded in the outbox now: the feed finds them there.
+            for t in &transactions {
                 r.store.replaying(t, true);
             }
             crate::crash::point("replay_after_finish");

@@ -433,19 +433,9 @@ impl Outbox {
         f(guard.as_mut().expect("opened above"))
     }
 
-    /// The oldest entry of `origin` still waiting.
-    pub fn next(&self, origin: &str) -> Result<Option<Entry>> {
-        self.next_after(origin, 0)
-    }
-
-    /// The oldest entry of `origin` still waiting after `after` (entries replayed
-    /// but not yet [`finish`](Self::finish)ed are skipped this way).
-    pub fn next_after(&self, origin: &str, after: i64) -> Result<Option<Entry>> {
-        Ok(self.pending(origin, after, 1)?.pop())
-    }
-
     /// The oldest `limit` entries of `origin` still waiting after `after`, in
-    /// queue order.
+    /// queue order (entries replayed but not yet [`finish`](Self::finish)ed are
+    /// skipped this way).
     pub fn pending(&self, origin: &str, after: i64, limit: usize) -> Result<Vec<Entry>> {
         self.with(|conn| {
             let heads: Vec<(i64, String, i64)> = {

@@ -78,24 +78,24 @@ impl PgWrites {
             applied_ready: Arc::clone(&self.applied_ready),
         })
     }
+}
 
-    /// Creates [`APPLIED`] once per process, outside any replay's transaction
-    /// (which may roll back).
-    async fn applied_table(&self) -> Result<()> {
-        if self.applied_ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let setup = self.pool.dedicated().await?;
-        match setup.batch_execute(APPLIED_DDL).await {
-            Ok(()) => setup.release(),
-            Err(e) => {
-                setup.discard();
-                return Err(applied_table_error(self.pool.origin(), e));
-            }
-        }
-        self.applied_ready.store(true, Ordering::Release);
-        Ok(())
+/// Creates [`APPLIED`] once per process (`ready`), outside any replay's
+/// transaction (which may roll back).
+async fn applied_table(pool: &Arc<PgPool>, ready: &AtomicBool) -> Result<()> {
+    if ready.load(Ordering::Acquire) {
+        return Ok(());
     }
+    let setup = pool.dedicated().await?;
+    match setup.batch_execute(APPLIED_DDL).await {
+        Ok(()) => setup.release(),
+        Err(e) => {
+            setup.discard();
+            return Err(applied_table_error(pool.origin(), e));
+        }
+    }
+    ready.store(true, Ordering::Release);
+    Ok(())
 }
 
 fn claim_sql(entry: &str) -> String {
@@ -121,7 +121,7 @@ impl Writes for PgWrites {
     }
 
     async fn begin_claimed(&self, entry: &str) -> Result<(Box<dyn WriteTransaction>, Claim)> {
-        self.applied_table().await?;
+        applied_table(&self.pool, &self.applied_ready).await?;
         let conn = self.pool.dedicated().await?;
         // BEGIN and the claim in one simple query: one round trip.
         let fresh = conn
@@ -306,16 +306,7 @@ impl WriteTransaction for PgTransaction {
     }
 
     async fn claim(&mut self, entry: &str) -> Result<Claim> {
-        // The table is the origin's memory of what was replayed: created once,
-        // outside the replay's transaction, which may roll back.
-        if !self.applied_ready.load(Ordering::Acquire) {
-            PgWrites {
-                pool: Arc::clone(self.conn().pool()),
-                applied_ready: Arc::clone(&self.applied_ready),
-            }
-            .applied_table()
-            .await?;
-        }
+        applied_table(self.conn().pool(), &self.applied_ready).await?;
         let xid = Arc::new(Schema::new(vec![Field::new("xid", DataType::Utf8, false)]));
         let id = |b: &RecordBatch| {
             (b.num_rows() > 0).then(|| b.column(0).as_string::<i32>().value(0).to_string())
