@@ -211,6 +211,19 @@ pub trait WriteTransaction: Send + Sync {
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<()>;
 
+    /// Commits, then opens the next transaction and claims the sync entry `next`
+    /// in it, where the origin can do both in one round trip (`None`: only
+    /// committed; the caller begins the next itself). An error leaves it unknown
+    /// whether this transaction committed: a replay then claims its entry again,
+    /// and the claim tells.
+    async fn commit_then_claim(
+        self: Box<Self>,
+        next: &str,
+    ) -> Result<Option<(Box<dyn WriteTransaction>, Claim)>> {
+        let _ = next;
+        self.commit().await.map(|()| None)
+    }
+
     /// Rolls back.
     async fn rollback(self: Box<Self>) -> Result<()>;
 }

@@ -173,6 +173,9 @@ async fn follow(
             .unwrap_or_else(|| MaterializeError::Stopped(name.to_string()))
     };
     let mut last_idle: Option<Instant> = None;
+    // The newest idle position not yet stored, and the last one stored.
+    let mut idle: Option<String> = None;
+    let mut stored_idle: Option<String> = None;
     let result = loop {
         let event = tokio::select! {
             e = stream.next() => match e {
@@ -189,12 +192,35 @@ async fn follow(
                 }
             },
         };
-        if let FeedEvent::Idle { .. } = &event {
-            if last_idle.is_some_and(|t| t.elapsed() < IDLE_EVERY) {
-                continue;
-            }
-            last_idle = Some(Instant::now());
+        let durable = lock(&reported).position.take();
+        if let Some(position) = durable {
+            // Durable here: only now may the origin forget it.
+            stream.durable(&position);
         }
+        let event = match event {
+            FeedEvent::Idle { position } => {
+                // Stored at most every IDLE_EVERY, and only when it moved; the
+                // newest position waits for the next idle event, not dropped.
+                if stored_idle.as_ref() != Some(&position) {
+                    idle = Some(position);
+                }
+                if last_idle.is_some_and(|t| t.elapsed() < IDLE_EVERY) {
+                    continue;
+                }
+                let Some(position) = idle.take() else {
+                    continue;
+                };
+                last_idle = Some(Instant::now());
+                stored_idle = Some(position.clone());
+                FeedEvent::Idle { position }
+            }
+            other => {
+                // A transaction moves the position past any idle one held.
+                idle = None;
+                stored_idle = None;
+                other
+            }
+        };
         let (reply, answer) = oneshot::channel();
         if work.send((event, reply)).is_err() {
             break Err(stopped(&reported));

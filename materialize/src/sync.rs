@@ -35,10 +35,11 @@ use switchyard_connectors::write::{
 use switchyard_connectors::ConnectorError;
 use tracing::Instrument;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Short: the backoff is how late a returning origin sees the queue, and one
-/// connection attempt a second is little for an origin that is down.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Short: the backoff is how late a returning origin sees the queue (half of it
+/// on average), and two connection attempts a second are little for an origin
+/// that is down.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// How often an idle replayer looks at the queue without being woken.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Replayed entries finished together at most.
@@ -139,10 +140,18 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
         // per run of entries); a crash before that only repeats their claims.
         let mut replayed: Vec<Finished> = Vec::new();
         let mut ahead: std::collections::VecDeque<Entry> = Default::default();
+        // The next entry's transaction, opened and claimed as the last one committed.
+        let mut opened: Option<Opened> = None;
         loop {
-            if ahead.is_empty() && replayed.len() < FINISH_EVERY {
+            // Refilled before the last entry is taken, so that it is claimed
+            // with the commit before it.
+            if ahead.len() < 2 && replayed.len() < FINISH_EVERY {
                 let origin = replayer.origin.clone();
-                let after = replayed.last().map(|f| f.entry).unwrap_or(0);
+                let after = ahead
+                    .back()
+                    .map(|e| e.id)
+                    .or(replayed.last().map(|f| f.entry))
+                    .unwrap_or(0);
                 match off(&outbox, move |o| o.pending(&origin, after, READ_AHEAD)).await {
                     Ok(entries) => ahead.extend(entries),
                     Err(e) => {
@@ -160,6 +169,9 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                 ahead.pop_front()
             };
             let Some(entry) = next else {
+                if let Some(o) = opened.take() {
+                    let _ = o.t.rollback().await;
+                }
                 if !replayed.is_empty() {
                     flush(&replayer, &outbox, &mut replayed).await;
                     continue;
@@ -170,7 +182,39 @@ pub(crate) async fn run(store: Arc<LocalStore>, replayer: Arc<Replayer>) {
                 }
                 continue;
             };
-            match replay(&replayer, &outbox, &entry).await {
+            let claimed = match opened.take() {
+                Some(o) if o.entry == entry.id => Some((o.t, o.claim)),
+                Some(o) => {
+                    let _ = o.t.rollback().await;
+                    None
+                }
+                None => None,
+            };
+            let outcome = match replay(&replayer, &outbox, &entry, claimed).await {
+                Ok(Replay::Ended(finished)) => Ok(finished),
+                Ok(Replay::Ready(t, finished)) => {
+                    // The next entry is claimed in the commit's round trip, unless
+                    // the run of entries ends here.
+                    let next = ahead
+                        .front()
+                        .filter(|_| replayed.len() + 1 < FINISH_EVERY)
+                        .map(|n| (n.id, n.claim.clone()));
+                    let committed = match &next {
+                        Some((_, claim)) => t.commit_then_claim(claim).await,
+                        None => t.commit().await.map(|()| None),
+                    };
+                    committed.map(|open| {
+                        crate::crash::point("replay_after_origin_commit");
+                        tracing::debug!(entry = entry.id, "entry applied");
+                        if let (Some((id, _)), Some((t, claim))) = (next, open) {
+                            opened = Some(Opened { entry: id, t, claim });
+                        }
+                        finished
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(finished) => {
                     backoff = FIRST_BACKOFF;
                     replayed.push(finished);
@@ -241,10 +285,34 @@ fn finished(
     }
 }
 
-/// Replays one entry (to be finished); `Err` when it must be tried again.
-async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished, ConnectorError> {
+/// A transaction opened and claimed for the entry `entry`.
+struct Opened {
+    entry: i64,
+    t: Box<dyn WriteTransaction>,
+    claim: Claim,
+}
+
+/// How far [`replay`] took an entry.
+enum Replay {
+    /// Its origin transaction ended (or was never needed): to be finished.
+    Ended(Finished),
+    /// Its changes are made in the transaction, which is left to commit.
+    Ready(Box<dyn WriteTransaction>, Finished),
+}
+
+/// Replays one entry, in `claimed` when its transaction is open already;
+/// `Err` when it must be tried again.
+async fn replay(
+    r: &Replayer,
+    outbox: &Outbox,
+    entry: &Entry,
+    claimed: Option<(Box<dyn WriteTransaction>, Claim)>,
+) -> Result<Replay, ConnectorError> {
     crate::crash::point("replay_before_claim");
-    let (mut t, claim) = r.writes.begin_claimed(&entry.claim).await?;
+    let (mut t, claim) = match claimed {
+        Some(c) => c,
+        None => r.writes.begin_claimed(&entry.claim).await?,
+    };
     let transaction = match claim {
         Claim::Done { transaction } => {
             // Committed before a crash: only the local side is left to do.
@@ -254,13 +322,13 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished
                 entry = entry.id,
                 "entry was applied before a restart; finishing it"
             );
-            return Ok(finished(
+            return Ok(Replay::Ended(finished(
                 entry,
                 Outcome::Applied,
                 transaction,
                 settle,
                 vec![],
-            ));
+            )));
         }
         Claim::Fresh { transaction } => transaction,
     };
@@ -295,19 +363,9 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished
                 .await?;
             }
             crate::crash::point("replay_after_writes");
-            t.commit().await?;
-            crate::crash::point("replay_after_origin_commit");
-            tracing::debug!(
-                entry = entry.id,
-                conflicts = done.conflicts.len(),
-                "entry applied"
-            );
-            Ok(finished(
-                entry,
-                Outcome::Applied,
-                transaction,
-                done.settle,
-                vec![],
+            Ok(Replay::Ready(
+                t,
+                finished(entry, Outcome::Applied, transaction, done.settle, vec![]),
             ))
         }
         Some(Stop::Retry(e)) => {
@@ -318,13 +376,13 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished
             t.rollback().await?;
             let settle = origin_rows(r, entry).await?;
             tracing::info!(entry = entry.id, kind = %conflict.kind, "entry set aside (conflict: reject)");
-            Ok(finished(
+            Ok(Replay::Ended(finished(
                 entry,
                 Outcome::Rejected,
                 None,
                 settle,
                 vec![*conflict],
-            ))
+            )))
         }
         Some(Stop::Refused(e)) => {
             let _ = t.rollback().await;
@@ -352,13 +410,13 @@ async fn replay(r: &Replayer, outbox: &Outbox, entry: &Entry) -> Result<Finished
                 message: Some(e.to_string()),
                 ..Default::default()
             };
-            Ok(finished(
+            Ok(Replay::Ended(finished(
                 entry,
                 Outcome::Refused,
                 None,
                 settle,
                 vec![record],
-            ))
+            )))
         }
     }
 }

@@ -125,7 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let file = switchyard::demo::create(&dir, &listen, postgres.as_ref())
                 .context("writing the demo data")?;
             let config = Config::load(&file)?;
-            let result = serve(config, Some(postgres.as_ref().map(|p| p.port)));
+            let result = serve(config, Some(postgres.as_ref()));
             drop(postgres);
             result
         }
@@ -195,9 +195,12 @@ fn materialize(config: Config, only: Option<String>) -> anyhow::Result<()> {
     })
 }
 
-/// Serves until Ctrl-C; `demo` is `Some(the demo PostgreSQL's port, if it runs)`
-/// for `switchyard demo`.
-fn serve(config: Config, demo: Option<Option<u16>>) -> anyhow::Result<()> {
+/// Serves until Ctrl-C; `demo` is `Some(the demo PostgreSQL, if it runs)` for
+/// `switchyard demo`.
+fn serve(
+    config: Config,
+    demo: Option<Option<&switchyard::demo::DemoPostgres>>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let server = switchyard::start(config).await?;

@@ -23,7 +23,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rusqlite::OptionalExtension;
 
 use super::codec::Encoded;
-use super::copies::{arrow_error, copy_info, store_error, CATALOG};
+use super::copies::{arrow_error, copy_info, store_error, CopyInfo, CATALOG};
 use super::LocalStore;
 use crate::sql::quote_ident;
 use crate::{ConnectorError, Result};
@@ -63,6 +63,8 @@ pub(crate) fn ensure(conn: &rusqlite::Connection) -> Result<()> {
             new BLOB,
             PRIMARY KEY (entry, seq)
         );
+        -- Covers the status's join (without it each look reads the rows' images).
+        CREATE INDEX IF NOT EXISTS {OPS}_dataset ON {OPS} (entry, dataset);
         CREATE TABLE IF NOT EXISTS {KEYS} (
             entry INTEGER NOT NULL,
             dataset TEXT NOT NULL,
@@ -85,6 +87,7 @@ pub(crate) fn ensure(conn: &rusqlite::Connection) -> Result<()> {
             at TEXT NOT NULL,
             confirmed INTEGER NOT NULL DEFAULT 0
         );
+        CREATE INDEX IF NOT EXISTS {CONFLICTS}_entry ON {CONFLICTS} (entry);
         CREATE TABLE IF NOT EXISTS {META} (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
     ))
     .map_err(store_error)
@@ -567,32 +570,46 @@ impl Outbox {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(store_error)?;
+        // Each copy's catalog row, read once for all the entries.
+        let mut copies: std::collections::HashMap<String, Option<CopyInfo>> = Default::default();
+        let run = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+            tx.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(params))
+                .map_err(store_error)
+        };
         for f in done {
             let entry = f.entry;
-            tx.execute(
+            run(
                 &format!(
                     "UPDATE {OUTBOX} SET status = ?1, origin_transaction = coalesce(?2, origin_transaction),
                             done_at = ?3, last_error = NULL
                       WHERE entry = ?4"
                 ),
                 rusqlite::params![f.outcome.status(), f.transaction, now(), entry],
-            )
-            .map_err(store_error)?;
-            tx.execute(
+            )?;
+            run(
                 &format!("UPDATE {CONFLICTS} SET confirmed = 1 WHERE entry = ?1"),
-                [entry],
-            )
-            .map_err(store_error)?;
+                rusqlite::params![entry],
+            )?;
             insert_conflicts(&tx, &f.conflicts, true)?;
             for s in &f.settle {
-                settle_row(&tx, s, entry)?;
+                if !copies.contains_key(&s.dataset) {
+                    copies.insert(s.dataset.clone(), copy_info(&tx, &s.dataset)?);
+                }
+                if let Some(info) = &copies[&s.dataset] {
+                    settle_row(&tx, info, s, entry)?;
+                }
             }
             // The ops are the queue's; once done, only their record stays.
-            tx.execute(&format!("DELETE FROM {KEYS} WHERE entry = ?1"), [entry])
-                .map_err(store_error)?;
+            run(
+                &format!("DELETE FROM {KEYS} WHERE entry = ?1"),
+                rusqlite::params![entry],
+            )?;
             if f.outcome == Outcome::Applied {
-                tx.execute(&format!("DELETE FROM {OPS} WHERE entry = ?1"), [entry])
-                    .map_err(store_error)?;
+                run(
+                    &format!("DELETE FROM {OPS} WHERE entry = ?1"),
+                    rusqlite::params![entry],
+                )?;
             }
         }
         tx.commit().map_err(store_error)
@@ -746,10 +763,7 @@ fn insert_conflicts(
 
 /// Makes the copy's row of `s.key` the origin's, unless a later entry still has
 /// changes to it (its replay settles it).
-fn settle_row(conn: &rusqlite::Connection, s: &Settle, entry: i64) -> Result<()> {
-    let Some(info) = copy_info(conn, &s.dataset)? else {
-        return Ok(());
-    };
+fn settle_row(conn: &rusqlite::Connection, info: &CopyInfo, s: &Settle, entry: i64) -> Result<()> {
     let all: Vec<usize> = (0..s.key.num_columns()).collect();
     let text = key_text(&s.key, &all, 0)?;
     if pending_key(conn, &s.dataset, &text, Some(entry))? {
@@ -798,7 +812,7 @@ fn settle_row(conn: &rusqlite::Connection, s: &Settle, entry: i64) -> Result<()>
         (Some(row), rowid) => {
             let row = in_copy_columns(row, &info.schema)?;
             let ids = rowid.map(|id| vec![id]);
-            super::sync_write::put_rows(conn, &info, &row, ids.as_deref(), false)?;
+            super::sync_write::put_rows(conn, info, &row, ids.as_deref(), false)?;
             if rowid.is_some() {
                 0
             } else {

@@ -67,16 +67,7 @@ impl PgWrites {
 
 impl PgWrites {
     fn transaction(&self, conn: Dedicated) -> Box<PgTransaction> {
-        let conn = Arc::new(conn);
-        let provider = Arc::new(SQLFederationProvider::new(Arc::new(
-            PgExecutor::in_transaction(&self.pool, Arc::clone(&conn)),
-        )));
-        Box::new(PgTransaction {
-            conn: Some(conn),
-            origin: self.pool.origin().to_string(),
-            provider,
-            applied_ready: Arc::clone(&self.applied_ready),
-        })
+        PgTransaction::on(conn, Arc::clone(&self.applied_ready))
     }
 }
 
@@ -124,25 +115,32 @@ impl Writes for PgWrites {
         applied_table(&self.pool, &self.applied_ready).await?;
         let conn = self.pool.dedicated().await?;
         // BEGIN and the claim in one simple query: one round trip.
-        let fresh = conn
-            .simple_rows(&format!("BEGIN; {}", claim_sql(entry)))
-            .await?;
-        let claim = match fresh.into_iter().next().flatten() {
-            Some(transaction) => Claim::Fresh {
-                transaction: Some(transaction),
-            },
-            None => Claim::Done {
-                transaction: conn
-                    .simple_rows(&done_sql(entry))
-                    .await?
-                    .into_iter()
-                    .next()
-                    .flatten(),
-            },
-        };
+        let claim = begin_claim(&conn, "BEGIN", entry).await?;
         let t: Box<dyn WriteTransaction> = self.transaction(conn);
         Ok((t, claim))
     }
+}
+
+/// Runs `before` (which ends with `BEGIN`) and the claim of `entry` as one simple
+/// query. A simple query stops at its first failing statement, so the claim never
+/// runs outside the transaction.
+async fn begin_claim(conn: &Dedicated, before: &str, entry: &str) -> Result<Claim> {
+    let fresh = conn
+        .simple_rows(&format!("{before}; {}", claim_sql(entry)))
+        .await?;
+    Ok(match fresh.into_iter().next().flatten() {
+        Some(transaction) => Claim::Fresh {
+            transaction: Some(transaction),
+        },
+        None => Claim::Done {
+            transaction: conn
+                .simple_rows(&done_sql(entry))
+                .await?
+                .into_iter()
+                .next()
+                .flatten(),
+        },
+    })
 }
 
 /// A transaction on a connection of its own. Dropped while open, the connection is
@@ -156,23 +154,41 @@ struct PgTransaction {
 }
 
 impl PgTransaction {
+    fn on(conn: Dedicated, applied_ready: Arc<AtomicBool>) -> Box<PgTransaction> {
+        let conn = Arc::new(conn);
+        let provider = Arc::new(SQLFederationProvider::new(Arc::new(
+            PgExecutor::in_transaction(conn.pool(), Arc::clone(&conn)),
+        )));
+        Box::new(PgTransaction {
+            origin: conn.pool().origin().to_string(),
+            conn: Some(conn),
+            provider,
+            applied_ready,
+        })
+    }
+
     fn conn(&self) -> &Dedicated {
         self.conn
             .as_ref()
             .expect("an open transaction has its connection")
     }
 
-    async fn end(mut self: Box<Self>, sql: &str) -> Result<()> {
+    /// The connection, taken from the transaction and from its readers' executor
+    /// (so that it returns to the pool unless a read still holds it).
+    fn take_conn(&mut self) -> Arc<Dedicated> {
         let conn = self
             .conn
             .take()
             .expect("an open transaction has its connection");
-        let ended = conn.batch_execute(sql).await;
-        // The readers' executor shares the connection: let go of it first, so that
-        // the connection returns to the pool unless a read still holds it.
         self.provider = Arc::new(SQLFederationProvider::new(Arc::new(PgExecutor::new(
             Arc::clone(conn.pool()),
         ))));
+        conn
+    }
+
+    async fn end(mut self: Box<Self>, sql: &str) -> Result<()> {
+        let conn = self.take_conn();
+        let ended = conn.batch_execute(sql).await;
         match (ended, Arc::try_unwrap(conn)) {
             (Ok(()), Ok(conn)) => {
                 conn.release();
@@ -325,6 +341,32 @@ impl WriteTransaction for PgTransaction {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         self.end("COMMIT").await
+    }
+
+    async fn commit_then_claim(
+        mut self: Box<Self>,
+        next: &str,
+    ) -> Result<Option<(Box<dyn WriteTransaction>, Claim)>> {
+        let conn = match Arc::try_unwrap(self.take_conn()) {
+            Ok(conn) => conn,
+            Err(shared) => {
+                // A read still holds the connection: end here, begin elsewhere.
+                self.conn = Some(shared);
+                return self.end("COMMIT").await.map(|()| None);
+            }
+        };
+        // COMMIT, BEGIN and the next claim in one round trip.
+        match begin_claim(&conn, "COMMIT; BEGIN", next).await {
+            Ok(claim) => {
+                let t: Box<dyn WriteTransaction> =
+                    PgTransaction::on(conn, Arc::clone(&self.applied_ready));
+                Ok(Some((t, claim)))
+            }
+            Err(e) => {
+                conn.discard();
+                Err(e)
+            }
+        }
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {

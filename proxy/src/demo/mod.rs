@@ -93,11 +93,17 @@ pub fn create(
     write_signups(&dir.join("events/signups.csv"))?;
     let config = dir.join("switchyard.yaml");
     let (origins, datasets) = postgres.map(DemoPostgres::config_lines).unwrap_or_default();
-    fs::write(&config, config_text(listen, &origins, &datasets)).map_err(io(&config))?;
+    // The sync dataset field.visits is written by the demo user.
+    let grants = if postgres.is_some() {
+        r#", grants: [{ tables: ["field.*"], privileges: [select, insert, update, delete] }]"#
+    } else {
+        ""
+    };
+    fs::write(&config, config_text(listen, grants, &origins, &datasets)).map_err(io(&config))?;
     Ok(config)
 }
 
-fn config_text(listen: &str, extra_origins: &str, extra_datasets: &str) -> String {
+fn config_text(listen: &str, grants: &str, extra_origins: &str, extra_datasets: &str) -> String {
     format!(
         r#"# Written by `switchyard demo`; edit freely and run `switchyard serve --config` on it.
 listen: {listen}
@@ -105,7 +111,7 @@ users:
   - {{ name: demo, password: demo, roles: [analyst] }}
   - {{ name: agent, password: agent, roles: [support], attributes: {{ country: DE }} }}
 roles:
-  analyst: {{ allow: ["*"] }}
+  analyst: {{ allow: ["*"]{grants} }}
   # A support agent: German customers only, e-mails hashed, no sign-up dates.
   support:
     allow: ["crm.*", "events.*"]
@@ -227,15 +233,40 @@ fn write_signups(path: &Path) -> Result<(), DemoError> {
 }
 
 /// What `switchyard demo` prints once it listens; `postgres` is the demo
-/// PostgreSQL's port when it runs.
-pub fn banner(host: &str, port: u16, postgres: Option<u16>) -> String {
+/// PostgreSQL when it runs.
+pub fn banner(host: &str, port: u16, postgres: Option<&DemoPostgres>) -> String {
     banner_with_audit(host, port, postgres, "switchyard-demo/data/audit.jsonl")
 }
 
+/// The offline-write example: stop the origin, write, start it, see the replay.
+/// Shell lines start with `$`.
+fn offline_banner(pg: &DemoPostgres) -> String {
+    format!(
+        "\nOffline writes: field.visits is a sync copy of sales.visits (mode: sync). A write
+commits locally at once and is replayed at the origin exactly once, also after the
+origin was away. Stop the origin in a shell, write, start it again:
+  $ {stop}
+  INSERT INTO field.visits (id, customer_id, note) VALUES (100, 42, 'written offline');
+  SELECT dataset, pending, last_error FROM switchyard.sync_queue;   -- 1 pending, origin down
+  $ {start}
+  SELECT dataset, pending, last_applied FROM switchyard.sync_queue; -- 0 pending: replayed
+  SELECT id, note FROM sales.visits WHERE id = 100;                 -- read at the origin
+",
+        stop = pg.control_line("stop"),
+        start = pg.control_line("start"),
+    )
+}
+
 /// The banner, naming the audit log the demo writes.
-pub fn banner_with_audit(host: &str, port: u16, postgres: Option<u16>, audit_path: &str) -> String {
+pub fn banner_with_audit(
+    host: &str,
+    port: u16,
+    postgres: Option<&DemoPostgres>,
+    audit_path: &str,
+) -> String {
     let with_postgres = postgres.is_some();
-    let postgres = match postgres {
+    let offline = postgres.map(offline_banner).unwrap_or_default();
+    let postgres = match postgres.map(|p| p.port) {
         Some(pg_port) => format!(
             "\n  -- two PostgreSQL databases (sales, inventory) and the SQLite crm in one statement:\n  \
              SELECT c.country, p.category, sum(o.quantity * p.price) AS revenue\n    \
@@ -266,7 +297,7 @@ Try (cross-origin: crm is SQLite, events are files):
    WHERE t.status = 'open' GROUP BY s.plan ORDER BY s.plan;
 {postgres}
 Prefix a query with EXPLAIN to see the SQL each origin is sent. Ctrl-C stops.
-
+{offline}
 Governed access: log in as agent / agent (role support: German customers only, e-mails
 hashed, created_at denied) and compare
   SELECT country, count(*), min(email) FROM crm.customers GROUP BY country;

@@ -89,24 +89,63 @@ impl DemoPostgres {
             ]),
             "initdb",
         )?;
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=logical",
+        // In the cluster's own config, so that a bare `pg_ctl start` (the banner's,
+        // after its offline-write example stops the origin) starts it as it was.
+        let settings = format!(
+            "\n# switchyard demo\nport = {port}\nunix_socket_directories = '{}'\n\
+             listen_addresses = '127.0.0.1'\nfsync = off\nwal_level = logical\n",
             pg.data.display()
         );
-        pg.run(
-            pg.command("pg_ctl")
-                .arg("-D")
-                .arg(&cluster)
-                .arg("-l")
-                .arg(pg.data.join("postgres.log"))
-                .args(["-w", "-o", &options, "start"]),
-            "pg_ctl start",
-        )?;
+        let conf = cluster.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|source| DemoError::Io {
+            path: conf.clone(),
+            source,
+        })?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text).map_err(|source| DemoError::Io {
+            path: conf.clone(),
+            source,
+        })?;
+        pg.run(&mut pg.pg_ctl("start"), "pg_ctl start")?;
         for (db, sql) in [("sales", SALES_SQL), ("inventory", INVENTORY_SQL)] {
             pg.psql("postgres", &format!("CREATE DATABASE {db}"))?;
             pg.psql(db, sql)?;
         }
         Ok(Some(pg))
+    }
+
+    /// `pg_ctl <action>` on the cluster, waiting for it to finish.
+    fn pg_ctl(&self, action: &str) -> Command {
+        let mut c = self.command("pg_ctl");
+        c.arg("-D").arg(self.data.join("cluster"));
+        if action == "start" {
+            c.arg("-l").arg(self.data.join("postgres.log"));
+        } else {
+            c.args(["-m", "fast"]);
+        }
+        c.args(["-w", action]);
+        c
+    }
+
+    /// The shell line that runs `pg_ctl <action>` (`stop` or `start`) on the
+    /// cluster, for the banner to print.
+    pub fn control_line(&self, action: &str) -> String {
+        let c = self.pg_ctl(action);
+        std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Stops the cluster (the origins become unreachable).
+    pub fn stop(&self) -> Result<(), DemoError> {
+        self.run(&mut self.pg_ctl("stop"), "pg_ctl stop")
+    }
+
+    /// Starts the stopped cluster again.
+    pub fn restart(&self) -> Result<(), DemoError> {
+        self.run(&mut self.pg_ctl("start"), "pg_ctl start")
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -169,9 +208,11 @@ impl DemoPostgres {
         };
         (
             format!("  sales:     {{ kind: postgres, url: \"{}\" }}\n  inventory: {{ kind: postgres, url: \"{}\" }}\n", url("sales"), url("inventory")),
-            "  sales:     { origin: sales, tables: [orders] }\n  inventory: { origin: inventory, tables: [products] }\n  \
+            "  sales:     { origin: sales, tables: [orders, visits] }\n  inventory: { origin: inventory, tables: [products] }\n  \
              # A live local copy: answered from the local store, kept fresh by logical replication.\n  \
-             sales_live.orders: { origin: sales, table: orders, mode: materialize, live: true }\n".to_string(),
+             sales_live.orders: { origin: sales, table: orders, mode: materialize, live: true }\n  \
+             # A sync copy: writes commit locally and are replayed at the origin, also after it was away.\n  \
+             field.visits: { origin: sales, table: visits, mode: sync, conflict: origin_wins }\n".to_string(),
         )
     }
 
@@ -184,10 +225,7 @@ impl DemoPostgres {
 impl Drop for DemoPostgres {
     fn drop(&mut self) {
         let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.data.join("cluster"))
-            .args(["-m", "fast", "stop"])
+            .pg_ctl("stop")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -204,7 +242,11 @@ SELECT i, 1 + (i * 7919) % 2000, 1 + (i * 31) % 60, 1 + i % 5,
        (ARRAY['new', 'paid', 'shipped', 'returned'])[1 + i % 4],
        timestamptz '2026-01-01 00:00:00+00' + (i * 37 || ' minutes')::interval
 FROM generate_series(1, 4000) AS i;
-ANALYZE orders;";
+ANALYZE orders;
+CREATE TABLE visits (id integer PRIMARY KEY, customer_id integer NOT NULL, note text,
+                     at timestamptz NOT NULL DEFAULT now());
+INSERT INTO visits SELECT i, 1 + (i * 13) % 2000, 'visit ' || i, timestamptz '2026-03-01 09:00:00+00' + (i || ' hours')::interval
+FROM generate_series(1, 20) AS i;";
 
 /// Products, deterministic.
 const INVENTORY_SQL: &str = "

@@ -64,6 +64,7 @@ async fn demo_serves_and_its_example_queries_work() {
     assert_eq!(n, demo::PAGE_VIEWS);
 
     let pg_port = postgres.as_ref().map(|p| p.port);
+    let pg = postgres.as_ref();
     // The live copy the banner shows is taken at start.
     common::wait_for(
         "the live copy",
@@ -80,7 +81,7 @@ async fn demo_serves_and_its_example_queries_work() {
         },
     )
     .await;
-    let queries = banner_queries(&demo::banner("127.0.0.1", server.addr.port(), pg_port));
+    let queries = banner_queries(&demo::banner("127.0.0.1", server.addr.port(), pg));
     assert_eq!(queries.len(), 5, "{queries:?}");
     for q in &queries {
         let rows = client
@@ -96,7 +97,7 @@ async fn demo_serves_and_its_example_queries_work() {
         assert!(!explain.is_empty());
     }
     // The banner's UPDATE at the origin appears through Switchyard.
-    let banner = demo::banner("127.0.0.1", server.addr.port(), pg_port);
+    let banner = demo::banner("127.0.0.1", server.addr.port(), pg);
     let update = banner
         .lines()
         .find_map(|l| {
@@ -176,8 +177,95 @@ async fn demo_serves_and_its_example_queries_work() {
         .await
         .expect_err("denied column");
     assert_eq!(e.code().map(|c| c.code()), Some("42501"));
+    offline_write_as_the_banner_shows(&client, &banner, pg.unwrap()).await;
     server.stop();
     let audit = dir.path().join("data/audit.jsonl");
     assert!(switchyard_safety::verify(&audit).expect("the demo's audit log verifies") > 5);
     drop(postgres);
+}
+
+/// The banner's offline-write example, line by line: its shell lines stop and start
+/// the demo PostgreSQL, its statements run through Switchyard.
+async fn offline_write_as_the_banner_shows(
+    client: &tokio_postgres::Client,
+    banner: &str,
+    pg: &DemoPostgres,
+) {
+    let start = banner
+        .find("Offline writes")
+        .expect("the banner shows an offline write");
+    let end = banner.find("Governed access").expect("banner order");
+    let lines: Vec<&str> = banner[start..end]
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('$') || l.contains(';'))
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let pending = || async {
+        let r = client
+            .query_one(
+                "SELECT pending FROM switchyard.sync_queue WHERE dataset = 'field.visits'",
+                &[],
+            )
+            .await
+            .ok()?;
+        Some(r.get::<_, i64>(0))
+    };
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(shell) = line.strip_prefix('$') {
+            let shell = shell.trim().to_string();
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("sh")
+                    .args(["-c", &shell])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            if !out.status.success() {
+                let log =
+                    std::fs::read_to_string(pg.data_dir().join("postgres.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "{line}: {out:?}\nPostgreSQL's log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            continue;
+        }
+        let sql = line.split(';').next().unwrap();
+        match i {
+            // The INSERT with the origin stopped: committed locally, queued.
+            1 => client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
+            2 => {
+                let r = client.query_one(sql, &[]).await.unwrap();
+                assert_eq!(r.get::<_, i64>(1), 1, "queued while the origin is down");
+            }
+            // After the start: replayed within the deadline, then at the origin.
+            4 => {
+                common::wait_for(
+                    "the offline write replayed",
+                    std::time::Duration::from_secs(60),
+                    || async { (pending().await? == 0).then_some(()) },
+                )
+                .await;
+            }
+            5 => {
+                let r = client
+                    .query_one(sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                assert_eq!(r.get::<_, String>(1), "written offline");
+                let local = client
+                    .query_one("SELECT note FROM field.visits WHERE id = 100", &[])
+                    .await
+                    .unwrap();
+                assert_eq!(local.get::<_, String>(0), "written offline");
+            }
+            _ => panic!("unexpected line {i}: {line}"),
+        }
+    }
 }

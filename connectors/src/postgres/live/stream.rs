@@ -68,6 +68,8 @@ pub struct PgStream {
     position: Lsn,
     /// The open transaction: skipped (sent again), and whether its Begin went out.
     in_transaction: bool,
+    /// When `next` last returned an event.
+    returned: std::time::Instant,
     skipping: bool,
     begun: bool,
     committed_at: DateTime<Utc>,
@@ -181,6 +183,7 @@ impl PgStream {
             mapping: None,
             position,
             in_transaction: false,
+            returned: std::time::Instant::now(),
             skipping: false,
             begun: false,
             committed_at: Utc::now(),
@@ -522,21 +525,33 @@ fn timestamp(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros + PG_EPOCH_MICROS).unwrap_or_else(Utc::now)
 }
 
+/// How long a quiet stream waits before it reports its position again.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 #[async_trait]
 impl ChangeStream for PgStream {
     async fn next(&mut self) -> Result<FeedEvent> {
         loop {
             if let Some(event) = self.out.pop_front() {
+                self.returned = std::time::Instant::now();
                 return Ok(event);
             }
             if !self.started {
                 self.start().await?;
             }
             let origin = self.origin().to_string();
-            let event = self
-                .client
-                .recv()
-                .await
+            // A quiet stream still says where it is now and then, so that what
+            // became durable meanwhile is acknowledged (a shutting-down origin
+            // waits for that). `recv` is cancel-safe.
+            let Ok(received) = tokio::time::timeout(IDLE_TICK, self.client.recv()).await else {
+                if !self.in_transaction {
+                    self.out.push_back(FeedEvent::Idle {
+                        position: self.position.to_string(),
+                    });
+                }
+                continue;
+            };
+            let event = received
                 .map_err(|e| replication_error(&origin, e))?
                 .ok_or_else(|| ConnectorError::ConnectionLost {
                     origin: origin.clone(),
@@ -579,10 +594,15 @@ impl ChangeStream for PgStream {
                     }
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
-                    if !self.in_transaction && wal_end > self.position {
-                        self.position = wal_end;
+                    // Also when the position stays: a stopping origin pings
+                    // without pause until what it sent is acknowledged, and the
+                    // acknowledgement needs `next` to return now and then.
+                    if !self.in_transaction
+                        && (wal_end > self.position || self.returned.elapsed() >= IDLE_TICK)
+                    {
+                        self.position = self.position.max(wal_end);
                         self.out.push_back(FeedEvent::Idle {
-                            position: wal_end.to_string(),
+                            position: self.position.to_string(),
                         });
                     }
                 }
