@@ -321,14 +321,17 @@ impl Checker<'_> {
                 })
             }
             "sync" => {
-                if !matches!(origin.kind, OriginKind::Postgres(_)) {
+                if !matches!(
+                    origin.kind,
+                    OriginKind::Postgres(_) | OriginKind::Mongodb(_)
+                ) {
                     return Err(self.err(
                         mode_at,
                         format!(
-                            "dataset {key}: mode: sync needs a postgres origin, and {} is not one",
+                            "dataset {key}: mode: sync needs a postgres or mongodb origin, and {} is not one",
                             origin.name
                         ),
-                        "use mode: materialize with live: true for a read-only live copy (MongoDB sync is not available yet)",
+                        "use mode: materialize for a read-only local copy",
                     ));
                 }
                 if let Some(r) = &d.refresh {

@@ -175,7 +175,24 @@ impl<F: Fields> Filters<'_, F> {
             _ => return None,
         };
         let (path, kind) = self.column(col)?;
-        if kind == FieldKind::Opaque || value.is_null() {
+        if kind == FieldKind::Opaque {
+            return None;
+        }
+        if matches!(op, Operator::IsNotDistinctFrom | Operator::IsDistinctFrom) {
+            // Never NULL itself; a missing field reads as NULL, as `null` matches it.
+            let same = (op == Operator::IsNotDistinctFrom) == want;
+            let mut values = if value.is_null() {
+                vec![Bson::Null]
+            } else {
+                self.literal_eq(value, kind)?
+            };
+            return Some(match (same, values.len()) {
+                (true, 1) => doc! {path: values.pop()},
+                (true, _) => doc! {path: {"$in": values}},
+                (false, _) => doc! {path: {"$nin": values}},
+            });
+        }
+        if value.is_null() {
             return None;
         }
         let op = if want { op } else { op.negate()? };
@@ -348,5 +365,38 @@ mod tests {
             .when_true(&col("t").gt(lit(ScalarValue::TimestampNanosecond(Some(1), None))))
             .is_none());
         assert_eq!(like_regex("a.b\\%"), "^a\\.b%$");
+    }
+
+    #[test]
+    fn not_distinct_from_is_never_null() {
+        use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+        let f = Filters(&Plain);
+        let op = |value: ScalarValue, op| {
+            Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(col("a")),
+                op,
+                Box::new(lit(value)),
+            ))
+        };
+        let same = Operator::IsNotDistinctFrom;
+        // A NULL before-image matches a null or missing field.
+        assert_eq!(
+            f.when_true(&op(ScalarValue::Int32(None), same)).unwrap(),
+            doc! {"a": Bson::Null}
+        );
+        assert_eq!(
+            f.when_true(&op(ScalarValue::Int32(Some(5)), same)).unwrap(),
+            doc! {"a": 5}
+        );
+        assert_eq!(
+            f.when_true(&!op(ScalarValue::Int32(Some(5)), same))
+                .unwrap(),
+            doc! {"a": {"$nin": [5]}}
+        );
+        assert_eq!(
+            f.when_true(&op(ScalarValue::Int32(None), Operator::IsDistinctFrom))
+                .unwrap(),
+            doc! {"a": {"$nin": [Bson::Null]}}
+        );
     }
 }

@@ -28,19 +28,46 @@ use super::decode::{self, Target};
 use super::filter::{FieldKind, Fields, Filters};
 use super::schema::JSON_METADATA;
 use super::MongoConnector;
-use crate::write::{Savepoint, Write, WriteRequest, WriteTransaction, Writes, Written};
+use crate::write::{
+    Claim, ConflictAction, ConflictTarget, OnConflict, Savepoint, Write, WriteRequest,
+    WriteTransaction, Writes, Written,
+};
 use crate::{ConnectorError, Result};
 
 /// Writes to one MongoDB origin.
 #[derive(Debug)]
 pub struct MongoWrites {
     connector: MongoConnector,
+    /// [`APPLIED`] exists (made once per process, outside any transaction).
+    applied_ready: std::sync::atomic::AtomicBool,
 }
 
 impl MongoWrites {
     /// Writes through `connector`'s client.
     pub fn new(connector: MongoConnector) -> Self {
-        MongoWrites { connector }
+        MongoWrites {
+            connector,
+            applied_ready: Default::default(),
+        }
+    }
+
+    async fn applied_collection(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.applied_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let origin = &self.connector.origin;
+        let client = self.connector.client().await?;
+        let database = client.database(&self.connector.settings.database);
+        match database.create_collection(APPLIED).await {
+            Ok(()) => {}
+            // NamespaceExists: made by an earlier run.
+            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 48) =>
+                {}
+            Err(e) => return Err(super::error(origin, e)),
+        }
+        self.applied_ready.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -61,6 +88,19 @@ impl Writes for MongoWrites {
             connector: self.connector.clone(),
             session,
         }))
+    }
+
+    async fn begin_claimed(&self, entry: &str) -> Result<(Box<dyn WriteTransaction>, Claim)> {
+        // A collection made inside a transaction is not everywhere allowed.
+        self.applied_collection().await?;
+        let mut t = self.begin().await?;
+        match t.claim(entry).await {
+            Ok(c) => Ok((t, c)),
+            Err(e) => {
+                let _ = t.rollback().await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -282,9 +322,28 @@ fn violations(rows: &RecordBatch, schema: &SchemaRef, check: &Expr) -> Result<u6
         .count() as u64)
 }
 
+/// The origin-side record of replayed sync entries: one document per entry
+/// (`_id` the entry's claim), written in the entry's own transaction.
+pub const APPLIED: &str = "switchyard_sync_applied";
+
 impl MongoTransaction {
     fn origin(&self) -> &str {
         &self.connector.origin
+    }
+
+    /// The collection a dataset writes: only a whole collection takes writes.
+    async fn collection_of(&self, dataset: &Dataset) -> Result<mongodb::Collection<Document>> {
+        match &dataset.source {
+            DatasetSource::Table { table, filters } if filters.is_empty() => {
+                Ok(self.connector.collection(table).await?.handle())
+            }
+            _ => Err(unsupported(
+                self.origin(),
+                dataset,
+                "only datasets that are a whole collection take writes (this one has \
+                 filters: or a pipeline:)",
+            )),
+        }
     }
 
     async fn find(
@@ -320,18 +379,7 @@ impl WriteTransaction for MongoTransaction {
     async fn write(&mut self, request: WriteRequest<'_>) -> Result<Written> {
         let origin = self.connector.origin.clone();
         let dataset = request.dataset;
-        let name = match &dataset.source {
-            DatasetSource::Table { table, filters } if filters.is_empty() => table.clone(),
-            _ => {
-                return Err(unsupported(
-                    &origin,
-                    dataset,
-                    "only datasets that are a whole collection take writes (this one has \
-                     filters: or a pipeline:)",
-                ))
-            }
-        };
-        let collection = self.connector.collection(&name).await?.handle();
+        let collection = self.collection_of(dataset).await?;
         let columns = Columns {
             schema: request.schema,
             dataset,
@@ -353,13 +401,23 @@ impl WriteTransaction for MongoTransaction {
         let mut written = Written::default();
         match request.write {
             Write::Insert { rows, on_conflict } => {
-                if on_conflict.is_some() {
-                    return Err(unsupported(
-                        &origin,
-                        dataset,
-                        "ON CONFLICT on a MongoDB collection",
-                    ));
-                }
+                // `DO NOTHING` on the key alone: the documents whose `_id` exists
+                // are left out (read in the transaction, so a concurrent insert of
+                // one is a write conflict, not a duplicate).
+                let skip_existing = match on_conflict {
+                    None => false,
+                    Some(OnConflict {
+                        target: ConflictTarget::Columns(c),
+                        action: ConflictAction::DoNothing,
+                    }) if c.len() == 1 && columns.path(&c[0]) == "_id" => true,
+                    Some(_) => {
+                        return Err(unsupported(
+                            &origin,
+                            dataset,
+                            "ON CONFLICT on a MongoDB collection other than (_id) DO NOTHING",
+                        ))
+                    }
+                };
                 if let Some(check) = request.check {
                     written.violations = violations(rows, request.schema, check)?;
                     if written.violations > 0 {
@@ -367,7 +425,21 @@ impl WriteTransaction for MongoTransaction {
                     }
                 }
                 let mut docs = documents(rows, &columns)?;
+                if skip_existing {
+                    let ids: Vec<Bson> =
+                        docs.iter().filter_map(|d| d.get("_id").cloned()).collect();
+                    let existing: Vec<Bson> = self
+                        .find(&collection, doc! {"_id": {"$in": ids}})
+                        .await?
+                        .into_iter()
+                        .filter_map(|d| d.get("_id").cloned())
+                        .collect();
+                    docs.retain(|d| d.get("_id").is_none_or(|id| !existing.contains(id)));
+                }
                 if docs.is_empty() {
+                    if request.returning {
+                        written.returned.push(decode(&docs)?);
+                    }
                     return Ok(written);
                 }
                 let inserted = collection
@@ -493,6 +565,51 @@ impl WriteTransaction for MongoTransaction {
             }
         }
         Ok(written)
+    }
+
+    async fn lock_rows(
+        &mut self,
+        dataset: &Dataset,
+        schema: &SchemaRef,
+        filter: &Expr,
+    ) -> Result<Vec<RecordBatch>> {
+        // No row locks in MongoDB: read in the transaction's snapshot, a change
+        // by another writer before the commit fails the commit (a write
+        // conflict, retried).
+        let collection = self.collection_of(dataset).await?;
+        let columns = Columns { schema, dataset };
+        let filter = Filters(&columns)
+            .when_true(&unqualified(filter))
+            .ok_or_else(|| {
+                unsupported(
+                    self.origin(),
+                    dataset,
+                    format!("the condition {filter} has no exact MongoDB filter"),
+                )
+            })?;
+        let docs = self.find(&collection, filter).await?;
+        Ok(vec![decode::batch(
+            self.origin(),
+            &docs,
+            schema,
+            &columns.targets(),
+        )?])
+    }
+
+    async fn claim(&mut self, entry: &str) -> Result<Claim> {
+        let origin = self.origin().to_string();
+        let applied = self.connector.collection(APPLIED).await?.handle();
+        if !self.find(&applied, doc! {"_id": entry}).await?.is_empty() {
+            return Ok(Claim::Done { transaction: None });
+        }
+        applied
+            .insert_one(doc! {"_id": entry, "applied_at": DateTime::now()})
+            .session(&mut self.session)
+            .await
+            .map_err(|e| super::error(&origin, e))?;
+        // The change feed names transactions by lsid and txnNumber, which the
+        // driver does not show: replays coming back are not told apart.
+        Ok(Claim::Fresh { transaction: None })
     }
 
     async fn savepoint(&mut self, _op: Savepoint, _name: &str) -> Result<()> {

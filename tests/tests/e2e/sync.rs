@@ -1,4 +1,4 @@
-//! `mode: sync` over a real PostgreSQL origin reached through a forwarder that
+//! `mode: sync` over a real PostgreSQL origin (and a MongoDB one) reached through a forwarder that
 //! the tests cut: writes made while the origin is away are committed locally,
 //! queued, and replayed exactly once when it returns (checked by count and
 //! checksum against the expected state, and by the origin's record of applied
@@ -791,4 +791,241 @@ async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
         child.kill().unwrap();
         let _ = child.wait();
     }
+}
+
+/// `mongodb://...127.0.0.1:<port>...` with the port replaced.
+fn mongo_url_via(port: u16) -> String {
+    let url = common::mongo_url();
+    let at = url
+        .find("127.0.0.1:")
+        .expect("the test MongoDB is on 127.0.0.1")
+        + 10;
+    let end = url[at..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(url.len(), |e| at + e);
+    format!("{}{port}{}", &url[..at], &url[end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_sync_replays_offline_writes_once_and_resolves_conflicts() {
+    use mongodb::bson::{doc, Document};
+    let mongo = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let db = mongo.database("shop");
+    let notes = db.collection::<Document>("sync_notes");
+    notes.drop().await.unwrap();
+    db.collection::<Document>("switchyard_sync_applied")
+        .drop()
+        .await
+        .unwrap();
+    let docs: Vec<_> = (1..=20)
+        .map(|i| doc! {"_id": i, "title": format!("note {i}"), "qty": i})
+        .collect();
+    notes.insert_many(docs).await.unwrap();
+    let tasks = db.collection::<Document>("sync_tasks");
+    tasks.drop().await.unwrap();
+    tasks
+        .insert_many((1..=3).map(|i| doc! {"_id": i, "state": "open", "version": 1}))
+        .await
+        .unwrap();
+    let target: u16 = {
+        let url = common::mongo_url();
+        let at = url.find("127.0.0.1:").unwrap() + 10;
+        url[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let forwarder = Forwarder::start(target).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+users: [ {{ name: writer, password: writer-pw, roles: [writer] }} ]
+roles:
+  writer: {{ grants: [{{ tables: ["field.*", "switchyard.*", "direct.*"], privileges: [select, insert, update, delete] }}] }}
+origins: {{ docs: {{ kind: mongodb, url: "{url}", database: shop }} }}
+datasets:
+  direct: {{ origin: docs, tables: [sync_notes] }}
+  field.notes: {{ origin: docs, table: sync_notes, mode: sync, conflict: origin_wins }}
+  field.tasks: {{ origin: docs, table: sync_tasks, mode: sync, conflict: last_write_wins, version_column: version }}
+local: {{ path: {local} }}
+"#,
+        url = mongo_url_via(forwarder.port),
+        local = dir.path().join("local.db").display(),
+    );
+    let server = start(&yaml, &dir).await;
+    let c = connect(&server).await;
+    streaming(&c, &["field.notes", "field.tasks"]).await;
+
+    // The origin away: every write commits locally and waits.
+    forwarder.cut().await;
+    for i in 1000..1100_i32 {
+        c.execute(
+            "INSERT INTO field.notes (_id, title, qty) VALUES ($1, $2, $3)",
+            &[&i, &format!("offline {i}"), &i],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("offline insert {i}: {e:?}"));
+    }
+    for sql in [
+        "UPDATE field.notes SET qty = qty + 100 WHERE _id = 2",
+        "DELETE FROM field.notes WHERE _id = 3",
+        "UPDATE field.notes SET title = 'local' WHERE _id = 4",
+        "INSERT INTO field.notes (_id, title, qty) VALUES (5000, 'local', 1)",
+        "UPDATE field.tasks SET state = 'local', version = 5 WHERE _id = 1",
+        "UPDATE field.tasks SET state = 'local', version = 2 WHERE _id = 2",
+    ] {
+        c.execute(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    let local = rows(&c, "SELECT count(*) FROM field.notes").await;
+    assert_eq!(local[0][0].as_deref(), Some("120"), "reads see the writes");
+    let pending = rows(
+        &c,
+        "SELECT pending FROM switchyard.sync_queue WHERE dataset = 'field.notes'",
+    )
+    .await;
+    assert_eq!(pending[0][0].as_deref(), Some("104"));
+    let pending = rows(
+        &c,
+        "SELECT pending FROM switchyard.sync_queue WHERE dataset = 'field.tasks'",
+    )
+    .await;
+    assert_eq!(pending[0][0].as_deref(), Some("2"));
+    // Meanwhile at the origin: two changes the queued ones will meet.
+    notes
+        .update_one(doc! {"_id": 4}, doc! {"$set": {"title": "origin"}})
+        .await
+        .unwrap();
+    notes
+        .insert_one(doc! {"_id": 5000, "title": "origin", "qty": 2})
+        .await
+        .unwrap();
+    // By version_column: the local change is newer than the first, older than the second.
+    tasks
+        .update_one(
+            doc! {"_id": 1},
+            doc! {"$set": {"state": "origin", "version": 3}},
+        )
+        .await
+        .unwrap();
+    tasks
+        .update_one(
+            doc! {"_id": 2},
+            doc! {"$set": {"state": "origin", "version": 9}},
+        )
+        .await
+        .unwrap();
+
+    forwarder.restore().await;
+    drained(&c, Duration::from_secs(120)).await;
+    // Exactly once: one applied record per entry, the origin as expected.
+    let applied = db
+        .collection::<Document>("switchyard_sync_applied")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    let recorded = rows(
+        &c,
+        "SELECT kind, outcome, key, sqlstate, message FROM switchyard.conflicts WHERE dataset = 'field.notes' ORDER BY kind",
+    )
+    .await;
+    assert_eq!(applied, 106, "conflicts: {recorded:?}");
+    assert_eq!(notes.count_documents(doc! {}).await.unwrap(), 120);
+    assert_eq!(
+        notes
+            .count_documents(doc! {"_id": {"$gte": 1000, "$lt": 1100}})
+            .await
+            .unwrap(),
+        100
+    );
+    let two = notes.find_one(doc! {"_id": 2}).await.unwrap().unwrap();
+    assert_eq!(
+        two.get("qty")
+            .and_then(mongodb::bson::Bson::as_i64)
+            .or_else(|| two.get_i32("qty").ok().map(i64::from)),
+        Some(102)
+    );
+    assert!(notes.find_one(doc! {"_id": 3}).await.unwrap().is_none());
+    let four = notes.find_one(doc! {"_id": 4}).await.unwrap().unwrap();
+    assert_eq!(four.get_str("title").unwrap(), "origin", "origin_wins");
+    let five = notes.find_one(doc! {"_id": 5000}).await.unwrap().unwrap();
+    assert_eq!(five.get_str("title").unwrap(), "origin", "origin_wins");
+    // The copy takes the origin's rows, and each conflict is recorded.
+    let all = "SELECT _id, title, qty FROM {} ORDER BY _id";
+    let origin_rows = rows(&c, &all.replace("{}", "direct.sync_notes")).await;
+    wait_for(
+        "the copy to equal the origin",
+        Duration::from_secs(30),
+        || async {
+            (rows(&c, &all.replace("{}", "field.notes")).await == origin_rows).then_some(())
+        },
+    )
+    .await;
+    let state = |id: i32| {
+        let tasks = tasks.clone();
+        async move {
+            let d = tasks.find_one(doc! {"_id": id}).await.unwrap().unwrap();
+            (
+                d.get_str("state").unwrap().to_string(),
+                d.get_i32("version").unwrap(),
+            )
+        }
+    };
+    assert_eq!(
+        state(1).await,
+        ("local".into(), 5),
+        "the newer local version wins"
+    );
+    assert_eq!(
+        state(2).await,
+        ("origin".into(), 9),
+        "the newer origin version stays"
+    );
+    assert_eq!(state(3).await, ("open".into(), 1));
+    let tasks_conflicts = rows(
+        &c,
+        "SELECT kind, outcome, key FROM switchyard.conflicts WHERE dataset = 'field.tasks' ORDER BY key",
+    )
+    .await;
+    assert_eq!(
+        tasks_conflicts,
+        vec![
+            vec![
+                Some("update_origin_differs".into()),
+                Some("local_applied".into()),
+                Some(r#"["1"]"#.into())
+            ],
+            vec![
+                Some("update_origin_differs".into()),
+                Some("origin_kept".into()),
+                Some(r#"["2"]"#.into())
+            ],
+        ]
+    );
+    let conflicts = rows(
+        &c,
+        "SELECT kind, outcome, key FROM switchyard.conflicts WHERE dataset = 'field.notes' ORDER BY kind",
+    )
+    .await;
+    assert_eq!(
+        conflicts,
+        vec![
+            vec![
+                Some("insert_exists".into()),
+                Some("origin_kept".into()),
+                Some(r#"["5000"]"#.into())
+            ],
+            vec![
+                Some("update_origin_differs".into()),
+                Some("origin_kept".into()),
+                Some(r#"["4"]"#.into())
+            ],
+        ]
+    );
+    server.stop();
 }
