@@ -1029,3 +1029,189 @@ local: {{ path: {local} }}
     );
     server.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_every_mongodb_replay_step_loses_nothing_and_doubles_nothing() {
+    use mongodb::bson::{doc, Document};
+    use std::os::unix::process::ExitStatusExt;
+    let mongo = mongodb::Client::with_uri_str(common::mongo_url())
+        .await
+        .unwrap();
+    let db = mongo.database("shop");
+    let target: u16 = {
+        let url = common::mongo_url();
+        let at = url.find("127.0.0.1:").unwrap() + 10;
+        url[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    // The feed's point needs replays told apart, which MongoDB's are not.
+    for point in switchyard_materialize::crash::POINTS
+        .iter()
+        .filter(|p| p.starts_with("replay_"))
+    {
+        let ledger = db.collection::<Document>("sync_ledger");
+        ledger.drop().await.unwrap();
+        db.collection::<Document>("switchyard_sync_applied")
+            .drop()
+            .await
+            .unwrap();
+        ledger
+            .insert_many((1..=20).map(|i| doc! {"_id": i, "n": 0, "label": "start"}))
+            .await
+            .unwrap();
+        let forwarder = Forwarder::start(target).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let file = dir.path().join("switchyard.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"listen: 127.0.0.1:{port}
+users: [ {{ name: writer, password: writer-pw, roles: [writer] }} ]
+roles:
+  writer: {{ grants: [{{ tables: ["field.*", "switchyard.*"], privileges: [select, insert, update, delete] }}] }}
+origins: {{ docs: {{ kind: mongodb, url: "{url}", database: shop }} }}
+datasets:
+  field.ledger: {{ origin: docs, table: sync_ledger, mode: sync, conflict: reject }}
+local: {{ path: {local} }}
+"#,
+                url = mongo_url_via(forwarder.port),
+                local = dir.path().join("local.db").display(),
+            ),
+        )
+        .unwrap();
+        let nth = if *point == "replay_after_finish" {
+            1
+        } else {
+            5
+        };
+        let mut child = serve_crashing(&file, Some(&format!("{point}:{nth}")));
+        let client = wait_for("serve to answer", Duration::from_secs(60), || {
+            crate::materialize::connect_port(port, WRITER)
+        })
+        .await;
+        streaming(&client, &["field.ledger"]).await;
+
+        // 20 local transactions wait: 10 updates, 5 inserts, 5 deletes.
+        forwarder.cut().await;
+        for i in 1..=10 {
+            client
+                .execute(
+                    &format!("UPDATE field.ledger SET n = n + {i}, label = 'upd' WHERE _id = {i}"),
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        for i in 0..5 {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO field.ledger (_id, n, label) VALUES ({}, {i}, 'new')",
+                        100 + i
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        for i in 16..=20 {
+            client
+                .execute(&format!("DELETE FROM field.ledger WHERE _id = {i}"), &[])
+                .await
+                .unwrap();
+        }
+        drop(client);
+        forwarder.restore().await;
+
+        let log = file.with_file_name("serve.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve did not die at {point}; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+
+        let mut child = serve_crashing(&file, None);
+        let client = wait_for("serve to answer again", Duration::from_secs(60), || {
+            crate::materialize::connect_port(port, WRITER)
+        })
+        .await;
+        drained(&client, Duration::from_secs(90)).await;
+
+        // A change run twice would meet its own result: an insert a duplicate
+        // key, an update or delete a before-image that no longer matches, each
+        // set aside as a conflict (policy reject). None, and the state exact.
+        assert_eq!(
+            rows(&client, "SELECT count(*)::text FROM switchyard.conflicts").await,
+            vec![vec![Some("0".to_string())]],
+            "{point}: no conflicts"
+        );
+        let applied = db
+            .collection::<Document>("switchyard_sync_applied")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+        assert_eq!(applied, 20, "{point}: entries applied");
+        let docs: Vec<Document> = {
+            use futures::TryStreamExt;
+            ledger
+                .find(doc! {})
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap()
+        };
+        let int = |d: &Document, k: &str| {
+            d.get(k)
+                .and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from)))
+                .unwrap()
+        };
+        assert_eq!(docs.len(), 20, "{point}: documents");
+        assert_eq!(
+            docs.iter().map(|d| int(d, "_id")).sum::<i64>(),
+            (1..=15).sum::<i64>() + (100..105).sum::<i64>(),
+            "{point}: ids"
+        );
+        assert_eq!(
+            docs.iter().map(|d| int(d, "n")).sum::<i64>(),
+            (1..=10).sum::<i64>() + (0..5).sum::<i64>(),
+            "{point}: values"
+        );
+        assert_eq!(
+            docs.iter()
+                .filter(|d| d.get_str("label").ok() == Some("upd"))
+                .count(),
+            10,
+            "{point}: updated"
+        );
+        answers(
+            &client,
+            "SELECT count(*)::text, sum(n)::text FROM field.ledger",
+            &[&[
+                Some("20"),
+                Some(&((1..=10).sum::<i64>() + (0..5).sum::<i64>()).to_string()),
+            ]],
+            &format!("{point}: the local copy"),
+        )
+        .await;
+        drop(client);
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}
