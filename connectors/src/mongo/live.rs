@@ -373,8 +373,11 @@ impl MongoStream {
         }
         if !self.open {
             self.open = true;
+            let transaction = txn.as_ref().and_then(|(lsid, _)| super::session_name(lsid));
             self.txn = txn;
-            self.out.push_back(FeedEvent::Begin { transaction: None });
+            // Named by its session: sync replays run on sessions of their own
+            // client, so a replay coming back is known by it.
+            self.out.push_back(FeedEvent::Begin { transaction });
         }
         self.last = Some(e.id);
         self.written_at = e

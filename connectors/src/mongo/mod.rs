@@ -85,18 +85,21 @@ impl MongoConnector {
     /// The driver client.
     pub async fn client(&self) -> Result<Client> {
         self.client
-            .get_or_try_init(|| async {
-                let mut options = ClientOptions::parse(&self.settings.url)
-                    .await
-                    .map_err(|e| error(&self.origin, e))?;
-                options.app_name = Some("switchyard".into());
-                // A dead origin fails its statements quickly instead of after 30 s.
-                options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
-                options.connect_timeout = Some(std::time::Duration::from_secs(5));
-                Client::with_options(options).map_err(|e| error(&self.origin, e))
-            })
+            .get_or_try_init(|| self.new_client())
             .await
             .cloned()
+    }
+
+    /// A client of its own (with its own pool of server sessions).
+    pub(crate) async fn new_client(&self) -> Result<Client> {
+        let mut options = ClientOptions::parse(&self.settings.url)
+            .await
+            .map_err(|e| error(&self.origin, e))?;
+        options.app_name = Some("switchyard".into());
+        // A dead origin fails its statements quickly instead of after 30 s.
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        options.connect_timeout = Some(std::time::Duration::from_secs(5));
+        Client::with_options(options).map_err(|e| error(&self.origin, e))
     }
 
     /// The collection `name` of the origin's database.
@@ -393,6 +396,17 @@ impl FederationProvider for MongoFederationProvider {
 }
 
 /// A driver error as a connector error.
+/// A session id (`lsid`, as sessions and change events carry it) as text: the
+/// hex of its UUID.
+pub(crate) fn session_name(lsid: &Document) -> Option<String> {
+    match lsid.get("id")? {
+        mongodb::bson::Bson::Binary(b) => {
+            Some(b.bytes.iter().map(|x| format!("{x:02x}")).collect())
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn error(origin: &str, e: mongodb::error::Error) -> ConnectorError {
     use mongodb::error::ErrorKind;
     match e.kind.as_ref() {

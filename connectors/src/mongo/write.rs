@@ -38,6 +38,9 @@ use crate::{ConnectorError, Result};
 #[derive(Debug)]
 pub struct MongoWrites {
     connector: MongoConnector,
+    /// Sync replays' own client: its sessions are only theirs, so a transaction
+    /// on one of them is a replay (how the change feed knows them).
+    replays: tokio::sync::OnceCell<mongodb::Client>,
     /// [`APPLIED`] exists (made once per process, outside any transaction).
     applied_ready: std::sync::atomic::AtomicBool,
 }
@@ -47,6 +50,7 @@ impl MongoWrites {
     pub fn new(connector: MongoConnector) -> Self {
         MongoWrites {
             connector,
+            replays: Default::default(),
             applied_ready: Default::default(),
         }
     }
@@ -71,11 +75,9 @@ impl MongoWrites {
     }
 }
 
-#[async_trait]
-impl Writes for MongoWrites {
-    async fn begin(&self) -> Result<Box<dyn WriteTransaction>> {
+impl MongoWrites {
+    async fn begin_on(&self, client: mongodb::Client) -> Result<Box<MongoTransaction>> {
         let origin = self.connector.origin.clone();
-        let client = self.connector.client().await?;
         let mut session = client
             .start_session()
             .await
@@ -89,11 +91,23 @@ impl Writes for MongoWrites {
             session,
         }))
     }
+}
+
+#[async_trait]
+impl Writes for MongoWrites {
+    async fn begin(&self) -> Result<Box<dyn WriteTransaction>> {
+        Ok(self.begin_on(self.connector.client().await?).await?)
+    }
 
     async fn begin_claimed(&self, entry: &str) -> Result<(Box<dyn WriteTransaction>, Claim)> {
         // A collection made inside a transaction is not everywhere allowed.
         self.applied_collection().await?;
-        let mut t = self.begin().await?;
+        let client = self
+            .replays
+            .get_or_try_init(|| self.connector.new_client())
+            .await?
+            .clone();
+        let mut t = self.begin_on(client).await?;
         match t.claim(entry).await {
             Ok(c) => Ok((t, c)),
             Err(e) => {
@@ -331,11 +345,20 @@ impl MongoTransaction {
         &self.connector.origin
     }
 
+    /// The collection `name` through the session's client (a session works only
+    /// with its own client's handles).
+    fn handle(&self, name: &str) -> mongodb::Collection<Document> {
+        self.session
+            .client()
+            .database(&self.connector.settings.database)
+            .collection(name)
+    }
+
     /// The collection a dataset writes: only a whole collection takes writes.
     async fn collection_of(&self, dataset: &Dataset) -> Result<mongodb::Collection<Document>> {
         match &dataset.source {
             DatasetSource::Table { table, filters } if filters.is_empty() => {
-                Ok(self.connector.collection(table).await?.handle())
+                Ok(self.handle(table))
             }
             _ => Err(unsupported(
                 self.origin(),
@@ -598,18 +621,27 @@ impl WriteTransaction for MongoTransaction {
 
     async fn claim(&mut self, entry: &str) -> Result<Claim> {
         let origin = self.origin().to_string();
-        let applied = self.connector.collection(APPLIED).await?.handle();
-        if !self.find(&applied, doc! {"_id": entry}).await?.is_empty() {
-            return Ok(Claim::Done { transaction: None });
+        let applied = self.handle(APPLIED);
+        if let Some(done) = self.find(&applied, doc! {"_id": entry}).await?.pop() {
+            return Ok(Claim::Done {
+                transaction: done.get_str("session").ok().map(str::to_string),
+            });
+        }
+        // Named by the session (the change feed's lsid); the driver does not
+        // show the txnNumber, and needs not: a replay's session is only replays'.
+        let session = super::session_name(self.session.id());
+        let mut record = doc! {"_id": entry, "applied_at": DateTime::now()};
+        if let Some(s) = &session {
+            record.insert("session", s);
         }
         applied
-            .insert_one(doc! {"_id": entry, "applied_at": DateTime::now()})
+            .insert_one(record)
             .session(&mut self.session)
             .await
             .map_err(|e| super::error(&origin, e))?;
-        // The change feed names transactions by lsid and txnNumber, which the
-        // driver does not show: replays coming back are not told apart.
-        Ok(Claim::Fresh { transaction: None })
+        Ok(Claim::Fresh {
+            transaction: session,
+        })
     }
 
     async fn savepoint(&mut self, _op: Savepoint, _name: &str) -> Result<()> {

@@ -1048,11 +1048,7 @@ async fn kill_9_at_every_mongodb_replay_step_loses_nothing_and_doubles_nothing()
             .parse()
             .unwrap()
     };
-    // The feed's point needs replays told apart, which MongoDB's are not.
-    for point in switchyard_materialize::crash::POINTS
-        .iter()
-        .filter(|p| p.starts_with("replay_"))
-    {
+    for point in switchyard_materialize::crash::POINTS.iter() {
         let ledger = db.collection::<Document>("sync_ledger");
         ledger.drop().await.unwrap();
         db.collection::<Document>("switchyard_sync_applied")
