@@ -355,11 +355,9 @@ impl MongoTransaction {
     }
 
     /// The collection a dataset writes: only a whole collection takes writes.
-    async fn collection_of(&self, dataset: &Dataset) -> Result<mongodb::Collection<Document>> {
+    fn collection_of(&self, dataset: &Dataset) -> Result<mongodb::Collection<Document>> {
         match &dataset.source {
-            DatasetSource::Table { table, filters } if filters.is_empty() => {
-                Ok(self.handle(table))
-            }
+            DatasetSource::Table { table, filters } if filters.is_empty() => Ok(self.handle(table)),
             _ => Err(unsupported(
                 self.origin(),
                 dataset,
@@ -402,7 +400,7 @@ impl WriteTransaction for MongoTransaction {
     async fn write(&mut self, request: WriteRequest<'_>) -> Result<Written> {
         let origin = self.connector.origin.clone();
         let dataset = request.dataset;
-        let collection = self.collection_of(dataset).await?;
+        let collection = self.collection_of(dataset)?;
         let columns = Columns {
             schema: request.schema,
             dataset,
@@ -599,7 +597,7 @@ impl WriteTransaction for MongoTransaction {
         // No row locks in MongoDB: read in the transaction's snapshot, a change
         // by another writer before the commit fails the commit (a write
         // conflict, retried).
-        let collection = self.collection_of(dataset).await?;
+        let collection = self.collection_of(dataset)?;
         let columns = Columns { schema, dataset };
         let filter = Filters(&columns)
             .when_true(&unqualified(filter))

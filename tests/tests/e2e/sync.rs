@@ -654,7 +654,6 @@ fn serve_crashing(file: &std::path::Path, crash_at: Option<&str>) -> std::proces
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
-    use std::os::unix::process::ExitStatusExt;
     let pg = common::pg();
     for point in switchyard_materialize::crash::POINTS {
         let origin = reset(&pg, LEDGER).await;
@@ -685,50 +684,12 @@ async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
         .await;
         streaming(&client, &["field.ledger"]).await;
 
-        // 20 local transactions wait for the origin: 10 updates, 5 inserts, 5 deletes.
         forwarder.cut().await;
-        for i in 1..=10 {
-            client
-                .execute(
-                    &format!("UPDATE field.ledger SET n = n + {i}, label = 'upd' WHERE id = {i}"),
-                    &[],
-                )
-                .await
-                .unwrap();
-        }
-        for i in 0..5 {
-            client
-                .execute(
-                    &format!("INSERT INTO field.ledger VALUES ({}, {i}, 'new')", 100 + i),
-                    &[],
-                )
-                .await
-                .unwrap();
-        }
-        for i in 16..=20 {
-            client
-                .execute(&format!("DELETE FROM field.ledger WHERE id = {i}"), &[])
-                .await
-                .unwrap();
-        }
+        ledger_changes(&client, "id").await;
         drop(client);
         forwarder.restore().await;
-
         // The replay reaches the crash point (at its fifth pass) and dies there.
-        let log = file.with_file_name("serve.log");
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "serve did not die at {point}; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+        killed_at(&mut child, &file, point).await;
 
         let mut child = serve_crashing(&file, None);
         let client = wait_for("serve to answer again", Duration::from_secs(60), || {
@@ -793,6 +754,61 @@ async fn kill_9_at_every_replay_step_loses_nothing_and_doubles_nothing() {
     }
 }
 
+/// The 20 local transactions the kill tests queue: 10 updates, 5 inserts and 5
+/// deletes of the ledger (keyed by `key`).
+async fn ledger_changes(client: &Client, key: &str) {
+    let mut statements: Vec<String> = (1..=10)
+        .map(|i| format!("UPDATE field.ledger SET n = n + {i}, label = 'upd' WHERE {key} = {i}"))
+        .collect();
+    statements.extend((0..5).map(|i| {
+        format!(
+            "INSERT INTO field.ledger ({key}, n, label) VALUES ({}, {i}, 'new')",
+            100 + i
+        )
+    }));
+    statements.extend((16..=20).map(|i| format!("DELETE FROM field.ledger WHERE {key} = {i}")));
+    for sql in &statements {
+        client
+            .execute(sql.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+}
+
+/// Waits until `child` dies by SIGKILL at `point` (its log in the failure otherwise).
+async fn killed_at(child: &mut std::process::Child, file: &std::path::Path, point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let log = file.with_file_name("serve.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not die at {point}; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+}
+
+/// The test MongoDB's port (on 127.0.0.1).
+fn mongo_port() -> u16 {
+    let url = common::mongo_url();
+    let at = url
+        .find("127.0.0.1:")
+        .expect("the test MongoDB is on 127.0.0.1")
+        + 10;
+    url[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
 /// `mongodb://...127.0.0.1:<port>...` with the port replaced.
 fn mongo_url_via(port: u16) -> String {
     let url = common::mongo_url();
@@ -829,16 +845,7 @@ async fn mongodb_sync_replays_offline_writes_once_and_resolves_conflicts() {
         .insert_many((1..=3).map(|i| doc! {"_id": i, "state": "open", "version": 1}))
         .await
         .unwrap();
-    let target: u16 = {
-        let url = common::mongo_url();
-        let at = url.find("127.0.0.1:").unwrap() + 10;
-        url[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
+    let target = mongo_port();
     let forwarder = Forwarder::start(target).await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
@@ -1033,21 +1040,11 @@ local: {{ path: {local} }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_every_mongodb_replay_step_loses_nothing_and_doubles_nothing() {
     use mongodb::bson::{doc, Document};
-    use std::os::unix::process::ExitStatusExt;
     let mongo = mongodb::Client::with_uri_str(common::mongo_url())
         .await
         .unwrap();
     let db = mongo.database("shop");
-    let target: u16 = {
-        let url = common::mongo_url();
-        let at = url.find("127.0.0.1:").unwrap() + 10;
-        url[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
+    let target = mongo_port();
     for point in switchyard_materialize::crash::POINTS.iter() {
         let ledger = db.collection::<Document>("sync_ledger");
         ledger.drop().await.unwrap();
@@ -1095,52 +1092,11 @@ local: {{ path: {local} }}
         .await;
         streaming(&client, &["field.ledger"]).await;
 
-        // 20 local transactions wait: 10 updates, 5 inserts, 5 deletes.
         forwarder.cut().await;
-        for i in 1..=10 {
-            client
-                .execute(
-                    &format!("UPDATE field.ledger SET n = n + {i}, label = 'upd' WHERE _id = {i}"),
-                    &[],
-                )
-                .await
-                .unwrap();
-        }
-        for i in 0..5 {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO field.ledger (_id, n, label) VALUES ({}, {i}, 'new')",
-                        100 + i
-                    ),
-                    &[],
-                )
-                .await
-                .unwrap();
-        }
-        for i in 16..=20 {
-            client
-                .execute(&format!("DELETE FROM field.ledger WHERE _id = {i}"), &[])
-                .await
-                .unwrap();
-        }
+        ledger_changes(&client, "_id").await;
         drop(client);
         forwarder.restore().await;
-
-        let log = file.with_file_name("serve.log");
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "serve did not die at {point}; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL");
+        killed_at(&mut child, &file, point).await;
 
         let mut child = serve_crashing(&file, None);
         let client = wait_for("serve to answer again", Duration::from_secs(60), || {
