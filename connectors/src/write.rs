@@ -153,13 +153,20 @@ pub trait Writes: std::fmt::Debug + Send + Sync {
     /// `entry` in it: a replay's first step, which an origin may do in one round
     /// trip.
     async fn begin_claimed(&self, entry: &str) -> Result<(Box<dyn WriteTransaction>, Claim)> {
-        let mut t = self.begin().await?;
-        match t.claim(entry).await {
-            Ok(c) => Ok((t, c)),
-            Err(e) => {
-                let _ = t.rollback().await;
-                Err(e)
-            }
+        claimed(self.begin().await?, entry).await
+    }
+}
+
+/// `t` with the sync entry `entry` claimed in it; rolled back if the claim fails.
+pub async fn claimed(
+    mut t: Box<dyn WriteTransaction>,
+    entry: &str,
+) -> Result<(Box<dyn WriteTransaction>, Claim)> {
+    match t.claim(entry).await {
+        Ok(c) => Ok((t, c)),
+        Err(e) => {
+            let _ = t.rollback().await;
+            Err(e)
         }
     }
 }

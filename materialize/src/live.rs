@@ -192,9 +192,11 @@ async fn follow(
                 }
             },
         };
+        // What the applier made durable since the last event (a quiet stream
+        // still yields an idle event every 0.25 s): only now may the origin
+        // forget it.
         let durable = lock(&reported).position.take();
         if let Some(position) = durable {
-            // Durable here: only now may the origin forget it.
             stream.durable(&position);
         }
         let event = match event {
@@ -229,11 +231,6 @@ async fn follow(
             Ok(Ok(())) => {}
             Ok(Err(e)) => break Err(e),
             Err(_) => break Err(stopped(&reported)),
-        }
-        let durable = lock(&reported).position.take();
-        if let Some(position) = durable {
-            // Durable here: only now may the origin forget it.
-            stream.durable(&position);
         }
     };
     drop(work);

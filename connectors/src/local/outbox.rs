@@ -616,21 +616,6 @@ impl Outbox {
         })
     }
 
-    /// Whether the origin transaction `transaction` of `origin` was a replay of
-    /// ours (the change feed sending our own writes back).
-    pub fn is_own(&self, origin: &str, transaction: &str) -> Result<bool> {
-        self.with(|conn| {
-            conn.query_row(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {OUTBOX} WHERE origin = ?1 AND origin_transaction = ?2)"
-                ),
-                [origin, transaction],
-                |r| r.get(0),
-            )
-            .map_err(store_error)
-        })
-    }
-
     /// Each dataset's queue (datasets that never queued anything are absent).
     pub fn queues(&self) -> Result<Vec<QueueStatus>> {
         self.with(|conn| {

@@ -395,7 +395,6 @@ impl FederationProvider for MongoFederationProvider {
     }
 }
 
-/// A driver error as a connector error.
 /// A session id (`lsid`, as sessions and change events carry it) as text: the
 /// hex of its UUID.
 pub(crate) fn session_name(lsid: &Document) -> Option<String> {
@@ -407,6 +406,7 @@ pub(crate) fn session_name(lsid: &Document) -> Option<String> {
     }
 }
 
+/// A driver error as a connector error.
 pub(crate) fn error(origin: &str, e: mongodb::error::Error) -> ConnectorError {
     use mongodb::error::ErrorKind;
     match e.kind.as_ref() {

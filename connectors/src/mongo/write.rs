@@ -107,14 +107,7 @@ impl Writes for MongoWrites {
             .get_or_try_init(|| self.connector.new_client())
             .await?
             .clone();
-        let mut t = self.begin_on(client).await?;
-        match t.claim(entry).await {
-            Ok(c) => Ok((t, c)),
-            Err(e) => {
-                let _ = t.rollback().await;
-                Err(e)
-            }
-        }
+        crate::write::claimed(self.begin_on(client).await?, entry).await
     }
 }
 
@@ -449,13 +442,18 @@ impl WriteTransaction for MongoTransaction {
                 if skip_existing {
                     let ids: Vec<Bson> =
                         docs.iter().filter_map(|d| d.get("_id").cloned()).collect();
-                    let existing: Vec<Bson> = self
+                    // By their debug text: equal exactly when the values are
+                    // (type included), and hashable where `Bson` is not.
+                    let existing: std::collections::HashSet<String> = self
                         .find(&collection, doc! {"_id": {"$in": ids}})
                         .await?
-                        .into_iter()
-                        .filter_map(|d| d.get("_id").cloned())
+                        .iter()
+                        .filter_map(|d| d.get("_id").map(|id| format!("{id:?}")))
                         .collect();
-                    docs.retain(|d| d.get("_id").is_none_or(|id| !existing.contains(id)));
+                    docs.retain(|d| {
+                        d.get("_id")
+                            .is_none_or(|id| !existing.contains(&format!("{id:?}")))
+                    });
                 }
                 if docs.is_empty() {
                     if request.returning {

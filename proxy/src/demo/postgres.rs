@@ -138,16 +138,6 @@ impl DemoPostgres {
             .join(" ")
     }
 
-    /// Stops the cluster (the origins become unreachable).
-    pub fn stop(&self) -> Result<(), DemoError> {
-        self.run(&mut self.pg_ctl("stop"), "pg_ctl stop")
-    }
-
-    /// Starts the stopped cluster again.
-    pub fn restart(&self) -> Result<(), DemoError> {
-        self.run(&mut self.pg_ctl("start"), "pg_ctl start")
-    }
-
     fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
         if self.as_postgres {
