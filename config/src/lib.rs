@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 pub use check::parse_str;
 pub use column_type::ColumnType;
 pub use policy::{
-    Action, Audit, ColumnRule, Fsync, Grant, Guardrails, Injection, Mask, Privilege, Role,
-    RowCapAction, RowFilter, Safety,
+    Action, Audit, ColumnRule, DenyPolicy, Fsync, Grant, Guardrails, Injection, Mask, Privilege,
+    PromptGuard, Role, RowCapAction, RowFilter, Safety,
 };
 pub use raw::FilterValue;
 
@@ -79,6 +79,19 @@ pub struct Config {
     pub audit: Audit,
     /// Injection analysis and function policy.
     pub safety: Safety,
+    /// The step-graph REST and MCP door, when enabled.
+    pub http: Option<Http>,
+}
+
+/// `http:`: the step-graph REST API and MCP server, on one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http {
+    /// `host:port` it listens on.
+    pub listen: String,
+    /// How long a paginated result is kept.
+    pub results_ttl: std::time::Duration,
+    /// The largest request body accepted, in bytes.
+    pub max_body: u64,
 }
 
 /// Front-door TLS settings.
@@ -114,6 +127,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Values row filters read as `user.<name>`.
     pub attributes: BTreeMap<String, FilterValue>,
+    /// Bearer tokens that log this user in on the HTTP door.
+    pub tokens: Vec<String>,
 }
 
 /// A named origin.

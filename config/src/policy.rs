@@ -161,6 +161,41 @@ pub struct Safety {
     pub injection: Injection,
     /// Functions never planned (added to the built-in list).
     pub deny_functions: Vec<String>,
+    /// Step graphs: what a denied step does to its request.
+    pub deny_policy: DenyPolicy,
+    /// Instruction-like text in what agents send and receive.
+    pub prompt_guard: PromptGuard,
+}
+
+/// `safety.deny_policy`: what a step the pipeline refuses does to its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenyPolicy {
+    /// The denied steps are stripped (named in the warnings) and the rest runs.
+    #[default]
+    Partial,
+    /// The whole request is refused.
+    Block,
+}
+
+/// `safety.prompt_guard`: text addressed to a model, in requests and results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptGuard {
+    /// What instruction-like text in a request leads to (default warn).
+    pub request: Action,
+    /// Whether result values are scanned and flagged in warnings (default true).
+    pub results: bool,
+    /// Phrases matched case-insensitively, in addition to the built-in ones.
+    pub patterns: Vec<String>,
+}
+
+impl Default for PromptGuard {
+    fn default() -> Self {
+        PromptGuard {
+            request: Action::Warn,
+            results: true,
+            patterns: Vec::new(),
+        }
+    }
 }
 
 /// Per finding: allow, warn (audit + NOTICE) or deny.

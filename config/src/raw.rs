@@ -27,6 +27,16 @@ pub struct RawConfig {
     pub guardrails: Option<RawGuardrails>,
     pub audit: Option<RawAudit>,
     pub safety: Option<RawSafety>,
+    pub http: Option<RawHttp>,
+}
+
+/// `http:`, the step-graph REST and MCP door.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<Str>,
+    pub results_ttl: Option<Str>,
+    pub max_body: Option<Spanned<FilterValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +66,9 @@ pub struct RawUser {
     /// Per-user values row filters may use as `user.<name>`.
     #[serde(default)]
     pub attributes: IndexMap<String, Spanned<FilterValue>>,
+    /// Bearer tokens for the HTTP door (from the environment, ideally).
+    #[serde(default)]
+    pub tokens: Vec<Str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +166,30 @@ pub struct RawSafety {
     pub injection: IndexMap<String, Spanned<ActionName>>,
     #[serde(default)]
     pub deny_functions: Vec<Str>,
+    /// Step graphs: strip denied steps (`partial`) or refuse the request (`block`).
+    pub deny_policy: Option<Spanned<DenyPolicyName>>,
+    pub prompt_guard: Option<RawPromptGuard>,
+}
+
+/// `safety.deny_policy` values.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DenyPolicyName {
+    Partial,
+    Block,
+}
+
+/// `safety.prompt_guard`: instruction-like text in what agents send and receive.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptGuard {
+    /// What instruction-like text in a request leads to.
+    pub request: Option<Spanned<ActionName>>,
+    /// Whether result values are scanned (warnings only).
+    pub results: Option<bool>,
+    /// Extra phrases (case-insensitive), added to the built-in list.
+    #[serde(default)]
+    pub patterns: Vec<Str>,
 }
 
 /// What a finding of the injection analyser leads to.

@@ -15,8 +15,8 @@ use datafusion::sql::sqlparser::ast::Statement;
 use switchyard_config::{Config, RowCapAction};
 use switchyard_materialize::Materializer;
 use switchyard_safety::{
-    fingerprint, statement_hash, AuditLog, AuditRecord, Decision, Denied, Limits, Pipeline,
-    Principal, StatementInput,
+    fingerprint, statement_hash, AuditLog, AuditRecord, Decision, Denied, ErrorRecord, Limits,
+    Pipeline, Principal, StatementInput,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -162,6 +162,10 @@ pub enum Protocol {
     Simple,
     /// pgwire extended query (Parse/Bind/Execute).
     Extended,
+    /// The step-graph REST API.
+    Http,
+    /// The MCP server (streamable HTTP or stdio).
+    Mcp,
     /// Another front door (the engine's own tests).
     Direct,
 }
@@ -172,6 +176,8 @@ impl Protocol {
         match self {
             Protocol::Simple => "simple",
             Protocol::Extended => "extended",
+            Protocol::Http => "http",
+            Protocol::Mcp => "mcp",
             Protocol::Direct => "direct",
         }
     }
@@ -238,6 +244,9 @@ pub struct RunOptions {
     /// The session is in a transaction block (a write joins the block's origin
     /// transaction instead of committing on its own).
     pub in_block: bool,
+    /// No record of its own: the front door writes one record for a request of
+    /// several statements (the step graph).
+    pub unaudited: bool,
 }
 
 /// Statements with no data to govern.
@@ -262,6 +271,11 @@ impl Session {
     /// The logged-in user and their roles.
     pub fn principal(&self) -> &Principal {
         &self.principal
+    }
+
+    /// Who is on the other end.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The user's guardrails.
@@ -334,7 +348,8 @@ impl Session {
         StatementAudit::new(Arc::clone(&self.engine.audit), record, started)
     }
 
-    fn refuse(&self, mut record: AuditRecord, denied: Denied, started: Instant) -> EngineError {
+    /// A refusal's error and the record that tells of it (not yet written).
+    fn refuse(&self, mut record: AuditRecord, denied: Denied) -> (EngineError, AuditRecord) {
         let e = EngineError::Refused(denied.error);
         record.stages = denied.decision.stages;
         record.tables = denied.decision.tables;
@@ -342,8 +357,7 @@ impl Session {
         record.warnings = denied.decision.warnings;
         record.outcome = "denied".into();
         tracing::info!(user = %record.user, error = %e, "statement refused");
-        self.audit(record, started).finish(Some(e.record()));
-        e
+        (e, record)
     }
 
     /// Plans `statement` in `state` and runs the safety pipeline on the plan. A
@@ -356,6 +370,43 @@ impl Session {
         protocol: Protocol,
     ) -> Verdict {
         let started = Instant::now();
+        let (verdict, written) = self.decide(statement, state, text, protocol).await;
+        if let Some((record, error)) = written {
+            self.audit(record, started).finish(error);
+        }
+        verdict
+    }
+
+    /// Checks like [`Session::check`] but writes no audit record: for a front door
+    /// that writes one record for a request of several statements. Returns the
+    /// record a refusal (or a pass-through) would have written, with its error.
+    pub async fn check_unaudited(
+        &self,
+        statement: &Statement,
+        state: &SessionState,
+        text: TextFacts,
+        protocol: Protocol,
+    ) -> (Verdict, Option<AuditRecord>) {
+        let (verdict, written) = self.decide(statement, state, text, protocol).await;
+        let record = written.map(|(mut record, error)| {
+            if record.outcome.is_empty() {
+                record.outcome = if error.is_some() { "error" } else { "ok" }.into();
+            }
+            record.error = error;
+            record
+        });
+        (verdict, record)
+    }
+
+    /// The verdict, and for a refusal or pass-through the record to write.
+    #[allow(clippy::type_complexity)]
+    async fn decide(
+        &self,
+        statement: &Statement,
+        state: &SessionState,
+        text: TextFacts,
+        protocol: Protocol,
+    ) -> (Verdict, Option<(AuditRecord, Option<ErrorRecord>)>) {
         let mut record = self.record(statement, protocol);
         if let Err((kind, reason)) = self.engine.audit.health() {
             // Fail closed: a statement that cannot be audited does not run. Recording
@@ -366,21 +417,20 @@ impl Session {
             };
             tracing::error!(error = %e, "audit log unwritable: refusing statements");
             record.outcome = "denied".into();
-            self.audit(record, started).finish(Some(e.record()));
-            return Verdict::Refused(e);
+            let error = Some(e.record());
+            return (Verdict::Refused(e), Some((record, error)));
         }
         if passes_through(statement) {
             record.outcome = "utility".into();
-            self.audit(record, started).finish(None);
-            return Verdict::PassThrough;
+            return (Verdict::PassThrough, Some((record, None)));
         }
         // A write's RETURNING and ON CONFLICT are not DataFusion's to plan: taken off
         // here, checked when the write node is built.
         let write = match crate::write::plan::split(statement) {
             Some(Ok(w)) => Some(w),
             Some(Err(e)) => {
-                self.audit(record, started).finish(Some(e.record()));
-                return Verdict::Refused(e);
+                let error = Some(e.record());
+                return (Verdict::Refused(e), Some((record, error)));
             }
             None => None,
         };
@@ -390,7 +440,7 @@ impl Session {
             (Statement::Declare { stmts }, _) => {
                 match stmts.first().and_then(|d| d.for_query.clone()) {
                     Some(q) => Statement::Query(q),
-                    None => return Verdict::PassThrough,
+                    None => return (Verdict::PassThrough, None),
                 }
             }
             (other, _) => other.clone(),
@@ -410,12 +460,12 @@ impl Session {
             Ok(plan) => plan,
             Err(e) => {
                 if let Some(denied) = self.engine.pipeline.check_unplanned(&input) {
-                    return Verdict::Refused(self.refuse(record, denied, started));
+                    return self.refused(record, denied);
                 }
                 let e = EngineError::from(e);
                 record.outcome = "error".into();
-                self.audit(record, started).finish(Some(e.record()));
-                return Verdict::Refused(e);
+                let error = Some(e.record());
+                return (Verdict::Refused(e), Some((record, error)));
             }
         };
         let unchecked = write.as_ref().map(|_| plan.clone());
@@ -424,7 +474,7 @@ impl Session {
             .pipeline
             .check(&input, plan, &self.principal, state)
         {
-            Err(denied) => Verdict::Refused(self.refuse(record, *denied, started)),
+            Err(denied) => self.refused(record, *denied),
             Ok(mut checked) => {
                 if let (Some((_, extras)), Some(unchecked)) = (&write, &unchecked) {
                     match self
@@ -432,15 +482,13 @@ impl Session {
                         .await
                     {
                         Ok(node) => checked.plan = node,
-                        Err(WriteRefusal::Denied(denied)) => {
-                            return Verdict::Refused(self.refuse(record, *denied, started))
-                        }
+                        Err(WriteRefusal::Denied(denied)) => return self.refused(record, *denied),
                         Err(WriteRefusal::Error(e)) => {
                             record.stages = checked.decision.stages.clone();
                             record.tables = checked.decision.tables.clone();
                             record.origins = checked.decision.origins.clone();
-                            self.audit(record, started).finish(Some(e.record()));
-                            return Verdict::Refused(e);
+                            let error = Some(e.record());
+                            return (Verdict::Refused(e), Some((record, error)));
                         }
                     }
                 }
@@ -448,7 +496,7 @@ impl Session {
                 record.tables = checked.decision.tables.clone();
                 record.origins = checked.decision.origins.clone();
                 record.warnings = checked.decision.warnings.clone();
-                Verdict::Allowed(Box::new(Allowed {
+                let allowed = Allowed {
                     plan: checked.plan,
                     approval: Approval {
                         record,
@@ -456,9 +504,21 @@ impl Session {
                         warnings: checked.decision.warnings.clone(),
                     },
                     decision: checked.decision,
-                }))
+                };
+                (Verdict::Allowed(Box::new(allowed)), None)
             }
         }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn refused(
+        &self,
+        record: AuditRecord,
+        denied: Denied,
+    ) -> (Verdict, Option<(AuditRecord, Option<ErrorRecord>)>) {
+        let (e, record) = self.refuse(record, denied);
+        let error = Some(e.record());
+        (Verdict::Refused(e), Some((record, error)))
     }
 
     /// The checked write node of a write statement whose core plan the pipeline
@@ -560,7 +620,7 @@ impl Session {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let audit = self.audit(record, started);
+        let audit = (!options.unaudited).then(|| self.audit(record, started));
         let slot = match self
             .engine
             .slots
@@ -568,7 +628,9 @@ impl Session {
         {
             Ok(slot) => slot,
             Err(e) => {
-                audit.finish(Some(e.record()));
+                if let Some(audit) = audit {
+                    audit.finish(Some(e.record()));
+                }
                 return Err(e);
             }
         };
@@ -580,7 +642,7 @@ impl Session {
                 limits,
                 started,
                 cancel: options.cancel,
-                audit: Some(audit),
+                audit,
                 slot,
                 running: Some(Box::new(Counted::new(&self.engine.running))),
             },

@@ -1,9 +1,10 @@
 //! Switchyard's front doors and the `switchyard` binary's building blocks.
 //!
-//! Data flows one way: [`pgwire`] (front door) → planner → safety →
-//! connectors → origins; Arrow batches stream back.
+//! Data flows one way: a front door ([`pgwire`], or [`http`] for step graphs)
+//! → engine (plan, safety, run) → connectors → origins; Arrow batches flow back.
 
 pub mod demo;
+pub mod http;
 pub mod pgwire;
 pub mod server;
 

@@ -36,6 +36,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: String,
+        /// Address of the HTTP door (step graphs).
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        http: String,
     },
     /// Copy materialized datasets into the local store now, showing progress: every
     /// `mode: materialize` dataset of the config, or the one named. A running
@@ -119,10 +122,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             serve(config, None)
         }
-        Command::Demo { dir, listen } => {
+        Command::Demo { dir, listen, http } => {
             let postgres =
                 switchyard::demo::DemoPostgres::start().context("starting the demo PostgreSQL")?;
-            let file = switchyard::demo::create(&dir, &listen, postgres.as_ref())
+            let file = switchyard::demo::create(&dir, &listen, &http, postgres.as_ref())
                 .context("writing the demo data")?;
             let config = Config::load(&file)?;
             let result = serve(config, Some(postgres.as_ref()));
@@ -211,12 +214,16 @@ fn serve(
                 switchyard::demo::banner_with_audit(
                     &host,
                     server.addr.port(),
+                    server.http_addr.map(|a| a.port()),
                     postgres,
                     &server.audit.path().display().to_string(),
                 )
             );
         } else {
             println!("switchyard: listening on {}", server.addr);
+            if let Some(http) = server.http_addr {
+                println!("switchyard: HTTP door (step graphs) on http://{http}");
+            }
         }
         let audit = std::sync::Arc::clone(&server.audit);
         tokio::select! {

@@ -64,7 +64,10 @@ pub struct Server {
     pub audit: Arc<AuditLog>,
     /// The engine every session runs in.
     pub engine: Arc<Engine>,
+    /// The address the HTTP door bound, when `http:` is configured.
+    pub http_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
+    http: Option<tokio::task::JoinHandle<()>>,
     syncer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -72,6 +75,9 @@ impl Server {
     /// Stops accepting connections (open sessions end with the process).
     pub fn stop(&self) {
         self.task.abort();
+        if let Some(http) = &self.http {
+            http.abort();
+        }
         if let Some(syncer) = &self.syncer {
             syncer.abort();
         }
@@ -147,6 +153,37 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         origins.clone(),
     );
     materializer.start();
+    let (http_addr, http) = match &engine.config().http {
+        None => (None, None),
+        Some(settings) => {
+            let listener = TcpListener::bind(&settings.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.listen.clone(),
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+            let state = Arc::new(crate::http::HttpState {
+                graph: Arc::new(switchyard_stepgraph::StepGraph::new(
+                    Arc::clone(&engine),
+                    base.clone(),
+                )),
+                credentials: crate::http::Credentials::new(&engine.config().users),
+            });
+            let max_body = usize::try_from(settings.max_body).unwrap_or(usize::MAX);
+            tracing::info!(%addr, "HTTP door listening");
+            (
+                Some(addr),
+                Some(crate::http::serve(
+                    listener,
+                    crate::http::router(state, max_body),
+                )),
+            )
+        }
+    };
     let shared = Arc::new(Shared {
         engine,
         base,
@@ -206,9 +243,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     Ok(Server {
         engine,
         addr,
+        http_addr,
         origins,
         audit,
         task,
+        http,
         syncer,
     })
 }

@@ -73,6 +73,45 @@ pub struct AuditRecord {
     pub duration_us: u64,
     /// The error, if any.
     pub error: Option<ErrorRecord>,
+    /// A step-graph request (HTTP, MCP): its steps and what became of each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord>,
+}
+
+/// What a step-graph request asked for and what each step's check decided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RequestRecord {
+    /// The request's id (as in the response).
+    pub id: String,
+    /// Every step id, in request order.
+    pub requested: Vec<String>,
+    /// The step ids stripped as denied (`deny_policy: partial`).
+    pub stripped: Vec<String>,
+    /// Each step's decision.
+    pub steps: Vec<StepRecord>,
+    /// The merge statement's fingerprint, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge: Option<String>,
+}
+
+/// One step of a request, as checked and run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// The step's id.
+    pub step_id: String,
+    /// The origin it asked.
+    pub database: String,
+    /// Its query with literals replaced by `?`.
+    pub fingerprint: String,
+    /// Each stage's decision.
+    pub stages: Vec<StageResult>,
+    /// `ok`, `denied`, `stripped`, `error` or `skipped`.
+    pub outcome: String,
+    /// Rows it returned.
+    pub rows: u64,
+    /// Why it did not run, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorRecord>,
 }
 
 struct State {

@@ -5,6 +5,9 @@ use serde::Serialize;
 /// A pipeline stage (names as in faz; the HTTP API adds PROMPT_GUARD).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Stage {
+    /// Instruction-like text in what an agent sends (step graphs only).
+    #[serde(rename = "PROMPT_GUARD")]
+    PromptGuard,
     /// Tables, privileges, columns; row filters and masks.
     #[serde(rename = "RBAC_GATE")]
     RbacGate,
@@ -23,6 +26,7 @@ impl Stage {
     /// The stage's name.
     pub fn name(self) -> &'static str {
         match self {
+            Stage::PromptGuard => "PROMPT_GUARD",
             Stage::RbacGate => "RBAC_GATE",
             Stage::AstChecker => "AST_CHECKER",
             Stage::InjectionAnalyser => "INJECTION_ANALYSER",

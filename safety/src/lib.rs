@@ -13,6 +13,9 @@
 //!    stacked statements, truncating comments, timing probes; warn or deny.
 //! 4. `GUARDRAILS` ([`guardrails`]): unfiltered UPDATE/DELETE, cartesian products,
 //!    and the row cap put into the plan; runtime limits for the front door.
+//!
+//! Step graphs (the HTTP and MCP door) pass [`prompt_guard`] first: text addressed
+//! to a model in what an agent sends, and result values that look like it.
 
 mod audit;
 mod decision;
@@ -22,17 +25,20 @@ mod guardrails;
 mod injection;
 mod pipeline;
 mod policy;
+pub mod prompt_guard;
 mod rbac;
 mod statement;
 mod write;
 
-pub use audit::{verify, AuditLog, AuditRecord, ErrorRecord, VerifyError};
+pub use audit::{
+    verify, AuditLog, AuditRecord, ErrorRecord, RequestRecord, StepRecord, VerifyError,
+};
 pub use decision::{Decision, Outcome, Stage, StageResult};
 pub use fingerprint::{fingerprint, statement_hash};
 pub use grants::TablePattern;
 pub use guardrails::Limits;
 pub use pipeline::{Checked, Denied, Pipeline, StatementInput};
-pub use policy::{Policy, Principal};
+pub use policy::{ColumnAccess, Policy, Principal, TableAccess};
 pub use write::WriteRules;
 
 use switchyard_sqlstate::SqlState;

@@ -99,20 +99,7 @@ impl Checker<'_> {
 
     fn check(&self, raw: RawConfig) -> Result<Config> {
         let listen = match &raw.listen {
-            Some(s) => {
-                let v = self.expand(s, "listen")?;
-                let ok = v
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-                if !ok {
-                    return Err(self.err(
-                        line(s),
-                        format!("listen address {v:?} is not host:port"),
-                        "write e.g. listen: 127.0.0.1:6432",
-                    ));
-                }
-                v
-            }
+            Some(s) => self.address(s, "listen", "127.0.0.1:6432")?,
             None => "127.0.0.1:6432".to_string(),
         };
         let tls = self.tls(raw.tls.as_ref())?;
@@ -163,6 +150,10 @@ impl Checker<'_> {
                 .unwrap_or(Fsync::Interval),
         };
         let safety = self.safety(raw.safety.as_ref())?;
+        let http = match &raw.http {
+            Some(h) => Some(self.http(h)?),
+            None => None,
+        };
         Ok(Config {
             file: self.file.to_path_buf(),
             listen,
@@ -176,7 +167,57 @@ impl Checker<'_> {
             guardrails,
             audit,
             safety,
+            http,
         })
+    }
+
+    fn http(&self, raw: &crate::raw::RawHttp) -> Result<crate::Http> {
+        let listen = match &raw.listen {
+            Some(s) => self.address(s, "http.listen", "127.0.0.1:8787")?,
+            None => "127.0.0.1:8787".to_string(),
+        };
+        let results_ttl = match &raw.results_ttl {
+            Some(t) => crate::policy::parse_duration(&t.value)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    self.err(
+                        line(t),
+                        format!("http.results_ttl: {:?} is not a duration", t.value),
+                        "write e.g. 5m, 30s, 1h",
+                    )
+                })?,
+            None => std::time::Duration::from_secs(300),
+        };
+        let max_body = match &raw.max_body {
+            Some(v) => parse_bytes(&v.value).filter(|b| *b > 0).ok_or_else(|| {
+                self.err(
+                    line(v),
+                    "http.max_body is not a size".to_string(),
+                    "write it as 1MB or 4MB",
+                )
+            })?,
+            None => 4 * 1024 * 1024,
+        };
+        Ok(crate::Http {
+            listen,
+            results_ttl,
+            max_body,
+        })
+    }
+
+    fn address(&self, s: &Str, what: &str, example: &str) -> Result<String> {
+        let v = self.expand(s, what)?;
+        let ok = v
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(self.err(
+                line(s),
+                format!("{what} address {v:?} is not host:port"),
+                format!("write e.g. {what}: {example}"),
+            ));
+        }
+        Ok(v)
     }
 }
 

@@ -192,11 +192,28 @@ impl Checker<'_> {
                     }
                 }
             }
+            let mut tokens = Vec::new();
+            for t in &u.tokens {
+                let token = self.expand(t, &format!("a token of user {}", u.name.value))?;
+                // A short token is guessable: refuse it rather than accept it quietly.
+                if token.len() < 16 {
+                    return Err(self.err(
+                        line(t),
+                        format!(
+                            "user {}: a token must be at least 16 characters",
+                            u.name.value
+                        ),
+                        "generate one, e.g. `openssl rand -hex 24`, and pass it as ${VAR}",
+                    ));
+                }
+                tokens.push(token);
+            }
             users.push(User {
                 name: u.name.value.clone(),
                 password,
                 roles: user_roles,
                 attributes,
+                tokens,
             });
         }
         Ok(users)

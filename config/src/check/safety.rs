@@ -3,7 +3,7 @@
 use super::{line, Checker};
 use crate::policy::{parse_bytes, parse_duration};
 use crate::raw::{self};
-use crate::{Guardrails, Injection, Result, Safety};
+use crate::{DenyPolicy, Guardrails, Injection, PromptGuard, Result, Safety};
 
 impl Checker<'_> {
     pub(super) fn guardrails(&self, raw: &raw::RawGuardrails, what: &str) -> Result<Guardrails> {
@@ -62,9 +62,31 @@ impl Checker<'_> {
                 deny_functions.push(f.value.trim().to_lowercase());
             }
         }
+        let deny_policy = match raw.and_then(|r| r.deny_policy.as_ref()).map(|d| d.value) {
+            Some(raw::DenyPolicyName::Block) => DenyPolicy::Block,
+            Some(raw::DenyPolicyName::Partial) | None => DenyPolicy::Partial,
+        };
+        let mut prompt_guard = PromptGuard::default();
+        if let Some(g) = raw.and_then(|r| r.prompt_guard.as_ref()) {
+            if let Some(a) = &g.request {
+                prompt_guard.request = a.value.into();
+            }
+            if let Some(r) = g.results {
+                prompt_guard.results = r;
+            }
+            for p in &g.patterns {
+                let p = p.value.trim().to_lowercase();
+                if p.is_empty() {
+                    continue;
+                }
+                prompt_guard.patterns.push(p);
+            }
+        }
         Ok(Safety {
             injection,
             deny_functions,
+            deny_policy,
+            prompt_guard,
         })
     }
 }

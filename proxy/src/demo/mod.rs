@@ -85,6 +85,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
 pub fn create(
     dir: &Path,
     listen: &str,
+    http: &str,
     postgres: Option<&DemoPostgres>,
 ) -> Result<PathBuf, DemoError> {
     fs::create_dir_all(dir.join("events")).map_err(io(dir))?;
@@ -99,14 +100,26 @@ pub fn create(
     } else {
         ""
     };
-    fs::write(&config, config_text(listen, grants, &origins, &datasets)).map_err(io(&config))?;
+    fs::write(
+        &config,
+        config_text(listen, http, grants, &origins, &datasets),
+    )
+    .map_err(io(&config))?;
     Ok(config)
 }
 
-fn config_text(listen: &str, grants: &str, extra_origins: &str, extra_datasets: &str) -> String {
+fn config_text(
+    listen: &str,
+    http: &str,
+    grants: &str,
+    extra_origins: &str,
+    extra_datasets: &str,
+) -> String {
     format!(
         r#"# Written by `switchyard demo`; edit freely and run `switchyard serve --config` on it.
 listen: {listen}
+# Step graphs (faz's federated steps) over REST: POST /v1/query.
+http: {{ listen: {http} }}
 users:
   - {{ name: demo, password: demo, roles: [analyst] }}
   - {{ name: agent, password: agent, roles: [support], attributes: {{ country: DE }} }}
@@ -234,8 +247,46 @@ fn write_signups(path: &Path) -> Result<(), DemoError> {
 
 /// What `switchyard demo` prints once it listens; `postgres` is the demo
 /// PostgreSQL when it runs.
-pub fn banner(host: &str, port: u16, postgres: Option<&DemoPostgres>) -> String {
-    banner_with_audit(host, port, postgres, "switchyard-demo/data/audit.jsonl")
+pub fn banner(
+    host: &str,
+    port: u16,
+    http_port: Option<u16>,
+    postgres: Option<&DemoPostgres>,
+) -> String {
+    banner_with_audit(
+        host,
+        port,
+        http_port,
+        postgres,
+        "switchyard-demo/data/audit.jsonl",
+    )
+}
+
+/// The step-graph example: faz's complete example (a step, a second one linked to
+/// it, a merge) as a `curl` command. Shell lines start with `$`.
+fn http_banner(host: &str, http_port: u16, with_postgres: bool) -> String {
+    let first = if with_postgres {
+        r#"{"step_id": "s0", "database": "sales", "table": "orders", "language": "sql",
+       "query": "SELECT customer_id, sum(quantity) AS items FROM orders GROUP BY customer_id ORDER BY items DESC, customer_id LIMIT 5"}"#
+    } else {
+        r#"{"step_id": "s0", "database": "events", "table": "page_views", "language": "sql",
+       "query": "SELECT customer_id, count(*) AS items FROM page_views GROUP BY customer_id ORDER BY items DESC, customer_id LIMIT 5"}"#
+    };
+    format!(
+        r#"
+Step graphs over HTTP (faz's federated steps: each step checked like a statement, s1
+reads only the customers s0 found, the merge joins them):
+  $ curl -s -u demo:demo http://{host}:{http_port}/v1/query -H 'content-type: application/json' -d '{{
+    "steps": [
+      {first},
+      {{"step_id": "s1", "database": "crm", "table": "customers", "language": "sql",
+       "query": "SELECT id, name, country, tier FROM customers",
+       "depends_on": ["s0"], "link_from": "customer_id", "link_to": "id"}}
+    ],
+    "merge": "SELECT s1.name, s1.country, s1.tier, s0.items FROM s0 JOIN s1 ON s0.customer_id = s1.id ORDER BY s0.items DESC, s1.name"
+  }}'
+"#
+    )
 }
 
 /// The offline-write example: stop the origin, write, start it, see the replay.
@@ -261,10 +312,14 @@ origin was away. Stop the origin in a shell, write, start it again:
 pub fn banner_with_audit(
     host: &str,
     port: u16,
+    http_port: Option<u16>,
     postgres: Option<&DemoPostgres>,
     audit_path: &str,
 ) -> String {
     let with_postgres = postgres.is_some();
+    let http = http_port
+        .map(|p| http_banner(host, p, with_postgres))
+        .unwrap_or_default();
     let offline = postgres.map(offline_banner).unwrap_or_default();
     let postgres = match postgres.map(|p| p.port) {
         Some(pg_port) => format!(
@@ -302,6 +357,7 @@ Governed access: log in as agent / agent (role support: German customers only, e
 hashed, created_at denied) and compare
   SELECT country, count(*), min(email) FROM crm.customers GROUP BY country;
   SELECT created_at FROM crm.customers;      -- ERROR 42501
+{http}
 Every statement is in the hash-chained audit log: switchyard audit verify {audit}"#,
         audit = audit_path,
         pg_origins = if with_postgres {

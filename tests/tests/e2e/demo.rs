@@ -37,7 +37,7 @@ async fn demo_serves_and_its_example_queries_work() {
         "the test machine has PostgreSQL server binaries"
     );
     let dir = tempfile::tempdir().unwrap();
-    let file = demo::create(dir.path(), "127.0.0.1:0", postgres.as_ref()).unwrap();
+    let file = demo::create(dir.path(), "127.0.0.1:0", "127.0.0.1:0", postgres.as_ref()).unwrap();
     let config = switchyard_config::Config::load(&file).unwrap();
     let server = switchyard::start(config).await.unwrap();
 
@@ -64,6 +64,7 @@ async fn demo_serves_and_its_example_queries_work() {
     assert_eq!(n, demo::PAGE_VIEWS);
 
     let pg_port = postgres.as_ref().map(|p| p.port);
+    let http_port = server.http_addr.map(|a| a.port());
     let pg = postgres.as_ref();
     // The live copy the banner shows is taken at start.
     common::wait_for(
@@ -81,7 +82,12 @@ async fn demo_serves_and_its_example_queries_work() {
         },
     )
     .await;
-    let queries = banner_queries(&demo::banner("127.0.0.1", server.addr.port(), pg));
+    let queries = banner_queries(&demo::banner(
+        "127.0.0.1",
+        server.addr.port(),
+        http_port,
+        pg,
+    ));
     assert_eq!(queries.len(), 5, "{queries:?}");
     for q in &queries {
         let rows = client
@@ -97,7 +103,7 @@ async fn demo_serves_and_its_example_queries_work() {
         assert!(!explain.is_empty());
     }
     // The banner's UPDATE at the origin appears through Switchyard.
-    let banner = demo::banner("127.0.0.1", server.addr.port(), pg);
+    let banner = demo::banner("127.0.0.1", server.addr.port(), http_port, pg);
     let update = banner
         .lines()
         .find_map(|l| {
@@ -178,6 +184,7 @@ async fn demo_serves_and_its_example_queries_work() {
         .expect_err("denied column");
     assert_eq!(e.code().map(|c| c.code()), Some("42501"));
     offline_write_as_the_banner_shows(&client, &banner, pg.unwrap()).await;
+    step_graph_as_the_banner_shows(&banner);
     server.stop();
     let audit = dir.path().join("data/audit.jsonl");
     assert!(switchyard_safety::verify(&audit).expect("the demo's audit log verifies") > 5);
@@ -268,4 +275,40 @@ async fn offline_write_as_the_banner_shows(
             _ => panic!("unexpected line {i}: {line}"),
         }
     }
+}
+
+/// The banner's `curl` step graph, run by curl as shown: rows come back from the
+/// PostgreSQL step linked to the SQLite step.
+fn step_graph_as_the_banner_shows(banner: &str) {
+    let start = banner
+        .find("Step graphs over HTTP")
+        .expect("the banner shows a step graph");
+    let command: Vec<&str> = banner[start..]
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("$ curl"))
+        .scan(false, |done, l| {
+            if *done {
+                return None;
+            }
+            *done = l.trim_end().ends_with("}'");
+            Some(l)
+        })
+        .collect();
+    let command = command.join("\n");
+    let command = command.trim_start().trim_start_matches("$ ");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "{command}: {out:?}");
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(envelope["status"], "ok", "{envelope}");
+    let rows = envelope["data"]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 5, "{envelope}");
+    assert!(rows
+        .iter()
+        .all(|r| r["name"].is_string() && r["items"].is_number()));
+    assert_eq!(envelope["metadata"]["steps"][1]["rows_returned"], 5);
 }

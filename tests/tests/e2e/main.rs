@@ -17,6 +17,7 @@ mod python;
 mod rbac;
 mod redteam;
 mod slt;
+mod stepgraph;
 mod sync;
 mod tls;
 mod writes;

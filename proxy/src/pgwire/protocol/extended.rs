@@ -183,6 +183,7 @@ impl ExtendedQueryHandler for QueryService {
             session_timeout: session_timeout(&*client),
             cancel: token.clone(),
             in_block: in_block(&*client),
+            unaudited: false,
         };
         let running = session
             .begin(approval, started, options)

@@ -145,6 +145,7 @@ impl SafetyHook {
             session_timeout: session_timeout(client),
             cancel,
             in_block: in_block(client),
+            unaudited: false,
         }
     }
 }

@@ -94,6 +94,7 @@ users:
   - {{ name: capped, password: capped-pw, roles: [limited] }}
   - {{ name: strict, password: strict-pw, roles: [strict] }}
   - {{ name: shop_rep, password: shop-pw, roles: [shop_gold] }}
+  - {{ name: crm_agent, password: crm-agent-pw, roles: [crm], tokens: ["{agent_token}"] }}
 roles:
   reader: {{ allow: ["*"], deny: ["sales.secrets"] }}
   crm: {{ allow: ["crm.*"] }}
@@ -162,8 +163,12 @@ local: {{ path: data/local.db }}
         inventory = pg.url("inventory", pg.port),
         types = pg.url("types", pg.port),
         mongo = mongo_url(),
+        agent_token = AGENT_TOKEN,
     )
 }
+
+/// The bearer token of user crm_agent (HTTP door).
+pub const AGENT_TOKEN: &str = "tok-0123456789abcdef-agent";
 
 /// This crate's folder, read when the test runs (cargo sets it): a test binary reused
 /// from another checkout of the same target dir must not read that checkout's files.
