@@ -90,6 +90,8 @@ pub struct Http {
     pub listen: String,
     /// How long a paginated result is kept.
     pub results_ttl: std::time::Duration,
+    /// Bytes of a kept result held in memory before it is spilled to disk.
+    pub results_memory: u64,
     /// The largest request body accepted, in bytes.
     pub max_body: u64,
 }

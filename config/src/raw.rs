@@ -36,6 +36,7 @@ pub struct RawConfig {
 pub struct RawHttp {
     pub listen: Option<Str>,
     pub results_ttl: Option<Str>,
+    pub results_memory: Option<Spanned<FilterValue>>,
     pub max_body: Option<Spanned<FilterValue>>,
 }
 

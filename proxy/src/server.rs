@@ -166,11 +166,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 addr: settings.listen.clone(),
                 source,
             })?;
+            let graph = Arc::new(switchyard_stepgraph::StepGraph::new(
+                Arc::clone(&engine),
+                base.clone(),
+            ));
+            // Ends with the server: the reaper holds the scratchpads weakly.
+            let _reaper = graph.scratchpads().spawn_reaper();
             let state = Arc::new(crate::http::HttpState {
-                graph: Arc::new(switchyard_stepgraph::StepGraph::new(
-                    Arc::clone(&engine),
-                    base.clone(),
-                )),
+                graph,
                 credentials: crate::http::Credentials::new(&engine.config().users),
             });
             let max_body = usize::try_from(settings.max_body).unwrap_or(usize::MAX);

@@ -42,6 +42,23 @@ pub struct Data {
     pub has_more: bool,
 }
 
+/// `GET /v1/results/{request_id}`: one page of a kept result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageBody {
+    /// The request whose result it is.
+    pub request_id: String,
+    /// The page (1-based; page 1 is the inline answer's rows).
+    pub page: u64,
+    /// Rows per page.
+    pub size: u64,
+    /// Column names.
+    pub columns: Vec<String>,
+    /// The page's rows.
+    pub rows: Rows,
+    /// Whether another page follows.
+    pub has_more: bool,
+}
+
 /// A failure in the envelope.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorBody {

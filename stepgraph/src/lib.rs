@@ -13,6 +13,7 @@
 //! - [`sql`]: SQL steps: check, link filter on the declared table's scan, run.
 //! - [`merge`]: the steps' results as tables of a context of their own.
 //! - [`run`]: the request's life: guard, check, strip/block, schedule, merge, audit.
+//! - [`scratchpad`]: results over the row cap, kept for pages (spilled to disk).
 //! - [`envelope`]: the response and Arrow values as JSON.
 
 pub mod envelope;
@@ -21,6 +22,7 @@ pub mod merge;
 pub mod request;
 pub mod resolve;
 pub mod run;
+pub mod scratchpad;
 pub mod sql;
 
 pub use error::{kind_of, Kind, Result, StepError};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Result, StepError};
@@ -21,8 +22,8 @@ pub struct Input {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Runs `sql` over `inputs`.
-pub async fn run(sql: &str, inputs: Vec<Input>) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// Runs `sql` over `inputs`: its columns and its rows as they come.
+pub async fn run(sql: &str, inputs: Vec<Input>) -> Result<(SchemaRef, SendableRecordBatchStream)> {
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
     let ctx = SessionContext::new_with_config(config);
@@ -45,7 +46,7 @@ pub async fn run(sql: &str, inputs: Vec<Input>) -> Result<(SchemaRef, Vec<Record
         }
     }
     let batches = df
-        .collect()
+        .execute_stream()
         .await
         .map_err(|e| StepError::from(e).context("merge"))?;
     Ok((schema, batches))

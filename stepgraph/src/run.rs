@@ -27,7 +27,11 @@ use crate::envelope::{self, Data, ErrorBody, Metadata, Response, Rows, SafetyRep
 use crate::error::{Kind, Result, StepError};
 use crate::request::{self, Graph, Query, Step};
 use crate::resolve::OriginTables;
+use crate::scratchpad::{self, Scratchpads};
 use crate::sql::{self, Checked, Denial, Ready, StepRows};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 
 /// The front door a request came through.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +55,7 @@ pub struct StepGraph {
     engine: Arc<Engine>,
     base: SessionContext,
     guard: PromptGuard,
+    scratchpads: Arc<Scratchpads>,
 }
 
 /// Stages in pipeline order, as `stages_passed` lists them.
@@ -121,22 +126,69 @@ impl Progress {
     }
 }
 
-/// A finished result: its columns and rows.
+/// A result: its columns and its rows as they come.
 struct Table {
     schema: SchemaRef,
-    batches: Vec<RecordBatch>,
+    batches: SendableRecordBatchStream,
 }
 
 impl StepGraph {
     /// The service over `engine`, planning steps in sessions cloned from `base`
     /// (every dataset registered).
     pub fn new(engine: Arc<Engine>, base: SessionContext) -> Self {
-        let guard = PromptGuard::new(&engine.config().safety.prompt_guard);
+        let config = engine.config();
+        let guard = PromptGuard::new(&config.safety.prompt_guard);
+        let (ttl, memory) = config
+            .http
+            .as_ref()
+            .map(|h| (h.results_ttl, h.results_memory))
+            .unwrap_or((
+                std::time::Duration::from_secs(300),
+                crate::scratchpad::MEMORY_BOUND,
+            ));
+        let scratchpads = Arc::new(
+            Scratchpads::new(config.data_dir.join("results"), ttl).with_memory_bound(memory),
+        );
         StepGraph {
             engine,
             base,
             guard,
+            scratchpads,
         }
+    }
+
+    /// Where results over the row cap are kept; start its reaper with
+    /// [`Scratchpads::spawn_reaper`].
+    pub fn scratchpads(&self) -> &Arc<Scratchpads> {
+        &self.scratchpads
+    }
+
+    /// Page `page` of `size` rows of an earlier request's result, for `who` only.
+    pub fn page(
+        &self,
+        who: &Principal,
+        id: &str,
+        page: u64,
+        size: Option<u64>,
+    ) -> Result<crate::envelope::PageBody> {
+        let cap = self.engine.pipeline().policy().guardrails(who).max_rows;
+        let size = size
+            .unwrap_or(cap.unwrap_or(500))
+            .clamp(1, cap.unwrap_or(10_000));
+        if page == 0 {
+            return Err(StepError::invalid("page numbers start at 1"));
+        }
+        let p = self.scratchpads.page(id, &who.user, page, size)?;
+        let columns = envelope::columns(&p.schema);
+        let values = envelope::json_rows(&p.batches, 0, usize::MAX);
+        Ok(crate::envelope::PageBody {
+            request_id: id.to_string(),
+            page,
+            size,
+            columns: columns.clone(),
+            rows: Rows { columns, values },
+            has_more: p.has_more,
+        })
     }
 
     /// The engine.
@@ -188,6 +240,10 @@ impl StepGraph {
             protocol: door.protocol.name().into(),
             fingerprint: "(step graph)".into(),
             statement_hash: statement_hash(&String::from_utf8_lossy(body)),
+            request: Some(RequestRecord {
+                id: id.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut audit = StatementAudit::new(Arc::clone(self.engine.audit()), record, started);
@@ -379,13 +435,18 @@ impl StepGraph {
         let results = self
             .execute(session, &graph, &plans, progress, started)
             .await?;
+        let deadline = session
+            .limits()
+            .statement_timeout
+            .map(|t| tokio::time::Instant::from_std(started + t));
         let table = match &graph.merge {
             None => {
                 let mut results = results;
-                let only = results.pop().expect("one step when there is no merge");
+                let (schema, batches) = results.pop().expect("one step when there is no merge");
+                let stream = futures::stream::iter(batches.into_iter().map(Ok));
                 Table {
-                    schema: only.0,
-                    batches: only.1,
+                    batches: Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), stream)),
+                    schema,
                 }
             }
             Some(sql) => {
@@ -401,16 +462,7 @@ impl StepGraph {
                         batches,
                     })
                     .collect();
-                let limits = session.limits();
-                let merged = match limits.statement_timeout {
-                    Some(t) => {
-                        let deadline = tokio::time::Instant::from_std(started + t);
-                        tokio::time::timeout_at(deadline, crate::merge::run(sql, inputs))
-                            .await
-                            .map_err(|_| StepError::from(EngineError::Timeout))?
-                    }
-                    None => crate::merge::run(sql, inputs).await,
-                }?;
+                let merged = within(deadline, crate::merge::run(sql, inputs)).await?;
                 progress.merge_ms = Some(envelope::millis(merge_started.elapsed()));
                 Table {
                     schema: merged.0,
@@ -418,7 +470,16 @@ impl StepGraph {
                 }
             }
         };
-        self.answer(session, table, progress)
+        let merging = progress.merge_ms.is_some();
+        let merge_started = Instant::now();
+        let (user, id) = (record.user.clone(), progress_id(record));
+        let answer = within(deadline, self.answer(session, &user, &id, table, progress)).await;
+        if merging {
+            // The merge's rows are computed as they are read.
+            let before = progress.merge_ms.unwrap_or_default();
+            progress.merge_ms = Some(before + envelope::millis(merge_started.elapsed()));
+        }
+        answer
     }
 
     /// PROMPT_GUARD over what the request sends: each step's query and the merge.
@@ -644,44 +705,78 @@ impl StepGraph {
             .collect())
     }
 
-    /// The envelope's data: rows up to the user's row cap inline; result values
-    /// that look like instructions to a model flagged.
-    fn answer(
+    /// The envelope's data: rows up to the user's row cap inline, the whole result
+    /// kept for pagination when it has more; values that look like instructions to
+    /// a model flagged.
+    async fn answer(
         &self,
         session: &Session,
-        table: Table,
+        user: &str,
+        id: &str,
+        mut table: Table,
         progress: &mut Progress,
     ) -> Result<(Data, u64, u64)> {
-        let total: usize = table.batches.iter().map(|b| b.num_rows()).sum();
-        let bytes: u64 = table
-            .batches
-            .iter()
-            .map(switchyard_engine::guard::result_bytes)
-            .sum();
         let cap = session
             .limits()
             .max_rows
-            .map(|m| usize::try_from(m).unwrap_or(usize::MAX))
-            .unwrap_or(usize::MAX);
-        let inline = total.min(cap);
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX));
+        let mut inline: Vec<RecordBatch> = Vec::new();
+        let mut inline_rows = 0usize;
+        let mut total = 0u64;
+        let mut bytes = 0u64;
+        let mut writer = match cap {
+            Some(_) => Some(self.scratchpads.writer(id, Arc::clone(&table.schema))?),
+            None => None,
+        };
+        let fail = |writer: Option<scratchpad::Writer>, e: StepError| {
+            if let Some(w) = writer {
+                self.scratchpads.discard(w);
+            }
+            e
+        };
+        while let Some(batch) = table.batches.next().await {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => return Err(fail(writer, StepError::from(e).context("merge"))),
+            };
+            total += batch.num_rows() as u64;
+            let room = cap.unwrap_or(usize::MAX) - inline_rows;
+            if room > 0 {
+                let take = room.min(batch.num_rows());
+                inline.push(batch.slice(0, take));
+                inline_rows += take;
+                bytes += switchyard_engine::guard::result_bytes(&inline[inline.len() - 1]);
+            }
+            if let Some(w) = writer.as_mut() {
+                if let Err(e) = w.push(batch) {
+                    return Err(fail(writer, e));
+                }
+            }
+        }
+        let has_more = total > inline_rows as u64;
+        match writer {
+            Some(w) if has_more => self.scratchpads.keep(id, user, w)?,
+            Some(w) => self.scratchpads.discard(w),
+            None => {}
+        }
         let columns = envelope::columns(&table.schema);
-        let values = envelope::json_rows(&table.batches, 0, inline);
+        let values = envelope::json_rows(&inline, 0, usize::MAX);
         if self.guard.scans_results() {
             self.flag_results(&columns, &values, progress);
         }
-        if inline < total {
-            progress
-                .warnings
-                .push(format!("result cut to max_rows ({cap} rows) of {total}"));
+        if has_more {
+            progress.warnings.push(format!(
+                "{total} rows: the first {inline_rows} (max_rows) are here, the rest in pages: GET /v1/results/{id}?page=2&size={inline_rows}"
+            ));
         }
         Ok((
             Data {
                 columns: columns.clone(),
                 rows: Rows { columns, values },
-                row_count: inline as u64,
-                has_more: false,
+                row_count: total,
+                has_more,
             },
-            inline as u64,
+            inline_rows as u64,
             bytes,
         ))
     }
@@ -718,6 +813,28 @@ impl StepGraph {
             ));
         }
     }
+}
+
+/// `work` before `deadline` (the statement timeout, counted from the request's arrival).
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, work)
+            .await
+            .map_err(|_| StepError::from(EngineError::Timeout))?,
+        None => work.await,
+    }
+}
+
+/// The request id the record carries.
+fn progress_id(record: &AuditRecord) -> String {
+    record
+        .request
+        .as_ref()
+        .map(|r| r.id.clone())
+        .unwrap_or_default()
 }
 
 /// The first dependency of `step` whose result has `column`.

@@ -150,9 +150,10 @@ pub async fn check(
         Verdict::Allowed(allowed) => {
             let schema = Arc::new(allowed.plan.schema().as_arrow().clone());
             let decision = allowed.decision;
+            let (plan, approval) = uncapped(allowed.plan, allowed.approval);
             Ok(Checked::Ready(Box::new(Ready {
-                plan: allowed.plan,
-                approval: allowed.approval,
+                plan,
+                approval,
                 stages: decision.stages,
                 warnings: decision.warnings,
                 tables: decision.tables,
@@ -187,6 +188,26 @@ pub async fn check(
             step.id
         ))),
     }
+}
+
+/// The checked plan without the row cap GUARDRAILS put on top of it: in a step
+/// graph the cap is the size of the inline answer and of each page, and the rest of
+/// a result is kept for pagination (result bytes and the timeout still hold).
+fn uncapped(plan: LogicalPlan, mut approval: Approval) -> (LogicalPlan, Approval) {
+    let Some(max) = approval.limits.max_rows else {
+        return (plan, approval);
+    };
+    let LogicalPlan::Limit(limit) = &plan else {
+        return (plan, approval);
+    };
+    let cap = lit(i64::try_from(max.saturating_add(1)).unwrap_or(i64::MAX));
+    if limit.skip.is_some() || limit.fetch.as_deref() != Some(&cap) {
+        return (plan, approval);
+    }
+    let input = limit.input.as_ref().clone();
+    approval.limits.max_rows = None;
+    approval.limits.on_max_rows = None;
+    (input, approval)
 }
 
 /// A step's rows.

@@ -198,9 +198,20 @@ impl Checker<'_> {
             })?,
             None => 4 * 1024 * 1024,
         };
+        let results_memory = match &raw.results_memory {
+            Some(v) => parse_bytes(&v.value).ok_or_else(|| {
+                self.err(
+                    line(v),
+                    "http.results_memory is not a size".to_string(),
+                    "write it as 16MB or 256kB",
+                )
+            })?,
+            None => 16 * 1024 * 1024,
+        };
         Ok(crate::Http {
             listen,
             results_ttl,
+            results_memory,
             max_body,
         })
     }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,6 +49,7 @@ pub fn router(state: Arc<HttpState>, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/query", post(query))
+        .route("/v1/results/{request_id}", get(results))
         .route("/v1/databases", get(databases))
         .route("/v1/databases/{db}/tables", get(tables))
         .route("/v1/databases/{db}/tables/{table}", get(describe))
@@ -135,6 +136,28 @@ async fn query(
     let answer = state.graph.query(session, &body, door).await;
     let code = answer.failure.map(status).unwrap_or(StatusCode::OK);
     (code, Json(answer.response)).into_response()
+}
+
+/// `?page=N&size=M` of `GET /v1/results/{request_id}`.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    page: Option<u64>,
+    size: Option<u64>,
+}
+
+async fn results(
+    State(state): State<Arc<HttpState>>,
+    Authed(session): Authed,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    match state
+        .graph
+        .page(session.principal(), &id, q.page.unwrap_or(2), q.size)
+    {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => error(status(e.kind), e.code.code(), e.message),
+    }
 }
 
 async fn databases(State(state): State<Arc<HttpState>>, Authed(session): Authed) -> Response {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{rows, Harness, AGENT_TOKEN, ANALYST, CRM_ONLY, NORTH_REP};
+use crate::common::{rows, Harness, AGENT_TOKEN, ANALYST, CAPPED, CRM_ONLY, NORTH_REP, PAGER};
 
 const HTTP: &str = "http: { listen: 127.0.0.1:0 }\n";
 
@@ -24,7 +24,11 @@ impl Api {
     }
 
     async fn start_top(top: &str) -> Api {
-        let h = Harness::start_full(top, "", "", |_| {}).await;
+        Self::start_full(top, "", "").await
+    }
+
+    async fn start_full(top: &str, origins: &str, datasets: &str) -> Api {
+        let h = Harness::start_full(top, origins, datasets, |_| {}).await;
         let addr = h.server.http_addr.expect("the HTTP door listens");
         Api {
             h,
@@ -646,4 +650,126 @@ async fn prompt_guard_warns_about_instructions_in_requests_and_results_and_can_r
         .unwrap()
         .is_empty());
     assert!(api.audit().last().unwrap()["outcome"] == "denied");
+}
+
+#[tokio::test]
+async fn a_result_over_the_row_cap_comes_in_pages_spilled_to_disk_and_reaped_after_its_ttl() {
+    let api =
+        Api::start_top("http: { listen: 127.0.0.1:0, results_ttl: 3s, results_memory: 64kB }\n")
+            .await;
+    let sql = "SELECT a.id * 1000 + b.id AS n FROM orders a JOIN orders b ON b.id <= 40 \
+               WHERE a.id <= 2500 ORDER BY n";
+    let (status, envelope) = api
+        .query(
+            PAGER,
+            &json!({"database": "sales", "table": "orders", "query": sql}),
+        )
+        .await;
+    assert_eq!(status, 200, "{envelope}");
+    assert_eq!(envelope["data"]["row_count"], 100_000);
+    assert_eq!(envelope["data"]["has_more"], true);
+    let id = envelope["request_id"].as_str().unwrap().to_string();
+    let mut got: Vec<i64> = envelope["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got.len(), 1000, "the row cap is the inline page");
+    // Spilled: more than results_memory.
+    let spilled = api.h.dir.path().join(format!("data/results/{id}.arrow"));
+    assert!(spilled.exists(), "{spilled:?}");
+    // Only its user may read it.
+    let (status, _) = api
+        .get(ANALYST, &format!("/v1/results/{id}?page=2&size=1000"))
+        .await;
+    assert_eq!(status, 404);
+    let mut page = 2;
+    loop {
+        let (status, body) = api
+            .get(PAGER, &format!("/v1/results/{id}?page={page}&size=1000"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["request_id"], id.as_str());
+        assert_eq!(body["page"], page);
+        assert_eq!(body["size"], 1000);
+        assert_eq!(body["columns"], json!(["n"]));
+        got.extend(
+            body["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["n"].as_i64().unwrap()),
+        );
+        if body["has_more"] == false {
+            break;
+        }
+        page += 1;
+    }
+    assert_eq!(page, 100);
+    let sales = api.h.pg.direct("sales").await;
+    let expected: Vec<i64> = sales
+        .query(
+            "SELECT (a.id * 1000 + b.id)::int8 FROM sales.orders a JOIN sales.orders b ON b.id <= 40 \
+             WHERE a.id <= 2500 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, expected);
+    // A larger size is held to the row cap.
+    let (_, body) = api
+        .get(PAGER, &format!("/v1/results/{id}?page=3&size=50000"))
+        .await;
+    assert_eq!(body["size"], 1000);
+    // The reaper deletes it after results_ttl.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = api.get(PAGER, &format!("/v1/results/{id}?page=2")).await;
+        if status == 404 && !spilled.exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the result outlived its ttl");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_origin_answers_502_and_a_step_past_its_timeout_504() {
+    let api = Api::start_full(
+        HTTP,
+        "  dead: { kind: postgres, url: \"postgres://nobody:x@127.0.0.1:1/gone?sslmode=disable\" }\n",
+        "  dead: { origin: dead, tables: [things] }\n",
+    )
+    .await;
+    let (status, envelope) = api
+        .query(
+            ANALYST,
+            &json!({"database": "dead", "table": "things", "query": "SELECT * FROM things"}),
+        )
+        .await;
+    assert_eq!(status, 502, "{envelope}");
+    assert!(
+        envelope["error"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("08"),
+        "{envelope}"
+    );
+    // The capped role's statement timeout is 1 s; this join runs far longer.
+    let slow = "SELECT count(*) AS n FROM orders a JOIN orders b ON a.amount < b.amount \
+                JOIN orders c ON c.id <= 20";
+    let started = Instant::now();
+    let (status, envelope) = api
+        .query(
+            CAPPED,
+            &json!({"database": "sales", "table": "orders", "query": slow}),
+        )
+        .await;
+    assert_eq!(status, 504, "{envelope}");
+    assert_eq!(envelope["error"]["code"], "57014");
+    assert!(started.elapsed() < Duration::from_secs(20));
 }

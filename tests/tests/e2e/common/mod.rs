@@ -81,6 +81,8 @@ pub const CAPPED: (&str, &str) = ("capped", "capped-pw");
 pub const STRICT: (&str, &str) = ("strict", "strict-pw");
 /// Reads gold-tier MongoDB profiles only, without scores, names hashed.
 pub const SHOP_REP: (&str, &str) = ("shop_rep", "shop-pw");
+/// Reads sales.orders with a row cap of 1000 (step-graph pages).
+pub const PAGER: (&str, &str) = ("pager", "pager-pw");
 
 /// The config the tests run with; `extra_origins` and `extra_datasets` are YAML lines
 /// appended to those sections.
@@ -95,6 +97,7 @@ users:
   - {{ name: strict, password: strict-pw, roles: [strict] }}
   - {{ name: shop_rep, password: shop-pw, roles: [shop_gold] }}
   - {{ name: crm_agent, password: crm-agent-pw, roles: [crm], tokens: ["{agent_token}"] }}
+  - {{ name: pager, password: pager-pw, roles: [paged] }}
 roles:
   reader: {{ allow: ["*"], deny: ["sales.secrets"] }}
   crm: {{ allow: ["crm.*"] }}
@@ -121,6 +124,8 @@ roles:
       shop.profiles: {{ deny: [score], mask: {{ name: hash }} }}
     row_filters:
       shop.profiles: "tier = 'gold'"
+  # Step-graph results over 1000 rows come in pages.
+  paged: {{ allow: ["sales.orders"], guardrails: {{ max_rows: 1000 }} }}
   strict:
     allow: ["sales.orders"]
     guardrails: {{ max_rows: 5, on_max_rows: error }}
