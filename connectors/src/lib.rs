@@ -15,6 +15,7 @@ pub mod facts;
 pub mod files;
 pub mod local;
 pub mod mongo;
+pub mod native;
 pub mod origin;
 pub mod postgres;
 pub mod sql;

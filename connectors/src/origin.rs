@@ -48,6 +48,12 @@ pub trait Origin: std::fmt::Debug + Send + Sync {
     fn writes(&self) -> Option<crate::write::SharedWrites> {
         None
     }
+
+    /// Native queries in the origin's own language, where it takes them (MongoDB
+    /// pipelines for step graphs' MQL steps).
+    fn native(&self) -> Option<crate::native::SharedNative> {
+        None
+    }
 }
 
 /// The origin for one `origins:` entry of the config; nothing is connected yet.

@@ -11,6 +11,7 @@
 //! - [`request`]: the JSON → a validated [`Graph`] (faz's messages).
 //! - [`resolve`]: an origin's table names → the datasets that expose them.
 //! - [`sql`]: SQL steps: check, link filter on the declared table's scan, run.
+//! - [`mql`]: MQL steps: checked on the parsed JSON, run natively at MongoDB.
 //! - [`merge`]: the steps' results as tables of a context of their own.
 //! - [`run`]: the request's life: guard, check, strip/block, schedule, merge, audit.
 //! - [`scratchpad`]: results over the row cap, kept for pages (spilled to disk).
@@ -19,6 +20,7 @@
 pub mod envelope;
 mod error;
 pub mod merge;
+pub mod mql;
 pub mod request;
 pub mod resolve;
 pub mod run;

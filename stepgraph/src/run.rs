@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{self, Data, ErrorBody, Metadata, Response, Rows, SafetyReport, StepMeta};
 use crate::error::{Kind, Result, StepError};
+use crate::mql::{self, MqlReady};
 use crate::request::{self, Graph, Query, Step};
 use crate::resolve::OriginTables;
 use crate::scratchpad::{self, Scratchpads};
@@ -67,17 +68,43 @@ const STAGES: [Stage; 5] = [
     Stage::Guardrails,
 ];
 
+/// A step the checks allowed, in its language.
+#[derive(Clone)]
+enum Runnable {
+    Sql(Box<Ready>),
+    Mql(Box<MqlReady>),
+}
+
+impl Runnable {
+    fn stages(&self) -> &Vec<StageResult> {
+        match self {
+            Runnable::Sql(r) => &r.stages,
+            Runnable::Mql(r) => &r.stages_passed,
+        }
+    }
+
+    /// The declared table's dataset, `(schema, name)`.
+    fn target(&self) -> (String, String) {
+        match self {
+            Runnable::Sql(r) => r.target.clone(),
+            Runnable::Mql(r) => (r.dataset.schema.clone(), r.dataset.name.clone()),
+        }
+    }
+}
+
 /// What a step became once checked.
 enum Plan {
-    Ready(Box<Ready>),
+    Ready(Runnable),
     Stripped(Denial),
 }
 
 impl Plan {
-    fn schema(&self) -> &SchemaRef {
+    /// Its result's columns, when known before it runs (not for MQL).
+    fn schema(&self) -> Option<&SchemaRef> {
         match self {
-            Plan::Ready(r) => &r.schema,
-            Plan::Stripped(d) => &d.schema,
+            Plan::Ready(Runnable::Sql(r)) => Some(&r.schema),
+            Plan::Ready(Runnable::Mql(_)) => None,
+            Plan::Stripped(d) => Some(&d.schema),
         }
     }
 }
@@ -356,37 +383,56 @@ impl StepGraph {
             let tables = self.tables(session.principal(), &step.database);
             let checked = match &step.query {
                 Query::Sql(sql) => {
-                    sql::check(session, &state, step, sql, &tables, door.protocol).await?
+                    match sql::check(session, &state, step, sql, &tables, door.protocol).await? {
+                        Checked::Ready(ready) => Ok(Runnable::Sql(ready)),
+                        Checked::Denied(d) => Err(d),
+                    }
                 }
-                Query::Mql(_) => {
-                    return Err(StepError::new(
-                        Kind::Invalid,
-                        SqlState::FEATURE_NOT_SUPPORTED,
-                        format!(
-                            "step '{}': MQL steps are not supported yet; query the collection's dataset with SQL",
-                            step.id
-                        ),
-                    ))
+                Query::Mql(query) => {
+                    let dataset = tables
+                        .resolve(std::slice::from_ref(&step.table))
+                        .map_err(|e| e.context(&format!("step '{}': table", step.id)))?;
+                    let columns = self.table_schema(&dataset.schema, &dataset.name).await?;
+                    let checked = mql::check(
+                        step,
+                        query,
+                        &tables,
+                        self.engine.pipeline().policy(),
+                        session.principal(),
+                        &columns,
+                        &state,
+                        session.limits(),
+                    )?;
+                    match checked {
+                        mql::Checked::Ready(ready) => {
+                            add_all(&mut progress.tables, &[dataset.qualified_name()]);
+                            add_all(&mut progress.origins, std::slice::from_ref(&step.database));
+                            Ok(Runnable::Mql(ready))
+                        }
+                        mql::Checked::Denied(d) => Err(d),
+                    }
                 }
             };
             let checked = match checked {
-                Checked::Ready(ready) => {
-                    self.check_link(session.principal(), step, &graph, &plans, ready)
-                        .await?
-                }
+                Ok(ready) => self
+                    .check_link(session.principal(), step, &graph, &plans, &ready)
+                    .await?
+                    .map_or(Ok(ready), Err),
                 denied => denied,
             };
             match checked {
-                Checked::Ready(ready) => {
-                    for w in &ready.warnings {
-                        progress.warnings.push(format!("step '{}': {w}", step.id));
+                Ok(ready) => {
+                    if let Runnable::Sql(ready) = &ready {
+                        for w in &ready.warnings {
+                            progress.warnings.push(format!("step '{}': {w}", step.id));
+                        }
+                        add_all(&mut progress.tables, &ready.tables);
+                        add_all(&mut progress.origins, &ready.origins);
                     }
-                    add_all(&mut progress.tables, &ready.tables);
-                    add_all(&mut progress.origins, &ready.origins);
-                    progress.ready_stages.push(ready.stages.clone());
+                    progress.ready_stages.push(ready.stages().clone());
                     plans.push(Plan::Ready(ready));
                 }
-                Checked::Denied(denial) => {
+                Err(denial) => {
                     progress.records.push(StepRecord {
                         step_id: step.id.clone(),
                         database: step.database.clone(),
@@ -529,43 +575,34 @@ impl StepGraph {
         Ok(())
     }
 
-    /// A linked step: `link_from` must be a column a dependency returns, and
-    /// `link_to` a column of the declared table that the user reads as stored
-    /// (filtering a masked or denied column by chosen values would reveal it).
+    /// A linked step: `link_from` must be a column a dependency returns (checked
+    /// here when the dependency's columns are known before it runs, else when it
+    /// has run), and `link_to` a column of the declared table that the user reads as
+    /// stored (filtering a masked or denied column by chosen values would reveal it).
+    /// A refusal is the step's denial.
     async fn check_link(
         &self,
         who: &Principal,
         step: &Step,
         graph: &Graph,
         plans: &[Plan],
-        ready: Box<Ready>,
-    ) -> Result<Checked> {
+        ready: &Runnable,
+    ) -> Result<Option<Denial>> {
         let Some(link) = &step.link else {
-            return Ok(Checked::Ready(ready));
+            return Ok(None);
         };
-        let source = dependency_with(step, graph, plans, &link.from);
-        if source.is_none() {
+        if dependency_with(step, graph, plans, &link.from).is_none() {
             let dep = &step.depends_on[0];
             let index = graph.steps.iter().position(|s| &s.id == dep).unwrap_or(0);
-            let columns = envelope::columns(plans[index].schema()).join(", ");
-            return Err(StepError::new(
-                Kind::Invalid,
-                SqlState::UNDEFINED_COLUMN,
-                format!(
-                    "step '{}': link_from '{}' is not a column step '{dep}' returns (its columns: {columns})",
-                    step.id, link.from
-                ),
-            ));
+            let columns = plans[index]
+                .schema()
+                .map(|s| envelope::columns(s).join(", "))
+                .unwrap_or_default();
+            return Err(link_from_missing(step, dep, &columns));
         }
-        let (schema, name) = &ready.target;
-        let provider = self
-            .base
-            .table_provider(datafusion::common::TableReference::partial(
-                schema.as_str(),
-                name.as_str(),
-            ))
-            .await?;
-        if provider.schema().field_with_name(&link.to).is_err() {
+        let (schema, name) = ready.target();
+        let columns = self.table_schema(&schema, &name).await?;
+        if columns.field_with_name(&link.to).is_err() {
             return Err(StepError::new(
                 Kind::Invalid,
                 SqlState::UNDEFINED_COLUMN,
@@ -575,9 +612,9 @@ impl StepGraph {
                 ),
             ));
         }
-        let access = self.engine.pipeline().policy().access(who, schema, name);
+        let access = self.engine.pipeline().policy().access(who, &schema, &name);
         if access.column(&link.to) != switchyard_safety::ColumnAccess::Plain {
-            return Ok(Checked::Denied(sql::denial(
+            return Ok(Some(sql::denial(
                 Stage::RbacGate,
                 SqlState::INSUFFICIENT_PRIVILEGE,
                 format!(
@@ -586,7 +623,16 @@ impl StepGraph {
                 ),
             )));
         }
-        Ok(Checked::Ready(ready))
+        Ok(None)
+    }
+
+    /// The columns of dataset `schema.name` (resolved at its origin on first use).
+    async fn table_schema(&self, schema: &str, name: &str) -> Result<SchemaRef> {
+        let provider = self
+            .base
+            .table_provider(datafusion::common::TableReference::partial(schema, name))
+            .await?;
+        Ok(provider.schema())
     }
 
     /// Runs the ready steps, each as soon as its dependencies are done, and
@@ -624,22 +670,72 @@ impl StepGraph {
                     continue;
                 }
                 begun[i] = true;
-                let link = step.link.as_ref().map(|link| {
-                    let values = dependency_with(step, graph, plans, &link.from)
-                        .and_then(|j| results[j].as_ref())
-                        .map(|(_, batches)| distinct_values(batches, &link.from))
-                        .unwrap_or_default();
-                    (link.to.clone(), values)
-                });
+                let link = match &step.link {
+                    None => None,
+                    Some(link) => {
+                        let values = match dependency_with(step, graph, plans, &link.from)
+                            .and_then(|j| results[j].as_ref())
+                        {
+                            Some((schema, batches)) => {
+                                if schema.field_with_name(&link.from).is_err() {
+                                    let dep = dependency_name(step, graph, plans, &link.from);
+                                    return Err(link_from_missing(
+                                        step,
+                                        &dep,
+                                        &envelope::columns(schema).join(", "),
+                                    ));
+                                }
+                                distinct_values(batches, &link.from)
+                            }
+                            None => vec![],
+                        };
+                        Some((link.to.clone(), values))
+                    }
+                };
                 let session = Arc::clone(session);
-                let ctx = SessionContext::new_with_state(self.base.state());
-                let ready = (**ready).clone();
                 let cancel = cancel.clone();
-                tasks.spawn(async move {
-                    let t = Instant::now();
-                    let out = sql::run(session, ctx, ready, link, started, cancel).await;
-                    (i, out, t.elapsed())
-                });
+                match ready.clone() {
+                    Runnable::Sql(ready) => {
+                        let ctx = SessionContext::new_with_state(self.base.state());
+                        tasks.spawn(async move {
+                            let t = Instant::now();
+                            let out = sql::run(session, ctx, *ready, link, started, cancel).await;
+                            (i, out, t.elapsed())
+                        });
+                    }
+                    Runnable::Mql(ready) => {
+                        let native = self
+                            .engine
+                            .origins()
+                            .and_then(|o| o.get(&step.database))
+                            .and_then(|o| o.native())
+                            .ok_or_else(|| {
+                                StepError::new(
+                                    Kind::Invalid,
+                                    SqlState::FEATURE_NOT_SUPPORTED,
+                                    format!(
+                                        "step '{}': database '{}' takes no native queries",
+                                        step.id, step.database
+                                    ),
+                                )
+                            })?;
+                        let access = self.engine.pipeline().policy().access(
+                            session.principal(),
+                            &ready.dataset.schema,
+                            &ready.dataset.name,
+                        );
+                        let deadline = ready
+                            .limits
+                            .statement_timeout
+                            .map(|t| tokio::time::Instant::from_std(started + t));
+                        tasks.spawn(async move {
+                            let t = Instant::now();
+                            let out =
+                                within(deadline, mql::run(native, *ready, link, access)).await;
+                            (i, out, t.elapsed())
+                        });
+                    }
+                }
             }
             let Some(joined) = tasks.join_next().await else {
                 break;
@@ -651,6 +747,7 @@ impl StepGraph {
             let Plan::Ready(ready) = &plans[i] else {
                 unreachable!("only ready steps run")
             };
+            let ready_stages = ready.stages().clone();
             match out {
                 Ok(rows) => {
                     if let Some(cut) = &rows.cut {
@@ -666,7 +763,7 @@ impl StepGraph {
                         step_id: step.id.clone(),
                         database: step.database.clone(),
                         fingerprint: step_fingerprint(step),
-                        stages: ready.stages.clone(),
+                        stages: ready_stages.clone(),
                         outcome: "ok".into(),
                         rows: rows.rows,
                         error: None,
@@ -678,7 +775,7 @@ impl StepGraph {
                         step_id: step.id.clone(),
                         database: step.database.clone(),
                         fingerprint: step_fingerprint(step),
-                        stages: ready.stages.clone(),
+                        stages: ready_stages,
                         outcome: "error".into(),
                         rows: 0,
                         error: Some(ErrorRecord {
@@ -837,16 +934,34 @@ fn progress_id(record: &AuditRecord) -> String {
         .unwrap_or_default()
 }
 
-/// The first dependency of `step` whose result has `column`.
+/// The first dependency of `step` whose result has `column` (or may have it: an
+/// MQL step's columns are known once it ran).
 fn dependency_with(step: &Step, graph: &Graph, plans: &[Plan], column: &str) -> Option<usize> {
     step.depends_on.iter().find_map(|d| {
         let j = graph.steps.iter().position(|s| &s.id == d)?;
         plans[j]
             .schema()
-            .field_with_name(column)
-            .is_ok()
+            .is_none_or(|s| s.field_with_name(column).is_ok())
             .then_some(j)
     })
+}
+
+fn dependency_name(step: &Step, graph: &Graph, plans: &[Plan], column: &str) -> String {
+    dependency_with(step, graph, plans, column)
+        .map(|j| graph.steps[j].id.clone())
+        .unwrap_or_else(|| step.depends_on[0].clone())
+}
+
+fn link_from_missing(step: &Step, dep: &str, columns: &str) -> StepError {
+    StepError::new(
+        Kind::Invalid,
+        SqlState::UNDEFINED_COLUMN,
+        format!(
+            "step '{}': link_from '{}' is not a column step '{dep}' returns (its columns: {columns})",
+            step.id,
+            step.link.as_ref().map(|l| l.from.as_str()).unwrap_or_default()
+        ),
+    )
 }
 
 /// The distinct non-null values of `column` in `batches`, in first-seen order.

@@ -65,6 +65,67 @@ impl crate::origin::Origin for MongoConnector {
     fn writes(&self) -> Option<crate::write::SharedWrites> {
         Some(Arc::new(write::MongoWrites::new(self.clone())))
     }
+
+    fn native(&self) -> Option<crate::native::SharedNative> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::native::NativeQueries for MongoConnector {
+    async fn aggregate(
+        &self,
+        dataset: &switchyard_config::Dataset,
+        filters: Vec<Option<datafusion::logical_expr::Expr>>,
+        stages: Vec<serde_json::Value>,
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        let mut tail = Vec::with_capacity(stages.len());
+        for stage in stages {
+            match Bson::try_from(stage) {
+                Ok(Bson::Document(d)) => tail.push(d),
+                _ => return Err(plan_error("each pipeline stage is a JSON object".into())),
+            }
+        }
+        let local_name = dataset.qualified_name();
+        let needs_columns = filters.iter().any(Option::is_some);
+        let (collection, base, columns) = if needs_columns {
+            self.resolve(&local_name, &dataset.source, &dataset.columns)
+                .await?
+        } else {
+            let (name, base) = self.base(&local_name, &dataset.source)?;
+            (self.collection(&name).await?, base, vec![])
+        };
+        let table = MongoTable {
+            schema: schema::arrow_schema(&columns),
+            collection: Arc::clone(&collection),
+            base: vec![],
+            columns,
+        };
+        let filters = if filters.is_empty() {
+            vec![None]
+        } else {
+            filters
+        };
+        let mut docs = Vec::new();
+        for filter in filters {
+            let mut stages = base.clone();
+            if let Some(e) = filter {
+                let m = translate::table_filter(&table, &e).ok_or_else(|| {
+                    ConnectorError::Origin {
+                        origin: self.origin.clone(),
+                        code: SqlState::FEATURE_NOT_SUPPORTED,
+                        message: format!(
+                            "{local_name}: the filter {e} has no exact MongoDB form; query the dataset with SQL"
+                        ),
+                    }
+                })?;
+                stages.push(mongodb::bson::doc! {"$match": m});
+            }
+            stages.extend(tail.iter().cloned());
+            docs.extend(collection.run(stages).await?);
+        }
+        collection.documents_to_batches(&docs)
+    }
 }
 
 impl MongoConnector {
@@ -134,14 +195,9 @@ impl MongoConnector {
         Ok(Arc::new(FederatedTableProviderAdaptor::new(source)))
     }
 
-    /// A dataset's collection, the stages in front of it and its columns.
-    async fn resolve(
-        &self,
-        local_name: &str,
-        source: &DatasetSource,
-        declared: &[DeclaredColumn],
-    ) -> Result<(Arc<MongoCollection>, Vec<Document>, Vec<MongoColumn>)> {
-        let (collection, base) = match source {
+    /// A dataset's collection and the stages in front of it (its filters or pipeline).
+    fn base(&self, local_name: &str, source: &DatasetSource) -> Result<(String, Vec<Document>)> {
+        Ok(match source {
             DatasetSource::Table { table, filters } => {
                 let base = if filters.is_empty() {
                     vec![]
@@ -166,7 +222,17 @@ impl MongoConnector {
                     ),
                 })
             }
-        };
+        })
+    }
+
+    /// A dataset's collection, the stages in front of it and its columns.
+    async fn resolve(
+        &self,
+        local_name: &str,
+        source: &DatasetSource,
+        declared: &[DeclaredColumn],
+    ) -> Result<(Arc<MongoCollection>, Vec<Document>, Vec<MongoColumn>)> {
+        let (collection, base) = self.base(local_name, source)?;
         let collection = self.collection(&collection).await?;
         let columns: Vec<MongoColumn> = if declared.is_empty() {
             let mut sample = base.clone();
@@ -286,20 +352,37 @@ impl MongoCollection {
         self.documents_to_batches(&docs)
     }
 
-    fn documents_to_batches(
+    pub(crate) fn documents_to_batches(
         &self,
         docs: &[Document],
     ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-        let columns = schema::infer(docs);
-        let schema = schema::arrow_schema(&columns);
-        let targets: Vec<decode::Target> = columns
-            .iter()
-            .map(|c| decode::Target {
-                path: c.path.clone(),
-                json: c.sql_type == switchyard_config::ColumnType::Jsonb,
-            })
-            .collect();
-        Ok(vec![decode::batch(&self.origin, docs, &schema, &targets)?])
+        let mut columns = schema::infer(docs);
+        // A native query's result is read whole, so its columns are known from every
+        // document: a column whose documents disagree (an array here, text there) is
+        // read as JSON rather than failing the query.
+        loop {
+            let schema = schema::arrow_schema(&columns);
+            let targets: Vec<decode::Target> = columns
+                .iter()
+                .map(|c| decode::Target {
+                    path: c.path.clone(),
+                    json: c.sql_type == switchyard_config::ColumnType::Jsonb,
+                })
+                .collect();
+            match decode::batch(&self.origin, docs, &schema, &targets) {
+                Ok(batch) => return Ok(vec![batch]),
+                Err(ConnectorError::WrongType { column, .. })
+                    if columns.iter().any(|c| {
+                        c.name == column && c.sql_type != switchyard_config::ColumnType::Jsonb
+                    }) =>
+                {
+                    for c in columns.iter_mut().filter(|c| c.name == column) {
+                        c.sql_type = switchyard_config::ColumnType::Jsonb;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

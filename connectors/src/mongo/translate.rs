@@ -304,6 +304,11 @@ fn mongo_source(source: &Arc<dyn TableSource>) -> Result<Option<MongoSource>> {
     )
 }
 
+/// A filter over `table`'s columns as a MongoDB query filter, when it translates exactly.
+pub(super) fn table_filter(table: &MongoTable, e: &Expr) -> Option<Document> {
+    Filters(&TableFields(table)).when_true(e)
+}
+
 /// Whether a scan filter on `table` translates exactly.
 pub(super) fn scan_filter_translates(table: &MongoTable, e: &Expr) -> bool {
     Filters(&TableFields(table)).when_true(e).is_some()

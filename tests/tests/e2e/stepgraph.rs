@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{rows, Harness, AGENT_TOKEN, ANALYST, CAPPED, CRM_ONLY, NORTH_REP, PAGER};
+use crate::common::{
+    rows, Harness, AGENT_TOKEN, ANALYST, CAPPED, CRM_ONLY, NORTH_REP, PAGER, SHOP_REP,
+};
 
 const HTTP: &str = "http: { listen: 127.0.0.1:0 }\n";
 
@@ -772,4 +774,192 @@ async fn a_dead_origin_answers_502_and_a_step_past_its_timeout_504() {
     assert_eq!(status, 504, "{envelope}");
     assert_eq!(envelope["error"]["code"], "57014");
     assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn the_seeds_example_a_postgres_step_linked_to_a_mongodb_find_answers_as_postgres() {
+    let api = Api::start().await;
+    let body = json!({
+        "steps": [
+            {"step_id": "s0", "database": "sales", "table": "customers", "language": "sql",
+             "query": "SELECT id, name, region FROM customers WHERE region IN ('north', 'east')"},
+            {"step_id": "s1", "database": "docs", "table": "profiles", "language": "mql",
+             "query": "{\"operation\": \"find\", \"filter\": {}, \"projection\": {\"customer_id\": 1, \"tier\": 1, \"name\": 1}}",
+             "depends_on": ["s0"], "link_from": "id", "link_to": "customer_id"}
+        ],
+        "merge": "SELECT s1.name AS profile, s1.tier, s0.name, s0.region FROM s0 JOIN s1 ON s0.id = s1.customer_id ORDER BY s0.name DESC"
+    });
+    let (status, envelope) = api.query(ANALYST, &body).await;
+    assert_eq!(status, 200, "{envelope}");
+    let reference = api.h.pg.direct("reference").await;
+    let expected = rows(
+        &reference,
+        "SELECT p.name, p.tier, c.name, c.region FROM sales.customers c JOIN shop.profiles p \
+         ON c.id = p.customer_id WHERE c.region IN ('north', 'east') ORDER BY c.name DESC",
+    )
+    .await;
+    assert!(!expected.is_empty());
+    assert_eq!(cells(&envelope), expected);
+    let steps = &envelope["metadata"]["steps"];
+    assert_eq!(steps[1]["database"], "docs");
+    // Only the linked customers' profiles came back from MongoDB.
+    assert_eq!(steps[1]["rows_returned"], json!(expected.len()));
+    let last = api.audit().pop().unwrap();
+    assert_eq!(last["origins"], json!(["sales", "docs"]));
+}
+
+#[tokio::test]
+async fn an_mql_aggregate_and_an_objectid_link_answer_as_postgres() {
+    let api = Api::start().await;
+    let (status, envelope) = api
+        .query(
+            ANALYST,
+            &json!({"database": "docs", "table": "events", "query": {
+            "operation": "aggregate",
+            "pipeline": [
+                {"$match": {"kind": "buy", "customer_id": {"$ne": null}}},
+                {"$group": {"_id": "$customer_id", "n": {"$sum": 1}}},
+                {"$sort": {"_id": 1}}
+            ]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{envelope}");
+    let reference = api.h.pg.direct("reference").await;
+    let expected = rows(
+        &reference,
+        "SELECT e.customer_id::text, count(*)::text FROM shop.events e WHERE e.kind = 'buy' \
+         AND e.customer_id IS NOT NULL GROUP BY e.customer_id ORDER BY e.customer_id",
+    )
+    .await;
+    let got: Vec<Vec<Option<String>>> = envelope["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| vec![Some(r["_id"].to_string()), Some(r["n"].to_string())])
+        .collect();
+    assert_eq!(got, expected);
+
+    // ObjectIds come back as their hex text, and a link on _id matches them again.
+    let body = json!({
+        "steps": [
+            {"step_id": "s0", "database": "docs", "table": "profiles",
+             "query": {"operation": "find", "filter": {"tier": "gold"}, "projection": {"_id": 1}, "sort": {"_id": 1}, "limit": 4}},
+            {"step_id": "s1", "database": "docs", "table": "profiles",
+             "query": {"operation": "find", "projection": {"_id": 1, "name": 1}},
+             "depends_on": ["s0"], "link_from": "_id", "link_to": "_id"}
+        ],
+        "merge": "SELECT s1._id, s1.name FROM s1 ORDER BY s1._id"
+    });
+    let (status, envelope) = api.query(ANALYST, &body).await;
+    assert_eq!(status, 200, "{envelope}");
+    let expected = rows(
+        &reference,
+        "SELECT _id, name FROM shop.profiles WHERE tier = 'gold' ORDER BY _id LIMIT 4",
+    )
+    .await;
+    assert_eq!(cells(&envelope), expected);
+}
+
+#[tokio::test]
+async fn mql_steps_keep_row_filters_masks_and_denied_fields_and_refuse_writes_and_code() {
+    let api = Api::start().await;
+    // shop_rep: gold profiles only, score denied, name hashed.
+    let (status, envelope) = api
+        .query(
+            SHOP_REP,
+            &json!({"database": "docs", "table": "profiles",
+                    "query": {"operation": "find", "sort": {"customer_id": 1}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{envelope}");
+    let columns = envelope["data"]["columns"].as_array().unwrap();
+    assert!(!columns.contains(&json!("score")), "{columns:?}");
+    let reference = api.h.pg.direct("reference").await;
+    let expected = rows(
+        &reference,
+        "SELECT p.customer_id::text, md5(p.name), p.tier FROM shop.profiles p WHERE p.tier = 'gold' ORDER BY p.customer_id",
+    )
+    .await;
+    let got: Vec<Vec<Option<String>>> = envelope["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            vec![
+                Some(r["customer_id"].to_string()),
+                r["name"].as_str().map(str::to_string),
+                r["tier"].as_str().map(str::to_string),
+            ]
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    let block = Api::start_top(&format!("{HTTP}safety: {{ deny_policy: block }}\n")).await;
+    let refused = [
+        (
+            json!({"operation": "find", "filter": {"score": {"$gt": 0}}}),
+            "column score",
+        ),
+        (json!({"operation": "find", "sort": {"name": 1}}), "masked"),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$group": {"_id": "$name"}}]}),
+            "masked",
+        ),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$project": {"s": "$score"}}]}),
+            "column score",
+        ),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$replaceRoot": {"newRoot": "$$ROOT"}}]}),
+            "$$ROOT",
+        ),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$lookup": {"from": "events", "localField": "customer_id", "foreignField": "customer_id", "as": "e"}}]}),
+            "$lookup",
+        ),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$out": "stolen"}]}),
+            "$out",
+        ),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$merge": {"into": "stolen"}}]}),
+            "$merge",
+        ),
+        (
+            json!({"operation": "find", "filter": {"$where": "sleep(1000) || true"}}),
+            "$where",
+        ),
+        (
+            json!({"operation": "aggregate", "pipeline": [{"$match": {"$expr": {"$function": {"body": "function() { return true }", "args": [], "lang": "js"}}}}]}),
+            "$function",
+        ),
+    ];
+    for (query, why) in refused {
+        let body = json!({"database": "docs", "table": "profiles", "query": query});
+        let (status, envelope) = block.query(SHOP_REP, &body).await;
+        assert_eq!(status, 403, "{body}: {envelope}");
+        assert!(error_message(&envelope).contains(why), "{why}: {envelope}");
+    }
+    // Nothing was written at MongoDB.
+    let (status, envelope) = block
+        .query(
+            ANALYST,
+            &json!({"database": "docs", "table": "profiles",
+            "query": {"operation": "aggregate", "pipeline": [{"$count": "n"}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{envelope}");
+    assert_eq!(envelope["data"]["rows"], json!([{"n": 180}]));
+    // A malformed MQL query is a 400.
+    let (status, envelope) = block
+        .query(
+            ANALYST,
+            &json!({"database": "docs", "table": "profiles", "query": {"operation": "drop"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{envelope}");
+    let (status, _) = block
+        .query(ANALYST, &json!({"database": "docs", "table": "profiles", "language": "sql", "query": "SELECT 1"}))
+        .await;
+    assert_eq!(status, 400);
 }
