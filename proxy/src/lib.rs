@@ -5,6 +5,7 @@
 
 pub mod demo;
 pub mod http;
+pub mod mcp;
 pub mod pgwire;
 pub mod server;
 

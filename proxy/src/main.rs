@@ -50,6 +50,16 @@ enum Command {
         /// One dataset (`schema.name`); all materialized datasets when left out.
         dataset: Option<String>,
     },
+    /// Serve the MCP tools over stdio for one user (an agent's local MCP server).
+    /// The user proves themselves with SWITCHYARD_PASSWORD or SWITCHYARD_TOKEN.
+    Mcp {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user whose roles govern every tool call.
+        #[arg(long)]
+        user: String,
+    },
     /// Check a config file and print what it defines, or the first error with its line.
     CheckConfig {
         /// The YAML config file.
@@ -117,6 +127,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Materialize { config, dataset } => {
             let config = Config::load(&config)?;
             materialize(config, dataset)
+        }
+        Command::Mcp { config, user } => {
+            let config = Config::load(&config)?;
+            mcp_stdio(config, user)
         }
         Command::Serve { config } => {
             let config = Config::load(&config)?;
@@ -194,6 +208,43 @@ fn materialize(config: Config, only: Option<String>) -> anyhow::Result<()> {
                 }
             }
         }
+        Ok(())
+    })
+}
+
+/// The MCP tools on stdin/stdout for `user`, until the client closes stdin.
+fn mcp_stdio(config: Config, user: String) -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    let credentials = switchyard::http::Credentials::new(&config.users);
+    let proven = match (
+        std::env::var("SWITCHYARD_PASSWORD"),
+        std::env::var("SWITCHYARD_TOKEN"),
+    ) {
+        (Ok(password), _) => credentials.password_of(&user, &password),
+        (_, Ok(token)) => credentials.token_of(&token).as_deref() == Some(user.as_str()),
+        _ => anyhow::bail!("set SWITCHYARD_PASSWORD or SWITCHYARD_TOKEN for user {user}"),
+    };
+    if !proven {
+        anyhow::bail!("authentication failed for user {user}");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let graph = switchyard::server::step_graph(config).await?;
+        let session = std::sync::Arc::new(graph.engine().login(
+            &user,
+            switchyard_engine::Client {
+                session_id: 0,
+                address: "stdio".into(),
+            },
+        ));
+        let audit = std::sync::Arc::clone(graph.engine().audit());
+        let tools = switchyard::mcp::Tools::stdio(graph, session);
+        let running = tools
+            .serve(rmcp::transport::stdio())
+            .await
+            .context("starting MCP on stdio")?;
+        let _ = running.waiting().await;
+        audit.sync().context("syncing the audit log")?;
         Ok(())
     })
 }

@@ -111,6 +111,31 @@ pub fn base_context(
     Ok((ctx, origins, materializer))
 }
 
+/// The step-graph service over `config` without any listener (for `switchyard mcp`
+/// on stdio). Materialized datasets are read from the local store as a running
+/// `serve` keeps them; no worker of their own is started here, so two processes
+/// never follow one replication slot.
+pub async fn step_graph(
+    config: Config,
+) -> Result<Arc<switchyard_stepgraph::StepGraph>, StartError> {
+    let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA);
+    let audit = AuditLog::open(&config.audit.path, config.audit.fsync).map_err(|source| {
+        StartError::Audit {
+            path: config.audit.path.display().to_string(),
+            source,
+        }
+    })?;
+    let (base, origins, materializer) = base_context(&config)?;
+    let engine = Engine::with_materializer(
+        Arc::new(config),
+        Arc::new(Pipeline::new(policy)),
+        Arc::new(audit),
+        materializer,
+        origins,
+    );
+    Ok(Arc::new(switchyard_stepgraph::StepGraph::new(engine, base)))
+}
+
 /// Binds the listener and serves connections in the background.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA);
@@ -182,7 +207,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 Some(addr),
                 Some(crate::http::serve(
                     listener,
-                    crate::http::router(state, max_body),
+                    crate::http::router(state, max_body, &settings.listen),
                 )),
             )
         }

@@ -41,6 +41,8 @@ pub struct Door {
     pub protocol: Protocol,
     /// `metadata.transport`.
     pub transport: &'static str,
+    /// Check the steps and answer with what each would run, running nothing.
+    pub explain: bool,
 }
 
 /// A request's answer and, on failure, the kind of failure (the HTTP status).
@@ -478,6 +480,24 @@ impl StepGraph {
                 }
             }
         }
+        // PARTIAL strips denied steps when others remain; with none left there is
+        // nothing partial to answer with.
+        if !plans.iter().any(|p| matches!(p, Plan::Ready(_))) {
+            let first = plans.iter().find_map(|p| match p {
+                Plan::Stripped(d) => Some(d),
+                Plan::Ready(_) => None,
+            });
+            if let Some(d) = first {
+                return Err(StepError::new(
+                    Kind::Denied,
+                    d.error.code,
+                    format!("every step was denied: {}", d.error.message),
+                ));
+            }
+        }
+        if door.explain {
+            return self.explained(&graph, &plans).await;
+        }
         let results = self
             .execute(session, &graph, &plans, progress, started)
             .await?;
@@ -526,6 +546,158 @@ impl StepGraph {
             progress.merge_ms = Some(before + envelope::millis(merge_started.elapsed()));
         }
         answer
+    }
+
+    /// What each checked step would run: for SQL the physical plan with each
+    /// origin's SQL, for MQL the pipeline after the checks; nothing reaches an origin.
+    async fn explained(&self, graph: &Graph, plans: &[Plan]) -> Result<(Data, u64, u64)> {
+        let columns: Vec<String> = ["step_id", "database", "decision", "plan"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let mut values = Vec::new();
+        let ctx = SessionContext::new_with_state(self.base.state());
+        for (step, plan) in graph.steps.iter().zip(plans) {
+            let (decision, text) = match plan {
+                Plan::Ready(Runnable::Sql(ready)) => {
+                    let physical = ctx.state().create_physical_plan(&ready.plan).await?;
+                    let text = datafusion::physical_plan::displayable(physical.as_ref())
+                        .indent(true)
+                        .to_string();
+                    ("allowed".to_string(), text)
+                }
+                Plan::Ready(Runnable::Mql(ready)) => {
+                    let mut text = String::new();
+                    if let Some(f) = &ready.row_filter {
+                        text.push_str(&format!("$match (row filter): {f}\n"));
+                    }
+                    if let Some(link) = &step.link {
+                        text.push_str(&format!(
+                            "$match (link): {{{}: {{$in: values of {}}}}}\n",
+                            link.to, link.from
+                        ));
+                    }
+                    text.push_str(&serde_json::Value::Array(ready.stages.clone()).to_string());
+                    ("allowed".to_string(), text)
+                }
+                Plan::Stripped(d) => (format!("denied: {}", d.error.message), String::new()),
+            };
+            values.push(vec![
+                step.id.clone().into(),
+                step.database.clone().into(),
+                decision.into(),
+                text.into(),
+            ]);
+        }
+        if let Some(m) = &graph.merge {
+            values.push(vec![
+                "merge".into(),
+                serde_json::Value::Null,
+                "allowed".into(),
+                m.clone().into(),
+            ]);
+        }
+        let n = values.len() as u64;
+        Ok((
+            Data {
+                columns: columns.clone(),
+                rows: Rows { columns, values },
+                row_count: n,
+                has_more: false,
+            },
+            0,
+            0,
+        ))
+    }
+
+    /// The databases `who` may read, as `GET /v1/databases` lists them.
+    pub fn list_databases(&self, who: &Principal) -> serde_json::Value {
+        let config = self.engine.config();
+        let list: Vec<_> = self
+            .databases(who)
+            .into_iter()
+            .filter_map(|name| {
+                let origin = config.origin(&name)?;
+                let language = match origin.kind {
+                    switchyard_config::OriginKind::Mongodb(_) => "mql",
+                    _ => "sql",
+                };
+                Some(serde_json::json!({"name": name, "kind": origin.kind.name(), "language": language}))
+            })
+            .collect();
+        serde_json::json!({ "databases": list })
+    }
+
+    /// The tables of `db` that `who` may read.
+    pub fn list_tables(&self, who: &Principal, db: &str) -> Result<serde_json::Value> {
+        if !self.databases(who).iter().any(|d| d == db) {
+            return Err(unknown_database(db));
+        }
+        let policy = self.engine.pipeline().policy();
+        let list: Vec<_> = self
+            .engine
+            .config()
+            .datasets
+            .iter()
+            .filter(|d| d.origin == db && policy.visible(who, &d.schema, &d.name))
+            .map(|d| serde_json::json!({"name": d.name, "dataset": d.qualified_name()}))
+            .collect();
+        Ok(serde_json::json!({"database": db, "tables": list}))
+    }
+
+    /// A table's columns as `who` reads them; `type_name` names each column's type.
+    pub async fn describe_table(
+        &self,
+        who: &Principal,
+        db: &str,
+        table: &str,
+        type_name: fn(&datafusion::arrow::datatypes::FieldRef) -> String,
+    ) -> Result<serde_json::Value> {
+        if !self.databases(who).iter().any(|d| d == db) {
+            return Err(unknown_database(db));
+        }
+        let parts: Vec<String> = table.split('.').map(str::to_string).collect();
+        let dataset = {
+            let tables = self.tables(who, db);
+            match tables.resolve(&parts) {
+                Ok(d) if tables.is_visible(d) => d.clone(),
+                Ok(_) => {
+                    return Err(StepError::new(
+                        Kind::NotFound,
+                        SqlState::UNDEFINED_TABLE,
+                        format!("relation \"{table}\" does not exist in database '{db}'"),
+                    ))
+                }
+                Err(mut e) => {
+                    e.kind = Kind::NotFound;
+                    return Err(e);
+                }
+            }
+        };
+        let columns = self.table_schema(&dataset.schema, &dataset.name).await?;
+        let schema = self.engine.pipeline().policy().visible_columns(
+            who,
+            &dataset.schema,
+            &dataset.name,
+            &columns,
+        );
+        let columns: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name(),
+                    "type": type_name(f),
+                    "nullable": f.is_nullable(),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "database": db,
+            "table": dataset.name,
+            "dataset": dataset.qualified_name(),
+            "columns": columns,
+        }))
     }
 
     /// PROMPT_GUARD over what the request sends: each step's query and the merge.
@@ -910,6 +1082,14 @@ impl StepGraph {
             ));
         }
     }
+}
+
+fn unknown_database(db: &str) -> StepError {
+    StepError::new(
+        Kind::NotFound,
+        SqlState::INVALID_PARAMETER_VALUE,
+        format!("unknown database: '{db}'"),
+    )
 }
 
 /// `work` before `deadline` (the statement timeout, counted from the request's arrival).

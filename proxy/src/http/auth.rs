@@ -27,6 +27,23 @@ impl Credentials {
         }
     }
 
+    /// Whether `password` is `name`'s.
+    pub fn password_of(&self, name: &str, password: &str) -> bool {
+        let given = sha(password);
+        self.passwords
+            .iter()
+            .any(|(u, d)| u == name && same(d, &given))
+    }
+
+    /// The user `token` belongs to.
+    pub fn token_of(&self, token: &str) -> Option<String> {
+        let given = sha(token);
+        self.tokens
+            .iter()
+            .find(|(_, t)| same(t, &given))
+            .map(|(u, _)| u.clone())
+    }
+
     /// The user the `Authorization` header proves, if any.
     pub fn user(&self, headers: &HeaderMap) -> Option<String> {
         let value = headers

@@ -44,8 +44,34 @@ pub fn status(kind: Kind) -> StatusCode {
     }
 }
 
-/// The routes.
-pub fn router(state: Arc<HttpState>, max_body: usize) -> Router {
+/// The routes: REST, and MCP (streamable HTTP) at `/mcp`; `listen` is the
+/// configured address (its host is accepted in `Host` besides loopback names).
+pub fn router(state: Arc<HttpState>, max_body: usize, listen: &str) -> Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Some((host, _)) = listen.rsplit_once(':') {
+        let host = host.trim_matches(['[', ']']);
+        if !hosts.iter().any(|h| h == host) && host != "0.0.0.0" && host != "::" {
+            hosts.push(host.to_string());
+        }
+    }
+    let graph = Arc::clone(&state.graph);
+    let mcp = StreamableHttpService::new(
+        move || Ok(crate::mcp::Tools::http(Arc::clone(&graph))),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default()
+            .with_allowed_hosts(hosts)
+            .with_max_request_body_bytes(max_body),
+    );
+    let mcp = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            mcp_login,
+        ));
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/query", post(query))
@@ -55,6 +81,29 @@ pub fn router(state: Arc<HttpState>, max_body: usize) -> Router {
         .route("/v1/databases/{db}/tables/{table}", get(describe))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+        .merge(mcp)
+}
+
+/// Authenticates an MCP request as the REST routes do (401 otherwise) and hands
+/// its session to the tools through the request's extensions.
+async fn mcp_login(
+    State(state): State<Arc<HttpState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let session =
+        match <Authed as axum::extract::FromRequestParts<Arc<HttpState>>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        {
+            Ok(Authed(session)) => session,
+            Err(rejection) => return rejection,
+        };
+    parts.extensions.insert(crate::mcp::McpUser(session));
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// Serves `router` on `listener` in the background.
@@ -132,6 +181,7 @@ async fn query(
     let door = Door {
         protocol: Protocol::Http,
         transport: "rest/local",
+        explain: false,
     };
     let answer = state.graph.query(session, &body, door).await;
     let code = answer.failure.map(status).unwrap_or(StatusCode::OK);
@@ -161,29 +211,7 @@ async fn results(
 }
 
 async fn databases(State(state): State<Arc<HttpState>>, Authed(session): Authed) -> Response {
-    let config = state.graph.engine().config();
-    let list: Vec<_> = state
-        .graph
-        .databases(session.principal())
-        .into_iter()
-        .filter_map(|name| {
-            let origin = config.origin(&name)?;
-            let language = match origin.kind {
-                switchyard_config::OriginKind::Mongodb(_) => "mql",
-                _ => "sql",
-            };
-            Some(json!({"name": name, "kind": origin.kind.name(), "language": language}))
-        })
-        .collect();
-    Json(json!({"databases": list})).into_response()
-}
-
-fn unknown_database(db: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "3D000",
-        format!("unknown database: '{db}'"),
-    )
+    Json(state.graph.list_databases(session.principal())).into_response()
 }
 
 async fn tables(
@@ -191,18 +219,10 @@ async fn tables(
     Authed(session): Authed,
     Path(db): Path<String>,
 ) -> Response {
-    if !state.graph.databases(session.principal()).contains(&db) {
-        return unknown_database(&db);
+    match state.graph.list_tables(session.principal(), &db) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(status(e.kind), e.code.code(), e.message),
     }
-    let config = state.graph.engine().config();
-    let policy = state.graph.engine().pipeline().policy();
-    let list: Vec<_> = config
-        .datasets
-        .iter()
-        .filter(|d| d.origin == db && policy.visible(session.principal(), &d.schema, &d.name))
-        .map(|d| json!({"name": d.name, "dataset": d.qualified_name()}))
-        .collect();
-    Json(json!({"database": db, "tables": list})).into_response()
 }
 
 async fn describe(
@@ -210,56 +230,17 @@ async fn describe(
     Authed(session): Authed,
     Path((db, table)): Path<(String, String)>,
 ) -> Response {
-    if !state.graph.databases(session.principal()).contains(&db) {
-        return unknown_database(&db);
+    match state
+        .graph
+        .describe_table(session.principal(), &db, &table, type_name)
+        .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(status(e.kind), e.code.code(), e.message),
     }
-    let parts: Vec<String> = table.split('.').map(str::to_string).collect();
-    let dataset = {
-        let tables = state.graph.tables(session.principal(), &db);
-        match tables.resolve(&parts) {
-            Ok(d) if tables.is_visible(d) => d.clone(),
-            Ok(_) => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "42P01",
-                    format!("relation \"{table}\" does not exist in database '{db}'"),
-                )
-            }
-            Err(e) => return error(StatusCode::NOT_FOUND, e.code.code(), e.message),
-        }
-    };
-    let reference =
-        datafusion::common::TableReference::partial(dataset.schema.as_str(), dataset.name.as_str());
-    let provider = match state.graph.base().table_provider(reference).await {
-        Ok(p) => p,
-        Err(e) => {
-            let e = switchyard_stepgraph::StepError::from(e);
-            return error(status(e.kind), e.code.code(), e.message);
-        }
-    };
-    let policy = state.graph.engine().pipeline().policy();
-    let schema = policy.visible_columns(
-        session.principal(),
-        &dataset.schema,
-        &dataset.name,
-        &provider.schema(),
-    );
-    let columns: Vec<_> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            json!({
-                "name": f.name(),
-                "type": column_type::of(f).sql_name(),
-                "nullable": f.is_nullable(),
-            })
-        })
-        .collect();
-    Json(json!({
-        "database": db,
-        "table": dataset.name,
-        "dataset": dataset.qualified_name(),
-        "columns": columns,
-    }))
-    .into_response()
+}
+
+/// A column's PostgreSQL type name, as information_schema gives it.
+pub fn type_name(field: &datafusion::arrow::datatypes::FieldRef) -> String {
+    column_type::of(field).sql_name()
 }

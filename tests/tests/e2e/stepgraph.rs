@@ -963,3 +963,42 @@ async fn mql_steps_keep_row_filters_masks_and_denied_fields_and_refuse_writes_an
         .await;
     assert_eq!(status, 400);
 }
+
+/// The official MCP Python SDK lists and calls every tool over streamable HTTP and
+/// over stdio (`switchyard mcp`), answers compared with PostgreSQL over the
+/// reference copy (tests/clients/python/mcp_client.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_python_sdk_calls_every_tool_over_http_and_stdio() {
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON")
+        .expect("SWITCHYARD_TEST_PYTHON is not set: run the tests through scripts/test");
+    let api = Api::start().await;
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(crate::common::tests_dir().join("clients/python/mcp_client.py"))
+        .arg(format!("{}/mcp", api.base))
+        .arg(crate::materialize::switchyard_binary())
+        .arg(api.h.dir.path().join("switchyard.yaml"));
+    let mut checks = Vec::new();
+    for transport in ["http", "stdio"] {
+        for check in [
+            "the six tools are listed",
+            "list_databases",
+            "list_tables and describe_table",
+            "query_simple answers as PostgreSQL",
+            "query joins PostgreSQL and MongoDB as PostgreSQL does",
+            "explain shows each step's origin query without running it",
+            "data cannot close the boundary and instructions in it are flagged",
+            "a write is refused as an error result",
+        ] {
+            checks.push(format!("{transport}: {check}"));
+        }
+        if transport == "http" {
+            checks.push("http: no credentials, 401".into());
+        }
+    }
+    let checks: Vec<&str> = checks.iter().map(String::as_str).collect();
+    crate::common::run_client_checks(&api.h, command, &checks).await;
+    // Every tool call that ran a request left one record, on either door.
+    let records = api.audit();
+    assert!(records.iter().filter(|r| r["protocol"] == "mcp").count() >= 5);
+}
