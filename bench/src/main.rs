@@ -15,6 +15,7 @@ mod pgbench;
 mod report;
 mod safety;
 mod snapshot;
+mod stepgraph;
 mod stream;
 mod sync;
 mod tpch;
@@ -101,6 +102,13 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = [1_000_000, 5_000_000])]
         rows: Vec<u64>,
     },
+    /// faz's example through the REST API vs its native queries run directly, the
+    /// merge's share, and the speed-up of independent steps.
+    Stepgraph {
+        /// Timed requests.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// A selective filter + aggregate over a MongoDB collection, with and without pushdown.
     Mongo {
         /// Documents in the collection (loaded once, kept between runs of one server).
@@ -143,6 +151,13 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Safety { iterations } => runtime.block_on(safety::safety(iterations)),
+        Command::Stepgraph { requests } => runtime.block_on(async {
+            saved(report::record(
+                "stepgraph",
+                stepgraph::stepgraph(requests).await?,
+            )?);
+            Ok(())
+        }),
         Command::Mongo { documents, runs } => runtime.block_on(mongo::mongo(documents, runs)),
         Command::Snapshot { rows } => runtime.block_on(async {
             saved(report::record("snapshot", snapshot::snapshot(rows).await?)?);

@@ -178,6 +178,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         origins.clone(),
     );
     materializer.start();
+    let http_tls = match engine.config().tls.mode {
+        TlsMode::Disable => None,
+        TlsMode::Allow | TlsMode::Require => {
+            let tls = &engine.config().tls;
+            let cert = tls.cert.as_deref().expect("config checked tls.cert");
+            let key = tls.key.as_deref().expect("config checked tls.key");
+            Some(tls::acceptor_for(cert, key, &[b"http/1.1"])?)
+        }
+    };
+    let tls_required_http = engine.config().tls.mode == TlsMode::Require;
     let (http_addr, http) = match &engine.config().http {
         None => (None, None),
         Some(settings) => {
@@ -208,6 +218,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
                 Some(crate::http::serve(
                     listener,
                     crate::http::router(state, max_body, &settings.listen),
+                    http_tls,
+                    tls_required_http,
                 )),
             )
         }

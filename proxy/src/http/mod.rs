@@ -106,14 +106,69 @@ async fn mcp_login(
         .await
 }
 
-/// Serves `router` on `listener` in the background.
-pub fn serve(listener: TcpListener, router: Router) -> tokio::task::JoinHandle<()> {
+/// Serves `router` on `listener` in the background. With `tls`, a connection whose
+/// first byte opens a TLS handshake is served over TLS; a plaintext one is served
+/// too unless `require_tls` (then it gets a 400 telling it to use https).
+pub fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    require_tls: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the HTTP door stopped");
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let app = router.clone().layer(axum::Extension(ConnectInfo(peer)));
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                // TLS records of a handshake start with 0x16.
+                let handshake = matches!(socket.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+                let result = match (tls, handshake) {
+                    (Some(acceptor), true) => match acceptor.accept(socket).await {
+                        Ok(stream) => connection(stream, app).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    (Some(_), false) if require_tls => {
+                        let refuse = Router::new().fallback(|| async {
+                            error(
+                                StatusCode::BAD_REQUEST,
+                                "28000",
+                                "this server requires TLS: use https://",
+                            )
+                        });
+                        connection(socket, refuse).await
+                    }
+                    _ => connection(socket, app).await,
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            });
         }
     })
+}
+
+/// One HTTP/1.1 connection over `io`, answered by `app`.
+async fn connection<I>(io: I, app: Router) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades()
+        .await
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

@@ -111,3 +111,50 @@ impl PlainConnect for Harness {
         Ok(client)
     }
 }
+
+/// curl against the HTTP door (off the runtime's threads): its stdout.
+async fn curl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .args(&args)
+            .output()
+            .expect("curl is installed")
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_door_serves_tls_as_pgwire_does() {
+    for mode in ["require", "allow"] {
+        let tls = format!(
+            "tls: {{ mode: {mode}, cert: server.pem, key: server.key }}\nhttp: {{ listen: 127.0.0.1:0 }}\n"
+        );
+        let h = Harness::start_full(&tls, "", "", make_cert).await;
+        let addr = h.server.http_addr.expect("the HTTP door");
+        let https = curl(&["-k", &format!("https://{addr}/healthz")]).await;
+        assert_eq!(https, r#"{"status":"ok"}"#, "{mode}");
+        let query = curl(&[
+            "-k",
+            "-u",
+            "analyst:analyst-pw",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"database": "crm", "table": "accounts", "query": "SELECT count(*) AS n FROM accounts"}"#,
+            &format!("https://{addr}/v1/query"),
+        ])
+        .await;
+        assert!(query.contains(r#""rows":[{"n":200}]"#), "{mode}: {query}");
+        let plain = curl(&[&format!("http://{addr}/healthz")]).await;
+        if mode == "require" {
+            assert!(plain.contains("requires TLS"), "{plain}");
+        } else {
+            assert_eq!(plain, r#"{"status":"ok"}"#);
+        }
+        h.server.stop();
+    }
+}

@@ -30,8 +30,14 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// An acceptor for the certificate chain and key in PEM files.
+/// An acceptor for the certificate chain and key in PEM files (pgwire).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    // PostgreSQL 17 clients negotiating TLS directly require this ALPN name.
+    acceptor_for(cert, key, &[b"postgresql"])
+}
+
+/// An acceptor for the certificate chain and key in PEM files, offering `alpn`.
+pub fn acceptor_for(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
     let pem_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::Pem {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -50,8 +56,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
-    // PostgreSQL 17 clients negotiating TLS directly require this ALPN name.
-    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
