@@ -498,6 +498,21 @@ impl StepGraph {
         if door.explain {
             return self.explained(&graph, &plans).await;
         }
+        // A request is one statement for the user's concurrency limit: it holds one
+        // slot while its steps run (53400 when none is free), not one per step.
+        let limits = session.limits();
+        let slot = session.begin(
+            switchyard_engine::Approval {
+                record: AuditRecord::default(),
+                limits: limits.clone(),
+                warnings: vec![],
+            },
+            started,
+            switchyard_engine::RunOptions {
+                unaudited: true,
+                ..Default::default()
+            },
+        )?;
         let results = self
             .execute(session, &graph, &plans, progress, started)
             .await?;
@@ -540,6 +555,7 @@ impl StepGraph {
         let merge_started = Instant::now();
         let (user, id) = (record.user.clone(), progress_id(record));
         let answer = within(deadline, self.answer(session, &user, &id, table, progress)).await;
+        slot.finish();
         if merging {
             // The merge's rows are computed as they are read.
             let before = progress.merge_ms.unwrap_or_default();
@@ -993,6 +1009,13 @@ impl StepGraph {
         let mut inline_rows = 0usize;
         let mut total = 0u64;
         let mut bytes = 0u64;
+        // The whole result is bounded: by max_result_bytes, else by RESULT_CEILING (a
+        // merge can multiply rows; the scratchpad must not fill the disk).
+        let mut kept = 0u64;
+        let max_kept = session
+            .limits()
+            .max_result_bytes
+            .unwrap_or(crate::scratchpad::RESULT_CEILING);
         let mut writer = match cap {
             Some(_) => Some(self.scratchpads.writer(id, Arc::clone(&table.schema))?),
             None => None,
@@ -1009,6 +1032,12 @@ impl StepGraph {
                 Err(e) => return Err(fail(writer, StepError::from(e).context("merge"))),
             };
             total += batch.num_rows() as u64;
+            kept += switchyard_engine::guard::result_bytes(&batch);
+            if kept > max_kept {
+                let e =
+                    StepError::from(switchyard_engine::EngineError::ResultBytes { max: max_kept });
+                return Err(fail(writer, e));
+            }
             let room = cap.unwrap_or(usize::MAX) - inline_rows;
             if room > 0 {
                 let take = room.min(batch.num_rows());

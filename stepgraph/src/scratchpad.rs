@@ -17,6 +17,9 @@ use switchyard_engine::SqlState;
 
 use crate::error::{Kind, Result, StepError};
 
+/// The most bytes one answer may have when the user has no `max_result_bytes`.
+pub const RESULT_CEILING: u64 = 1024 * 1024 * 1024;
+
 /// Bytes of a result kept in memory before it is spilled to disk.
 pub const MEMORY_BOUND: u64 = 16 * 1024 * 1024;
 

@@ -150,7 +150,7 @@ pub async fn check(
         Verdict::Allowed(allowed) => {
             let schema = Arc::new(allowed.plan.schema().as_arrow().clone());
             let decision = allowed.decision;
-            let (plan, approval) = uncapped(allowed.plan, allowed.approval);
+            let (plan, approval) = uncapped(allowed.plan, in_request(allowed.approval));
             Ok(Checked::Ready(Box::new(Ready {
                 plan,
                 approval,
@@ -208,6 +208,12 @@ fn uncapped(plan: LogicalPlan, mut approval: Approval) -> (LogicalPlan, Approval
     approval.limits.max_rows = None;
     approval.limits.on_max_rows = None;
     (input, approval)
+}
+
+/// A step runs inside its request, which holds the user's concurrency slot.
+fn in_request(mut approval: Approval) -> Approval {
+    approval.limits.max_concurrent_statements = None;
+    approval
 }
 
 /// A step's rows.

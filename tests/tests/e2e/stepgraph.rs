@@ -1002,3 +1002,45 @@ async fn the_mcp_python_sdk_calls_every_tool_over_http_and_stdio() {
     let records = api.audit();
     assert!(records.iter().filter(|r| r["protocol"] == "mcp").count() >= 5);
 }
+
+#[tokio::test]
+async fn a_link_of_thousands_of_values_is_sent_in_batches_and_misses_nothing() {
+    let api = Api::start().await;
+    let before = api.h.pg.log_text().len();
+    // 3000 distinct order ids from one origin filter the same table at another
+    // dataset of the same origin: three batches of at most 1000 values.
+    let body = json!({
+        "steps": [
+            {"step_id": "s0", "database": "sales", "table": "orders", "query": "SELECT id FROM orders"},
+            {"step_id": "s1", "database": "sales", "table": "orders",
+             "query": "SELECT id, amount FROM orders WHERE status <> 'batch-marker'",
+             "depends_on": ["s0"], "link_from": "id", "link_to": "id"}
+        ],
+        "merge": "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM s1"
+    });
+    let (status, envelope) = api.query(ANALYST, &body).await;
+    assert_eq!(status, 200, "{envelope}");
+    assert_eq!(envelope["data"]["rows"], json!([{"n": 3000, "ids": 3000}]));
+    let log = api.h.pg.log_text();
+    let batches = log[before..]
+        .lines()
+        .filter(|l| l.contains("batch-marker") && l.contains(" IN ("))
+        .count();
+    assert_eq!(batches, 3, "one origin query per 1000 values");
+}
+
+#[tokio::test]
+async fn a_request_holds_one_concurrency_slot_for_all_its_steps() {
+    // capped: max_concurrent_statements 1, yet two independent steps run.
+    let api = Api::start().await;
+    let body = json!({
+        "steps": [
+            {"step_id": "s0", "database": "sales", "table": "orders", "query": "SELECT count(*) AS a FROM orders"},
+            {"step_id": "s1", "database": "inventory", "table": "products", "query": "SELECT count(*) AS b FROM products"}
+        ],
+        "merge": "SELECT a, b FROM s0 CROSS JOIN s1"
+    });
+    let (status, envelope) = api.query(CAPPED, &body).await;
+    assert_eq!(status, 200, "{envelope}");
+    assert_eq!(envelope["data"]["rows"][0]["a"], 3000);
+}
