@@ -119,12 +119,7 @@ pub async fn step_graph(
     config: Config,
 ) -> Result<Arc<switchyard_stepgraph::StepGraph>, StartError> {
     let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA);
-    let audit = AuditLog::open(&config.audit.path, config.audit.fsync).map_err(|source| {
-        StartError::Audit {
-            path: config.audit.path.display().to_string(),
-            source,
-        }
-    })?;
+    let audit = open_audit(&config)?;
     let (base, origins, materializer) = base_context(&config)?;
     let engine = Engine::with_materializer(
         Arc::new(config),
@@ -136,15 +131,18 @@ pub async fn step_graph(
     Ok(Arc::new(switchyard_stepgraph::StepGraph::new(engine, base)))
 }
 
+/// The config's audit log, opened (or created) to continue its chain.
+fn open_audit(config: &Config) -> Result<AuditLog, StartError> {
+    AuditLog::open(&config.audit.path, config.audit.fsync).map_err(|source| StartError::Audit {
+        path: config.audit.path.display().to_string(),
+        source,
+    })
+}
+
 /// Binds the listener and serves connections in the background.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let policy = Policy::new(&config, switchyard_planner::DEFAULT_SCHEMA);
-    let audit = AuditLog::open(&config.audit.path, config.audit.fsync).map_err(|source| {
-        StartError::Audit {
-            path: config.audit.path.display().to_string(),
-            source,
-        }
-    })?;
+    let audit = open_audit(&config)?;
     let (base, origins, materializer) = base_context(&config)?;
     let acceptor = match config.tls.mode {
         TlsMode::Disable => None,

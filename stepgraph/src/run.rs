@@ -553,7 +553,12 @@ impl StepGraph {
         };
         let merging = progress.merge_ms.is_some();
         let merge_started = Instant::now();
-        let (user, id) = (record.user.clone(), progress_id(record));
+        let user = record.user.clone();
+        let id = record
+            .request
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
         let answer = within(deadline, self.answer(session, &user, &id, table, progress)).await;
         slot.finish();
         if merging {
@@ -1132,15 +1137,6 @@ async fn within<T>(
             .map_err(|_| StepError::from(EngineError::Timeout))?,
         None => work.await,
     }
-}
-
-/// The request id the record carries.
-fn progress_id(record: &AuditRecord) -> String {
-    record
-        .request
-        .as_ref()
-        .map(|r| r.id.clone())
-        .unwrap_or_default()
 }
 
 /// The first dependency of `step` whose result has `column` (or may have it: an
