@@ -254,6 +254,7 @@ pub fn passes_through(statement: &Statement) -> bool {
     matches!(
         statement,
         Statement::Set(_)
+            | Statement::Reset(_)
             | Statement::ShowVariable { .. }
             | Statement::ShowVariables { .. }
             | Statement::StartTransaction { .. }

@@ -6,7 +6,10 @@
 
 mod absorb;
 mod constant_group_keys;
+mod datetime_input;
 mod like_escape;
+mod pg_text;
+mod session_zone;
 mod unfederated;
 
 use std::sync::Arc;
@@ -18,7 +21,10 @@ use datafusion_federation::FederatedQueryPlanner;
 
 pub use absorb::{portable, AbsorbIntoFederated};
 pub use constant_group_keys::ConstantGroupKeys;
+pub use datetime_input::DatetimeInput;
 pub use like_escape::LikeEscape;
+pub use pg_text::{timestamp_text, PgText, PgTimestampText};
+pub use session_zone::{is_utc, SessionZone};
 pub use unfederated::Unfederated;
 
 /// The catalog clients see as their database.
@@ -41,6 +47,9 @@ pub fn session_config() -> SessionConfig {
     options.sql_parser.parse_float_as_decimal = true;
     // PostgreSQL folds unquoted identifiers to lower case; so do we.
     options.sql_parser.enable_ident_normalization = true;
+    // A session's TimeZone starts as UTC (PostgreSQL's `timestamptz`, `now()`); SET
+    // TimeZone changes it per session.
+    options.execution.time_zone = Some("UTC".into());
     config
 }
 
@@ -53,8 +62,14 @@ pub fn session_state() -> SessionState {
         .position(|r| r.name() == "scalar_subquery_to_join")
         .map_or(0, |p| p + 1);
     rules.insert(decorrelated, Arc::new(ConstantGroupKeys));
+    // First: zone-dependent operations are marked local before anything is federated.
+    rules.insert(0, Arc::new(SessionZone));
+    // Before constant folding: literals in PostgreSQL's forms become Arrow's.
+    rules.insert(0, Arc::new(DatetimeInput));
     rules.push(Arc::new(AbsorbIntoFederated));
     rules.push(Arc::new(LikeEscape));
+    // After federation: only casts computed here.
+    rules.push(Arc::new(PgText));
     SessionStateBuilder::new()
         .with_config(session_config())
         .with_default_features()

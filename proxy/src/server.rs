@@ -165,7 +165,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     })?;
     let mut params = DefaultServerParameterProvider::default();
     params.scram_iterations = SCRAM_ITERATIONS;
-    params.server_version = "15.0 (Switchyard)".into();
+    params.server_version = crate::pgwire::pgcompat::identity::SERVER_VERSION.into();
     let users = Arc::new(Users::new(&config.users));
     let tls_required = config.tls.mode == TlsMode::Require;
     let engine = Engine::with_materializer(

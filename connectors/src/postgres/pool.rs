@@ -27,6 +27,20 @@ use crate::{ConnectorError, Result};
 /// Rows per Arrow batch sent up the plan; small enough that the first rows reach
 /// the client quickly, large enough to amortise per-batch work.
 const BATCH_ROWS: usize = 4096;
+/// The session settings every origin connection runs with, whatever the origin's,
+/// database's or role's defaults: the SQL Switchyard sends and the text it reads
+/// back (casts to text, intervals) mean what its answers assume. Startup options
+/// outrank `ALTER ROLE/DATABASE ... SET`, so a role defaulting to another TimeZone
+/// still computes `::date`, `date_trunc` and text casts in UTC.
+pub(crate) const PINNED_SETTINGS: &[(&str, &str)] = &[
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO,MDY"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("standard_conforming_strings", "on"),
+    ("bytea_output", "hex"),
+];
+
 /// How long connecting to an origin may take before the statement fails with 08001.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -317,10 +331,15 @@ impl PgPool {
             .user(&s.user)
             .application_name("switchyard")
             .connect_timeout(CONNECT_TIMEOUT);
+        let mut options: Vec<String> = PINNED_SETTINGS
+            .iter()
+            .map(|(name, value)| format!("-c {name}={value}"))
+            .collect();
         if let Some(t) = s.statement_timeout {
             // The origin enforces the per-origin guardrail itself (57014).
-            config.options(format!("-c statement_timeout={}", t.as_millis()));
+            options.push(format!("-c statement_timeout={}", t.as_millis()));
         }
+        config.options(options.join(" "));
         if let Some(pw) = &s.password {
             config.password(pw);
         }

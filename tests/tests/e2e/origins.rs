@@ -353,6 +353,9 @@ async fn timestamptz_literals_mean_the_same_instant_at_an_origin_in_another_time
                  CREATE ROLE tz_ny LOGIN PASSWORD 'tz-pw';
                END IF; END $$;
              ALTER ROLE tz_ny SET timezone = 'America/New_York';
+             ALTER ROLE tz_ny SET datestyle = 'SQL, DMY';
+             ALTER ROLE tz_ny SET intervalstyle = 'sql_standard';
+             ALTER ROLE tz_ny SET extra_float_digits = -3;
              GRANT USAGE ON SCHEMA sales TO tz_ny;
              GRANT SELECT ON ALL TABLES IN SCHEMA sales TO tz_ny;",
         )
@@ -394,4 +397,81 @@ async fn timestamptz_literals_mean_the_same_instant_at_an_origin_in_another_time
         .await;
         assert_eq!(through, direct, "cutoff {cutoff}: {plan}");
     }
+}
+
+/// Zone-dependent answers as PostgreSQL gives them, whatever the origin role's
+/// defaults (another TimeZone, DateStyle, IntervalStyle): at the origin in a UTC
+/// session, and in a client session in a third zone (Asia/Kolkata: +05:30, so dates
+/// and hours move), computed here then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_dependent_answers_follow_the_client_session_not_the_origin_role() {
+    let pg = common::pg();
+    let sales = pg.direct("sales").await;
+    sales
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tz_ny') THEN
+                 CREATE ROLE tz_ny LOGIN PASSWORD 'tz-pw';
+               END IF; END $$;
+             ALTER ROLE tz_ny SET timezone = 'America/New_York';
+             ALTER ROLE tz_ny SET datestyle = 'SQL, DMY';
+             ALTER ROLE tz_ny SET intervalstyle = 'sql_standard';
+             GRANT USAGE ON SCHEMA sales TO tz_ny;
+             GRANT SELECT ON ALL TABLES IN SCHEMA sales TO tz_ny;",
+        )
+        .await
+        .unwrap();
+    let url = format!(
+        "postgres://tz_ny:tz-pw@{}:{}/sales?sslmode=disable",
+        pg.host, pg.port
+    );
+    let h = common::Harness::start_with(
+        &format!("  sales_ny: {{ kind: postgres, url: \"{url}\" }}"),
+        "  sales_ny: { origin: sales_ny, tables: [sales.customers] }",
+        |_| {},
+    )
+    .await;
+    let c = h.analyst().await;
+    let queries = [
+        "SELECT created_at::date AS d, count(*) AS n FROM {t} GROUP BY 1 ORDER BY 1",
+        "SELECT extract(hour FROM created_at) AS h, count(*) AS n FROM {t} GROUP BY 1 ORDER BY 1",
+        "SELECT date_trunc('day', created_at) AS d, count(*) AS n FROM {t} GROUP BY 1 ORDER BY 1",
+        "SELECT id, created_at, created_at::timestamp AS local, created_at::text AS t, \
+                (created_at + interval '1 day 2 hours')::text AS later \
+           FROM {t} ORDER BY id LIMIT 5",
+        "SELECT count(*) FROM {t} WHERE created_at < timestamptz '2024-01-03 00:00'",
+        "SELECT count(*) FROM {t} WHERE created_at::date = date '2024-01-02'",
+        "SELECT min(created_at)::text, max(created_at)::text FROM {t}",
+        "SELECT (created_at - timestamptz '2024-01-01 00:00')::text AS since FROM {t} ORDER BY id LIMIT 3",
+    ];
+    for zone in ["UTC", "Asia/Kolkata", "America/New_York"] {
+        c.batch_execute(&format!("SET TimeZone = '{zone}'"))
+            .await
+            .unwrap();
+        sales
+            .batch_execute(&format!("SET TimeZone = '{zone}'"))
+            .await
+            .unwrap();
+        for q in queries {
+            let through = rows(&c, &q.replace("{t}", "sales_ny.customers")).await;
+            let direct = rows(&sales, &q.replace("{t}", "sales.customers")).await;
+            let plan = common::explain(&c, &q.replace("{t}", "sales_ny.customers")).await;
+            assert_eq!(through, direct, "TimeZone {zone}: {q}\n{plan}");
+        }
+    }
+    // SHOW and RESET as PostgreSQL answers them; an unknown zone is 22023.
+    assert_eq!(
+        rows(&c, "SHOW TimeZone").await,
+        vec![vec![Some("America/New_York".into())]]
+    );
+    c.batch_execute("RESET TimeZone").await.unwrap();
+    assert_eq!(
+        rows(&c, "SHOW TimeZone").await,
+        vec![vec![Some("UTC".into())]]
+    );
+    let e = c
+        .batch_execute("SET TimeZone = 'Mars/Olympus'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22023", "{e}");
 }

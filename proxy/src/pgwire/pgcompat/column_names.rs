@@ -5,8 +5,10 @@
 //! DataFusion names an unaliased expression by its text (`count(*)`,
 //! `Int64(1) + Int64(1)`); clients that read rows by column name (psycopg's
 //! `dict_row`, node-postgres rows, JDBC's `getLong("count")`) need PostgreSQL's
-//! names. A name that would occur twice in one SELECT list is left as DataFusion
-//! gives it (its projections need unique names). Statements reading pg_catalog or
+//! names. PostgreSQL lets a name occur twice in one SELECT list (`SELECT at,
+//! at::date`); DataFusion's projections need unique names, so in the outermost
+//! SELECT each repeat is aliased `name` + [`REPEAT_MARK`] + its position, and the
+//! door shows the name without the mark. Statements reading pg_catalog or
 //! information_schema are left alone: datafusion-postgres matches some of their
 //! texts, and clients alias their items.
 
@@ -17,6 +19,15 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, DataType, ExactNumberInfo, Expr, Ident, ObjectName, Query, SelectItem, SetExpr,
     Statement, TimezoneInfo, TrimWhereField, Visit, VisitMut, Visitor, VisitorMut,
 };
+/// Separates a repeated output name from the position that keeps it unique in
+/// DataFusion; the door cuts the name at it ([`shown_name`]).
+pub const REPEAT_MARK: char = '\u{1f}';
+
+/// A column's name as the client sees it: without a repeat's mark.
+pub fn shown_name(name: &str) -> &str {
+    name.split(REPEAT_MARK).next().unwrap_or(name)
+}
+
 /// Names PostgreSQL gives these SELECT-list items; datafusion-postgres turns them
 /// into `session_user()`, so `SELECT current_user, session_user` would otherwise
 /// have two equal names.
@@ -25,11 +36,15 @@ const USER_FUNCTIONS: &[&str] = &["current_user", "session_user", "current_role"
 /// Names the SELECT-list items of `statements` as PostgreSQL names them; true when
 /// anything changed.
 pub fn name(statements: &mut [Statement]) -> bool {
-    let mut namer = Namer { changed: false };
+    let mut namer = Namer {
+        changed: false,
+        top_seen: false,
+    };
     for statement in statements.iter_mut() {
         if reads_catalog(statement) {
             continue;
         }
+        namer.top_seen = false;
         let _ = statement.visit(&mut namer);
     }
     namer.changed
@@ -53,25 +68,28 @@ fn reads_catalog(statement: &Statement) -> bool {
 
 struct Namer {
     changed: bool,
+    /// Whether the statement's outermost query was seen (it is visited first).
+    top_seen: bool,
 }
 
 impl VisitorMut for Namer {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        self.changed |= name_items(query.body.as_mut());
+        let top = !std::mem::replace(&mut self.top_seen, true);
+        self.changed |= name_items(query.body.as_mut(), top);
         ControlFlow::Continue(())
     }
 }
 
 /// Names the unnamed items of each SELECT in `body` (both sides of a set
 /// operation); true when any item got a name.
-fn name_items(body: &mut SetExpr) -> bool {
+fn name_items(body: &mut SetExpr, top: bool) -> bool {
     let select = match body {
         SetExpr::Select(select) => select,
         SetExpr::SetOperation { left, right, .. } => {
-            let l = name_items(left);
-            let r = name_items(right);
+            let l = name_items(left, top);
+            let r = name_items(right, top);
             return l || r;
         }
         _ => return false,
@@ -91,8 +109,35 @@ fn name_items(body: &mut SetExpr) -> bool {
         *counts.entry(n.as_str()).or_default() += 1;
     }
     let mut changed = false;
-    for (item, n) in select.projection.iter_mut().zip(&names) {
-        let (SelectItem::UnnamedExpr(expr), Some(n)) = (&*item, n) else {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let wildcard = select.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    for (position, (item, n)) in select.projection.iter_mut().zip(&names).enumerate() {
+        let Some(n) = n else { continue };
+        let repeat = {
+            let k = seen.entry(n.clone()).or_default();
+            *k += 1;
+            *k > 1
+        };
+        // A repeat in the outermost SELECT: unique for DataFusion, shown as PostgreSQL
+        // shows it. (Next to `*` the expanded names are unknown here: left alone.)
+        if top && repeat && !wildcard {
+            let expr = match &*item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+                _ => continue,
+            };
+            *item = SelectItem::ExprWithAlias {
+                expr,
+                alias: Ident::with_quote('"', format!("{n}{REPEAT_MARK}{}", position + 1)),
+            };
+            changed = true;
+            continue;
+        }
+        let SelectItem::UnnamedExpr(expr) = &*item else {
             continue;
         };
         let named_by_datafusion = match expr {
@@ -100,7 +145,9 @@ fn name_items(body: &mut SetExpr) -> bool {
             Expr::CompoundIdentifier(_) => true,
             _ => false,
         };
-        if named_by_datafusion || counts.get(n.as_str()) != Some(&1) {
+        // Outside the outermost SELECT (or next to `*`) a shared name stays DataFusion's.
+        let unique_here = top && !wildcard;
+        if named_by_datafusion || (!unique_here && counts.get(n.as_str()) != Some(&1)) {
             continue;
         }
         *item = SelectItem::ExprWithAlias {
@@ -244,11 +291,21 @@ mod tests {
 
     #[test]
     fn names_stay_unique_and_catalog_queries_untouched() {
+        // Outermost: both are `count` for the client, unique for DataFusion.
         let sql = named("SELECT count(*), count(id), sum(x) FROM t");
         assert!(
-            !sql.contains("AS \"count\"") && sql.contains("AS \"sum\""),
+            sql.contains("count(*) AS \"count\"")
+                && sql.contains("count(id) AS \"count\u{1f}2\"")
+                && sql.contains("AS \"sum\""),
             "{sql}"
         );
+        assert_eq!(super::shown_name("count\u{1f}2"), "count");
+        let sql = named("SELECT at, at::date FROM t");
+        assert!(sql.contains("AS \"at\u{1f}2\""), "{sql}");
+        // In a subquery a repeated name stays DataFusion's (PostgreSQL would find it
+        // ambiguous there).
+        let sql = named("SELECT * FROM (SELECT count(*), count(id) FROM t) s");
+        assert!(!sql.contains("AS \"count"), "{sql}");
         assert_eq!(rewrite("SELECT a, b AS c FROM t"), None);
         assert_eq!(
             rewrite("SELECT format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute"),

@@ -154,7 +154,8 @@ fn format_type(oid: u32, typmod: i32) -> String {
 /// server version from the leading `PostgreSQL N.N`, matching `server_version`.
 fn version_udf() -> ScalarUDF {
     let text = format!(
-        "PostgreSQL 15.0 (Switchyard {}, Apache DataFusion {}) on {}-linux",
+        "PostgreSQL {} (Switchyard {}, Apache DataFusion {}) on {}-linux",
+        super::identity::VERSION,
         env!("CARGO_PKG_VERSION"),
         datafusion::DATAFUSION_VERSION,
         std::env::consts::ARCH
@@ -241,8 +242,8 @@ fn no_serial_sequence_udf() -> ScalarUDF {
 fn current_setting_udf() -> ScalarUDF {
     fn setting(name: &str) -> Option<&'static str> {
         Some(match name.to_ascii_lowercase().as_str() {
-            "server_version_num" => "150000",
-            "server_version" => "15.0 (Switchyard)",
+            "server_version_num" => super::identity::SERVER_VERSION_NUM,
+            "server_version" => super::identity::SERVER_VERSION,
             "server_encoding" | "client_encoding" => "UTF8",
             "standard_conforming_strings" | "integer_datetimes" => "on",
             "is_superuser" => "off",

@@ -9,6 +9,7 @@ pub mod column_names;
 pub mod column_type;
 pub mod functions;
 pub mod guard;
+pub mod identity;
 pub mod information_schema;
 
 use datafusion::sql::sqlparser::ast::Statement;

@@ -135,6 +135,7 @@ impl Connection {
             Arc::clone(&transactions) as Arc<dyn QueryHook>,
             safety,
             Arc::new(CursorStatementHook),
+            Arc::new(super::settings::SettingsHook),
             Arc::new(SetShowHook),
             Arc::new(TransactionStatementHook),
         ];
@@ -176,6 +177,8 @@ fn session_user_udf(user: Arc<OnceLock<String>>) -> ScalarUDF {
 pub struct LoginHandler<H> {
     inner: H,
     login: Arc<Login>,
+    /// The connection's DataFusion session, which takes the startup TimeZone.
+    ctx: Arc<SessionContext>,
 }
 
 #[async_trait]
@@ -190,8 +193,17 @@ impl<H: StartupHandler> StartupHandler for LoginHandler<H> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let PgWireFrontendMessage::Startup(startup) = &message {
+            // An unknown startup TimeZone fails the connection, as PostgreSQL's does.
+            for (name, value) in &startup.parameters {
+                if name.eq_ignore_ascii_case("timezone") {
+                    super::settings::zone_name(value)?;
+                }
+            }
+        }
         self.inner.on_startup(client, message).await?;
         if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            super::settings::start_session_zone(&self.ctx, client.metadata_mut())?;
             let session = self.login.session(&*client);
             tracing::info!(user = %session.principal().user, "logged in");
         }
@@ -218,6 +230,7 @@ impl PgWireServerHandlers for Connection {
             LoginHandler {
                 inner: sasl,
                 login: Arc::clone(&self.login),
+                ctx: Arc::clone(&self.service.ctx),
             },
             self.shared.tls_required,
         ))

@@ -71,7 +71,7 @@ pub fn pg_fields(
         .enumerate()
         .map(|(i, f)| {
             let info = FieldInfo::new(
-                f.name().clone(),
+                crate::pgwire::pgcompat::column_names::shown_name(f.name()).to_string(),
                 None,
                 None,
                 pg_type(f)?,

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod extended;
 pub mod params;
 pub mod query;
+pub mod settings;
 pub mod simple;
 pub mod statements;
 pub mod tls;
