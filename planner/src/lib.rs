@@ -70,10 +70,48 @@ pub fn session_state() -> SessionState {
     rules.push(Arc::new(LikeEscape));
     // After federation: only casts computed here.
     rules.push(Arc::new(PgText));
-    SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(session_config())
         .with_default_features()
         .with_optimizer_rules(rules)
         .with_query_planner(Arc::new(FederatedQueryPlanner::new()))
-        .build()
+        .build();
+    // PostgreSQL's semantics where DataFusion's functions of the same names differ.
+    // The replaced function goes with its aliases (`date_format` for `to_char`):
+    // a state copied from this one (`new_from_existing`) re-registers every entry
+    // in hash order, and an alias left behind could win the name back.
+    for udf in switchyard_functions::scalar_functions() {
+        use datafusion::execution::FunctionRegistry;
+        let _ = state.deregister_udf(udf.name());
+        let _ = state.register_udf(udf);
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::SessionContext;
+
+    /// A copied state (each pgwire session's is one) keeps PostgreSQL's `to_char`,
+    /// whatever order the copy registers functions in.
+    #[tokio::test]
+    async fn copies_of_the_state_keep_our_functions() {
+        let base = super::session_state();
+        for _ in 0..16 {
+            let copy = SessionStateBuilder::new_from_existing(base.clone()).build();
+            let ctx = SessionContext::new_with_state(copy);
+            let batches = ctx
+                .sql("SELECT to_char(DATE '2024-02-29', 'YYYY')")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string();
+            assert!(text.contains("| 2024"), "{text}");
+        }
+    }
 }
