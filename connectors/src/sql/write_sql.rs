@@ -147,6 +147,12 @@ fn render_as(flavor: Flavor, expr: &Expr, target: Option<&str>) -> Result<String
             std::ops::ControlFlow::<()>::Continue(())
         });
     }
+    if flavor == Flavor::Sqlite {
+        let _ = ast::visit_expressions_mut(&mut sql, |e| {
+            crate::sqlite::like_escape(e);
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    }
     Ok(sql.to_string())
 }
 

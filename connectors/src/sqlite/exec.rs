@@ -57,6 +57,10 @@ fn sqlite_ast_analyzer(statement: ast::Statement) -> DfResult<ast::Statement> {
     match statement {
         ast::Statement::Query(mut query) => {
             let _ = query.visit(&mut SQLiteIntervalVisitor::default());
+            let _ = ast::visit_expressions_mut(&mut query, |e| {
+                super::like_escape(e);
+                std::ops::ControlFlow::<()>::Continue(())
+            });
             Ok(ast::Statement::Query(query))
         }
         other => Ok(other),

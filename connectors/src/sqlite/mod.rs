@@ -88,12 +88,35 @@ impl SqliteConnector {
 }
 
 pub(crate) fn open_readonly(origin: &str, path: &Path) -> Result<rusqlite::Connection> {
-    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
-        |e| ConnectorError::Unreachable {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        },
-    )
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| ConnectorError::Unreachable {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?;
+    as_postgresql(&conn).map_err(|e| sqlite_error(origin, e))?;
+    Ok(conn)
+}
+
+/// Settings every origin connection runs with so that the SQL we send means what
+/// it means in PostgreSQL: `LIKE` case-sensitive (SQLite's default ignores ASCII case).
+pub(crate) fn as_postgresql(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "case_sensitive_like", true)
+}
+
+/// A `LIKE` as PostgreSQL reads it: backslash is its escape unless another is named,
+/// while SQLite has none by default (`a\_%` would match `a\x`). Applied to every
+/// statement sent to a SQLite origin, reads and writes.
+pub(crate) fn like_escape(e: &mut datafusion::sql::sqlparser::ast::Expr) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
+    if let Expr::Like {
+        escape_char: escape @ None,
+        any: false,
+        ..
+    } = e
+    {
+        *escape = Some(Value::SingleQuotedString("\\".into()).into());
+    }
 }
 
 pub(crate) fn sqlite_error(origin: &str, e: rusqlite::Error) -> ConnectorError {

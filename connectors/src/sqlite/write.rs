@@ -64,6 +64,7 @@ impl Writes for SqliteWrites {
             let conn = rusqlite::Connection::open(&path).map_err(|e| sqlite_error(&origin, e))?;
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(|e| sqlite_error(&origin, e))?;
+            super::as_postgresql(&conn).map_err(|e| sqlite_error(&origin, e))?;
             conn.execute_batch("BEGIN IMMEDIATE")
                 .map_err(|e| sqlite_error(&origin, e))?;
             Ok::<_, ConnectorError>(conn)
