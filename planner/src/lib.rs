@@ -64,12 +64,19 @@ pub fn session_state() -> SessionState {
     rules.insert(decorrelated, Arc::new(ConstantGroupKeys));
     // First: zone-dependent operations are marked local before anything is federated.
     rules.insert(0, Arc::new(SessionZone));
-    // Before constant folding: literals in PostgreSQL's forms become Arrow's.
+    // Before constant folding: literals in PostgreSQL's forms become Arrow's, and
+    // constants cast to text are written as PostgreSQL writes them.
+    rules.insert(
+        0,
+        Arc::new(PgText {
+            constants_only: true,
+        }),
+    );
     rules.insert(0, Arc::new(DatetimeInput));
     rules.push(Arc::new(AbsorbIntoFederated));
     rules.push(Arc::new(LikeEscape));
     // After federation: only casts computed here.
-    rules.push(Arc::new(PgText));
+    rules.push(Arc::new(PgText::default()));
     let mut state = SessionStateBuilder::new()
         .with_config(session_config())
         .with_default_features()

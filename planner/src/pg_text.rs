@@ -3,7 +3,9 @@
 //! Arrow writes a timestamp as ISO 8601 (`2024-01-01T06:30:00+05:30`, `...Z`);
 //! PostgreSQL (DateStyle ISO) as `2024-01-01 06:30:00+05:30` and `... 00:37:00+00`.
 //! A cast an origin computes is PostgreSQL's already; this rule runs after the
-//! federation rule, so it only rewrites casts computed here, into [`PgTimestampText`].
+//! federation rule, so it only rewrites casts computed here, into [`PgTimestampText`]
+//! — and once before constant folding for casts of constants, which are folded here
+//! whatever runs where.
 
 use std::sync::Arc;
 
@@ -24,7 +26,11 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 /// The optimizer rule; see the module documentation.
 #[derive(Debug, Default)]
-pub struct PgText;
+pub struct PgText {
+    /// Only casts of constants: the instance that runs before constant folding
+    /// (which would fold them with Arrow's cast), before anything is federated.
+    pub constants_only: bool,
+}
 
 impl OptimizerRule for PgText {
     fn name(&self) -> &str {
@@ -51,7 +57,7 @@ impl OptimizerRule for PgText {
             let names = NamePreserver::new(&node);
             node.map_expressions(|e| {
                 let saved = names.save(&e);
-                let rewritten = e.transform_up(|e| rewrite(e, &schema))?;
+                let rewritten = e.transform_up(|e| rewrite(e, &schema, self.constants_only))?;
                 Ok(if rewritten.transformed {
                     rewritten.update_data(|e| saved.restore(e))
                 } else {
@@ -66,7 +72,7 @@ fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+fn rewrite(e: Expr, schema: &DFSchema, constants_only: bool) -> Result<Transformed<Expr>> {
     let (inner, target) = match &e {
         Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field })
             if is_text(field.data_type()) =>
@@ -76,6 +82,9 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         _ => return Ok(Transformed::no(e)),
     };
     if !matches!(inner.get_type(schema), Ok(DataType::Timestamp(..))) {
+        return Ok(Transformed::no(e));
+    }
+    if constants_only && !inner.column_refs().is_empty() {
         return Ok(Transformed::no(e));
     }
     let call = Expr::ScalarFunction(ScalarFunction::new_udf(

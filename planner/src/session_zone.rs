@@ -428,7 +428,7 @@ mod tests {
                 "SELECT CAST(CAST(arrow_cast(TIMESTAMPTZ '2026-03-07 12:00:00-05', 'Timestamp(Microsecond, Some(\"UTC\"))') + INTERVAL '1 day' AS TIMESTAMP) AS VARCHAR)"
             )
             .await,
-            "2026-03-08T12:00:00"
+            "2026-03-08 12:00:00"
         );
     }
 }

@@ -254,4 +254,82 @@ async fn version_reads_as_postgresql_for_clients_that_parse_it() {
         rows(&c, "SELECT to_regtype('integer'), to_regtype('hstore'), pg_get_serial_sequence('sales.orders', 'id')").await,
         vec![vec![Some("23".into()), None, None]]
     );
+    // SHOW and current_setting name the same server.
+    let one = |v: &str| vec![vec![Some(v.to_string())]];
+    assert_eq!(
+        rows(&c, "SHOW server_version").await,
+        one("15.0 (Switchyard)")
+    );
+    assert_eq!(rows(&c, "SHOW server_version_num").await, one("150000"));
+    assert_eq!(
+        rows(&c, "SELECT current_setting('server_version_num')").await,
+        one("150000")
+    );
+}
+
+/// `current_database()` and `\l` name the database the client asked for (psql -d
+/// shop), and a client's startup TimeZone (libpq's PGTZ, pgjdbc's JVM zone) is the
+/// session's; an unknown one fails the connection as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_and_time_zone_the_client_asked_for() {
+    let h = Harness::start().await;
+    let (client, conn) = h
+        .config(ANALYST.0, ANALYST.1)
+        .dbname("shop")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let one = |v: &str| vec![vec![Some(v.to_string())]];
+    assert_eq!(
+        rows(&client, "SELECT current_database()").await,
+        one("shop")
+    );
+    assert_eq!(
+        rows(&client, "SELECT datname FROM pg_database").await,
+        one("shop")
+    );
+    let port = h.port();
+    let psql = move |zone: &'static str, sql: &'static str| {
+        let out = std::process::Command::new("psql")
+            .env("PGPASSWORD", ANALYST.1)
+            .env("PGTZ", zone)
+            .args([
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .args(["-U", ANALYST.0, "shop", "-c", sql])
+            .output()
+            .expect("psql is installed");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        psql(
+            "Asia/Kolkata",
+            "SELECT current_setting('server_version_num') || ' ' || current_database() || ' ' || \
+             (timestamptz '2024-01-01 00:00')::text || ' ' || current_setting('TimeZone')",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    // Midnight in Kolkata, read and shown in the session's zone.
+    assert_eq!(out, "150000 shop 2024-01-01 00:00:00+05:30 Asia/Kolkata");
+    let (ok, _, err) = tokio::task::spawn_blocking(move || psql("Mars/Olympus", "SELECT 1"))
+        .await
+        .unwrap();
+    assert!(
+        !ok && err.contains("invalid value for parameter \"TimeZone\""),
+        "{err}"
+    );
 }

@@ -52,6 +52,7 @@ pub fn session_state(
     user: Arc<OnceLock<String>>,
     static_tables: Arc<PgCatalogStaticTables>,
     definitions: Arc<crate::pgwire::pgcompat::catalog_facts::Definitions>,
+    database: Arc<OnceLock<String>>,
 ) -> SessionState {
     let viewer = Viewer { pipeline, user };
     let shared = Arc::clone(base.catalog_list());
@@ -70,6 +71,7 @@ pub fn session_state(
             Arc::clone(&shared),
             catalog,
             definitions,
+            database,
         ));
     let views: Arc<dyn CatalogProviderList> = Arc::new(ViewList {
         shared: Arc::clone(&shared),

@@ -10,7 +10,7 @@
 //! and default oids are hashes of their names, so they are the same in every query.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -71,11 +71,15 @@ enum Kind {
     Attrdef,
     /// pg_settings plus the index limits clients ask for (pgjdbc's getImportedKeys).
     Settings,
+    /// pg_database naming the database the client connected to (`\l`).
+    Database,
 }
 
 /// pg_catalog with the origins' facts added.
 #[derive(Debug)]
 pub struct FactsCatalog {
+    /// The database the client connected to, set at login.
+    database: Arc<OnceLock<String>>,
     inner: Arc<dyn SchemaProvider>,
     shared: Arc<dyn CatalogProviderList>,
     catalog: String,
@@ -90,12 +94,14 @@ impl FactsCatalog {
         shared: Arc<dyn CatalogProviderList>,
         catalog: &str,
         definitions: Arc<Definitions>,
+        database: Arc<OnceLock<String>>,
     ) -> Self {
         FactsCatalog {
             inner,
             shared,
             catalog: catalog.to_string(),
             definitions,
+            database,
         }
     }
 }
@@ -114,14 +120,17 @@ impl SchemaProvider for FactsCatalog {
             "pg_index" => Kind::Index,
             "pg_attrdef" => Kind::Attrdef,
             "pg_settings" => Kind::Settings,
+            "pg_database" => Kind::Database,
             _ => return self.inner.table(name).await,
         };
         let schema = match kind {
-            Kind::Class | Kind::Attribute | Kind::Settings => match self.inner.table(name).await? {
-                Some(t) if kind == Kind::Class => with_reloptions(&t.schema()),
-                Some(t) => t.schema(),
-                None => return Ok(None),
-            },
+            Kind::Class | Kind::Attribute | Kind::Settings | Kind::Database => {
+                match self.inner.table(name).await? {
+                    Some(t) if kind == Kind::Class => with_reloptions(&t.schema()),
+                    Some(t) => t.schema(),
+                    None => return Ok(None),
+                }
+            }
             Kind::Constraint => constraint_schema(),
             Kind::Index => index_schema(),
             Kind::Attrdef => attrdef_schema(),
@@ -133,6 +142,7 @@ impl SchemaProvider for FactsCatalog {
             shared: Arc::clone(&self.shared),
             catalog: self.catalog.clone(),
             definitions: Arc::clone(&self.definitions),
+            database: Arc::clone(&self.database),
         })))
     }
 
@@ -149,6 +159,7 @@ struct FactsTable {
     shared: Arc<dyn CatalogProviderList>,
     catalog: String,
     definitions: Arc<Definitions>,
+    database: Arc<OnceLock<String>>,
 }
 
 #[async_trait]
@@ -175,6 +186,27 @@ impl TableProvider for FactsTable {
             projection.cloned(),
         )?)
     }
+}
+
+/// pg_database's row of our catalog (DataFusion's other catalogs are not
+/// databases a client can reach), named as the database the client asked for.
+fn database(batch: &RecordBatch, catalog: &str, name: &OnceLock<String>) -> Result<RecordBatch> {
+    let names = string(batch, "datname")?;
+    let ours = datafusion::arrow::array::BooleanArray::from_iter(
+        (0..batch.num_rows()).map(|i| Some(names.value(i) == catalog)),
+    );
+    let batch = datafusion::arrow::compute::filter_record_batch(batch, &ours)?;
+    let Some(name) = name.get() else {
+        return Ok(batch);
+    };
+    let schema = batch.schema();
+    let at = schema.index_of("datname")?;
+    let mut columns = batch.columns().to_vec();
+    columns[at] = Arc::new(datafusion::arrow::array::StringArray::from(vec![
+        name.as_str();
+        batch.num_rows()
+    ]));
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// One visible table: its oids and attnums as the session lists them, and its facts.
@@ -204,6 +236,10 @@ impl FactsTable {
     async fn build(&self, state: &dyn Session) -> Result<RecordBatch> {
         if self.kind == Kind::Settings {
             return settings(&self.inner_batch(state, "pg_settings").await?);
+        }
+        if self.kind == Kind::Database {
+            let all = self.inner_batch(state, "pg_database").await?;
+            return database(&all, &self.catalog, &self.database);
         }
         let namespaces = self.inner_batch(state, "pg_namespace").await?;
         let class = self.inner_batch(state, "pg_class").await?;
@@ -277,7 +313,10 @@ impl FactsTable {
             Kind::Attribute => facts.attribute(&attribute),
             Kind::Constraint => facts.batch(&self.schema, &facts.constraints),
             Kind::Index => facts.batch(&self.schema, &facts.indexes),
-            Kind::Attrdef | Kind::Settings => facts.batch(&self.schema, &facts.attrdefs),
+            // Settings and Database returned before the facts were gathered.
+            Kind::Attrdef | Kind::Settings | Kind::Database => {
+                facts.batch(&self.schema, &facts.attrdefs)
+            }
         }
     }
 

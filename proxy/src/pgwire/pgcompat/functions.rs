@@ -240,6 +240,19 @@ fn no_serial_sequence_udf() -> ScalarUDF {
 /// `current_setting(name)`: the server settings clients read on connect (Grafana asks for
 /// `server_version_num`); an unknown name is 42704 as in PostgreSQL.
 fn current_setting_udf() -> ScalarUDF {
+    ScalarUDF::from(CurrentSetting {
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+    })
+}
+
+/// `current_setting(name)`; the session's TimeZone from its DataFusion config (set
+/// by `SET TimeZone` and the startup parameter), the rest fixed.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl CurrentSetting {
     fn setting(name: &str) -> Option<&'static str> {
         Some(match name.to_ascii_lowercase().as_str() {
             "server_version_num" => super::identity::SERVER_VERSION_NUM,
@@ -253,38 +266,53 @@ fn current_setting_udf() -> ScalarUDF {
             "search_path" => "\"$user\", public",
             "transaction_isolation" | "default_transaction_isolation" => "read committed",
             "transaction_read_only" => "off",
-            "timezone" => "UTC",
             _ => return None,
         })
     }
-    create_udf(
-        "current_setting",
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let names = datafusion::common::cast::as_string_array(&arrays[0])?;
-            let mut out = StringBuilder::with_capacity(names.len(), names.len() * 8);
-            for name in names.iter() {
-                match name {
-                    None => out.append_null(),
-                    Some(n) => match setting(n) {
-                        Some(v) => out.append_value(v),
-                        None => {
-                            return Err(datafusion::error::DataFusionError::External(Box::new(
-                                CodedError::new(
-                                    SqlState::UNDEFINED_OBJECT,
-                                    format!("unrecognized configuration parameter \"{n}\""),
-                                ),
-                            )))
-                        }
-                    },
-                }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let zone = args
+            .config_options
+            .execution
+            .time_zone
+            .clone()
+            .unwrap_or_else(|| "UTC".into());
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = datafusion::common::cast::as_string_array(&arrays[0])?;
+        let mut out = StringBuilder::with_capacity(names.len(), names.len() * 8);
+        for name in names.iter() {
+            match name {
+                None => out.append_null(),
+                Some(n) if n.eq_ignore_ascii_case("timezone") => out.append_value(&zone),
+                Some(n) => match Self::setting(n) {
+                    Some(v) => out.append_value(v),
+                    None => {
+                        return Err(datafusion::error::DataFusionError::External(Box::new(
+                            CodedError::new(
+                                SqlState::UNDEFINED_OBJECT,
+                                format!("unrecognized configuration parameter \"{n}\""),
+                            ),
+                        )))
+                    }
+                },
             }
-            Ok(ColumnarValue::Array(Arc::new(out.finish())))
-        }),
-    )
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 /// `json_build_object(k1, v1, ...)`: a JSON object as text (SQLAlchemy's column

@@ -92,6 +92,8 @@ pub struct Connection {
     login: Arc<Login>,
     service: Arc<QueryService>,
     copies: Arc<super::copy_in::CopyIns>,
+    /// The database the client asked for (set at login).
+    database: Arc<OnceLock<String>>,
 }
 
 impl Connection {
@@ -104,6 +106,7 @@ impl Connection {
             user: Arc::clone(&user),
         });
         let definitions = Arc::new(pgcompat::catalog_facts::Definitions::default());
+        let database = Arc::new(OnceLock::new());
         let state = pgcompat::catalog::session_state(
             &shared.base.state(),
             switchyard_planner::CATALOG,
@@ -111,6 +114,7 @@ impl Connection {
             Arc::clone(&user),
             Arc::clone(&shared.pg_static),
             Arc::clone(&definitions),
+            Arc::clone(&database),
         );
         let ctx = SessionContext::new_with_state(state);
         // current_user / session_user: rewritten by datafusion-postgres to session_user().
@@ -155,6 +159,7 @@ impl Connection {
             login,
             service,
             copies,
+            database,
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct LoginHandler<H> {
     login: Arc<Login>,
     /// The connection's DataFusion session, which takes the startup TimeZone.
     ctx: Arc<SessionContext>,
+    /// The database the client asked for, named by `current_database()` and `\l`.
+    database: Arc<OnceLock<String>>,
 }
 
 #[async_trait]
@@ -204,6 +211,19 @@ impl<H: StartupHandler> StartupHandler for LoginHandler<H> {
         self.inner.on_startup(client, message).await?;
         if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             super::settings::start_session_zone(&self.ctx, client.metadata_mut())?;
+            // PostgreSQL's default database is the user's name.
+            let metadata = client.metadata();
+            let name = metadata
+                .get(pgwire::api::METADATA_DATABASE)
+                .or_else(|| metadata.get(pgwire::api::METADATA_USER))
+                .cloned()
+                .unwrap_or_else(|| switchyard_planner::CATALOG.to_string());
+            self.ctx.register_udf(
+                datafusion_postgres::datafusion_pg_catalog::pg_catalog::create_current_database_udf(
+                    &name,
+                ),
+            );
+            let _ = self.database.set(name);
             let session = self.login.session(&*client);
             tracing::info!(user = %session.principal().user, "logged in");
         }
@@ -231,6 +251,7 @@ impl PgWireServerHandlers for Connection {
                 inner: sasl,
                 login: Arc::clone(&self.login),
                 ctx: Arc::clone(&self.service.ctx),
+                database: Arc::clone(&self.database),
             },
             self.shared.tls_required,
         ))
