@@ -50,7 +50,8 @@ pub fn name(statements: &mut [Statement]) -> bool {
     namer.changed
 }
 
-fn reads_catalog(statement: &Statement) -> bool {
+/// Whether `statement` reads pg_catalog or information_schema.
+pub(crate) fn reads_catalog(statement: &Statement) -> bool {
     struct Catalog(bool);
     impl Visitor for Catalog {
         type Break = ();

@@ -11,6 +11,7 @@ pub mod functions;
 pub mod guard;
 pub mod identity;
 pub mod information_schema;
+pub mod set_returning;
 
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -19,8 +20,9 @@ use pgwire::error::PgWireError;
 
 /// The text datafusion-postgres gets for `sql`: refused ([`guard`]) if it would be
 /// rewritten into a different question, else with PostgreSQL's column names
-/// ([`column_names`]) and the catalog rewrites ([`catalog_sql`]); `None` when
-/// unchanged. One parse serves all three. datafusion-postgres parses the text once
+/// ([`column_names`], [`set_returning`] for functions in FROM) and the catalog
+/// rewrites ([`catalog_sql`]); `None` when unchanged. One parse serves them all.
+/// datafusion-postgres parses the text once
 /// more: its own compatibility rewrites match token patterns of the text, before
 /// its parse, and are not reachable from an AST.
 pub fn prepare(sql: &str) -> Result<Option<String>, PgWireError> {
@@ -36,8 +38,9 @@ pub fn prepare(sql: &str) -> Result<Option<String>, PgWireError> {
     };
     guard::check(&statements)?;
     let named = column_names::name(&mut statements);
+    let functions = set_returning::name(&mut statements);
     let rewritten = catalog_sql::rewrite(sql, &mut statements);
-    Ok((named || rewritten || local).then(|| text(&statements)))
+    Ok((named || functions || rewritten || local).then(|| text(&statements)))
 }
 
 /// `INSERT INTO local.t` with `local` quoted: sqlparser reads `INSERT INTO LOCAL`
