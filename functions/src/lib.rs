@@ -2,6 +2,7 @@
 //! DataFusion has a function of the same name with other semantics, ours replaces
 //! it (see each module); the planner registers them in every session.
 
+mod instant;
 mod to_char;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::ScalarUDF;
 use switchyard_sqlstate::{CodedError, SqlState};
 
+pub use instant::instant;
 pub use to_char::ToChar;
 
 /// The scalar functions to register, replacing DataFusion's of the same names.

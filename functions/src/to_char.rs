@@ -14,10 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Offset, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{
-    DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
-};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -129,45 +126,12 @@ struct Moment {
 }
 
 fn moment(array: &ArrayRef, i: usize) -> Result<Option<Moment>> {
-    if array.is_null(i) {
+    let Some(utc) = crate::instant(array, i)? else {
         return Ok(None);
-    }
-    let (secs, nanos, zone) = match array.data_type() {
-        DataType::Date32 => {
-            let days = array
-                .as_primitive::<datafusion::arrow::datatypes::Date32Type>()
-                .value(i);
-            (i64::from(days) * 86_400, 0, None)
-        }
-        DataType::Date64 => {
-            let ms = array
-                .as_primitive::<datafusion::arrow::datatypes::Date64Type>()
-                .value(i);
-            (ms.div_euclid(1000), ms.rem_euclid(1000) * 1_000_000, None)
-        }
-        DataType::Timestamp(unit, zone) => {
-            let (s, n) = match unit {
-                TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().value(i), 0),
-                TimeUnit::Millisecond => {
-                    let v = array.as_primitive::<TimestampMillisecondType>().value(i);
-                    (v.div_euclid(1_000), v.rem_euclid(1_000) * 1_000_000)
-                }
-                TimeUnit::Microsecond => {
-                    let v = array.as_primitive::<TimestampMicrosecondType>().value(i);
-                    (v.div_euclid(1_000_000), v.rem_euclid(1_000_000) * 1_000)
-                }
-                TimeUnit::Nanosecond => {
-                    let v = array.as_primitive::<TimestampNanosecondType>().value(i);
-                    (v.div_euclid(1_000_000_000), v.rem_euclid(1_000_000_000))
-                }
-            };
-            (s, n, zone.clone())
-        }
-        DataType::Null => return Ok(None),
-        other => return exec_err!("to_char of {other}"),
     };
-    let Some(utc) = DateTime::from_timestamp(secs, nanos as u32) else {
-        return exec_err!("timestamp out of range");
+    let zone = match array.data_type() {
+        DataType::Timestamp(_, zone) => zone.clone(),
+        _ => None,
     };
     Ok(Some(match zone {
         None => Moment {

@@ -9,6 +9,7 @@ mod constant_group_keys;
 mod datetime_input;
 mod like_escape;
 mod pg_text;
+mod rewrite;
 mod session_zone;
 mod unfederated;
 

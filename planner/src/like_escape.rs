@@ -5,11 +5,10 @@
 //! literal backslashes are doubled, `cc` (an escaped escape character) becomes `\c`,
 //! and every other `c` becomes `\`.
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::Result;
 use datafusion::functions::string::expr_fn::replace;
 use datafusion::logical_expr::expr::Like;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{lit, Expr, LogicalPlan};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
@@ -35,23 +34,11 @@ impl OptimizerRule for LikeEscape {
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
         plan.transform_up_with_subqueries(|node| {
-            // A rewritten SELECT-list item keeps its name: the plan's schema must not
-            // change (it does not matter when federation unparses the plan, but a
-            // projection run in DataFusion is checked).
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let saved = names.save(&e);
-                let rewritten = e.transform_up(|e| match e {
-                    Expr::Like(like) if like.escape_char.is_some_and(|c| c != '\\') => {
-                        Ok(Transformed::yes(Expr::Like(backslash_escaped(like))))
-                    }
-                    other => Ok(Transformed::no(other)),
-                })?;
-                Ok(if rewritten.transformed {
-                    rewritten.update_data(|e| saved.restore(e))
-                } else {
-                    rewritten
-                })
+            crate::rewrite::map_node_expressions(node, |e, _| match e {
+                Expr::Like(like) if like.escape_char.is_some_and(|c| c != '\\') => {
+                    Ok(Transformed::yes(Expr::Like(backslash_escaped(like))))
+                }
+                other => Ok(Transformed::no(other)),
             })
         })
     }

@@ -9,15 +9,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{
-    DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
-};
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{exec_err, DFSchema, Result};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility,
@@ -50,19 +46,8 @@ impl OptimizerRule for PgText {
             if matches!(node, LogicalPlan::TableScan(_) | LogicalPlan::Extension(_)) {
                 return Ok(Transformed::no(node));
             }
-            let mut schema = DFSchema::empty();
-            for input in node.inputs() {
-                schema.merge(input.schema());
-            }
-            let names = NamePreserver::new(&node);
-            node.map_expressions(|e| {
-                let saved = names.save(&e);
-                let rewritten = e.transform_up(|e| rewrite(e, &schema, self.constants_only))?;
-                Ok(if rewritten.transformed {
-                    rewritten.update_data(|e| saved.restore(e))
-                } else {
-                    rewritten
-                })
+            crate::rewrite::map_node_expressions(node, |e, schema| {
+                rewrite(e, schema, self.constants_only)
             })
         })
     }
@@ -139,34 +124,16 @@ impl ScalarUDFImpl for PgTimestampText {
 
 /// Each value of a timestamp array as PostgreSQL writes it (DateStyle ISO).
 pub fn timestamp_text(array: &ArrayRef) -> Result<ArrayRef> {
-    let DataType::Timestamp(unit, zone) = array.data_type() else {
+    let DataType::Timestamp(_, zone) = array.data_type() else {
         return exec_err!("timestamp text of {}", array.data_type());
     };
     let zone: Option<datafusion::arrow::array::timezone::Tz> =
         zone.as_ref().map(|z| z.parse()).transpose()?;
     let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
     for i in 0..array.len() {
-        if array.is_null(i) {
+        let Some(utc) = switchyard_functions::instant(array, i)? else {
             out.append_null();
             continue;
-        }
-        let (secs, nanos) = match unit {
-            TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().value(i), 0),
-            TimeUnit::Millisecond => {
-                let v = array.as_primitive::<TimestampMillisecondType>().value(i);
-                (v.div_euclid(1_000), v.rem_euclid(1_000) * 1_000_000)
-            }
-            TimeUnit::Microsecond => {
-                let v = array.as_primitive::<TimestampMicrosecondType>().value(i);
-                (v.div_euclid(1_000_000), v.rem_euclid(1_000_000) * 1_000)
-            }
-            TimeUnit::Nanosecond => {
-                let v = array.as_primitive::<TimestampNanosecondType>().value(i);
-                (v.div_euclid(1_000_000_000), v.rem_euclid(1_000_000_000))
-            }
-        };
-        let Some(utc) = chrono::DateTime::from_timestamp(secs, nanos as u32) else {
-            return exec_err!("timestamp out of range");
         };
         out.append_value(match &zone {
             Some(tz) => {

@@ -17,11 +17,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
@@ -111,27 +110,13 @@ fn retag_node(
     if matches!(node, LogicalPlan::TableScan(_) | LogicalPlan::Extension(_)) {
         return Ok(Transformed::no(node));
     }
-    // Schemas the node's expressions are typed against: its inputs' (merged).
-    let mut schema = DFSchema::empty();
-    for input in node.inputs() {
-        schema.merge(input.schema());
-    }
-    let names = NamePreserver::new(&node);
-    node.map_expressions(|e| {
-        let saved = names.save(&e);
-        let rewritten = e.transform_up(|e| {
-            let literal_text = literal_text_cast(&e);
-            let r = retag_expr(e, &schema, zone)?;
-            if r.transformed && !literal_text {
-                local.set(true);
-            }
-            Ok(r)
-        })?;
-        Ok(if rewritten.transformed {
-            rewritten.update_data(|e| saved.restore(e))
-        } else {
-            rewritten
-        })
+    crate::rewrite::map_node_expressions(node, |e, schema| {
+        let literal_text = literal_text_cast(&e);
+        let r = retag_expr(e, schema, zone)?;
+        if r.transformed && !literal_text {
+            local.set(true);
+        }
+        Ok(r)
     })
 }
 

@@ -289,6 +289,11 @@ async fn the_database_and_time_zone_the_client_asked_for() {
         rows(&client, "SELECT datname FROM pg_database").await,
         one("shop")
     );
+    // Described (extended protocol) under PostgreSQL's column name, answered with the zone.
+    let show = client.prepare("SHOW TimeZone").await.unwrap();
+    assert_eq!(show.columns()[0].name(), "TimeZone");
+    let zone: String = client.query_one(&show, &[]).await.unwrap().get(0);
+    assert_eq!(zone, "UTC");
     let port = h.port();
     let psql = move |zone: &'static str, sql: &'static str| {
         let out = std::process::Command::new("psql")

@@ -344,33 +344,7 @@ async fn unreachable_origin_at_start_does_not_stop_the_server() {
 /// (it used to be sent as `CAST('...+00:00' AS TIMESTAMP)`, read in New York time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamptz_literals_mean_the_same_instant_at_an_origin_in_another_time_zone() {
-    let pg = common::pg();
-    let sales = pg.direct("sales").await;
-    sales
-        .batch_execute(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tz_ny') THEN
-                 CREATE ROLE tz_ny LOGIN PASSWORD 'tz-pw';
-               END IF; END $$;
-             ALTER ROLE tz_ny SET timezone = 'America/New_York';
-             ALTER ROLE tz_ny SET datestyle = 'SQL, DMY';
-             ALTER ROLE tz_ny SET intervalstyle = 'sql_standard';
-             ALTER ROLE tz_ny SET extra_float_digits = -3;
-             GRANT USAGE ON SCHEMA sales TO tz_ny;
-             GRANT SELECT ON ALL TABLES IN SCHEMA sales TO tz_ny;",
-        )
-        .await
-        .unwrap();
-    let url = format!(
-        "postgres://tz_ny:tz-pw@{}:{}/sales?sslmode=disable",
-        pg.host, pg.port
-    );
-    let h = common::Harness::start_with(
-        &format!("  sales_ny: {{ kind: postgres, url: \"{url}\" }}"),
-        "  sales_ny: { origin: sales_ny, tables: [sales.customers] }",
-        |_| {},
-    )
-    .await;
+    let (sales, h) = new_york_origin().await;
     let c = h.analyst().await;
     // sales.customers were created hourly from 2024-01-01 01:00 UTC (200 rows).
     for cutoff in ["2024-01-05 10:30:00+00", "2024-01-03 03:00:00-05"] {
@@ -405,32 +379,7 @@ async fn timestamptz_literals_mean_the_same_instant_at_an_origin_in_another_time
 /// and hours move), computed here then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_dependent_answers_follow_the_client_session_not_the_origin_role() {
-    let pg = common::pg();
-    let sales = pg.direct("sales").await;
-    sales
-        .batch_execute(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tz_ny') THEN
-                 CREATE ROLE tz_ny LOGIN PASSWORD 'tz-pw';
-               END IF; END $$;
-             ALTER ROLE tz_ny SET timezone = 'America/New_York';
-             ALTER ROLE tz_ny SET datestyle = 'SQL, DMY';
-             ALTER ROLE tz_ny SET intervalstyle = 'sql_standard';
-             GRANT USAGE ON SCHEMA sales TO tz_ny;
-             GRANT SELECT ON ALL TABLES IN SCHEMA sales TO tz_ny;",
-        )
-        .await
-        .unwrap();
-    let url = format!(
-        "postgres://tz_ny:tz-pw@{}:{}/sales?sslmode=disable",
-        pg.host, pg.port
-    );
-    let h = common::Harness::start_with(
-        &format!("  sales_ny: {{ kind: postgres, url: \"{url}\" }}"),
-        "  sales_ny: { origin: sales_ny, tables: [sales.customers] }",
-        |_| {},
-    )
-    .await;
+    let (sales, h) = new_york_origin().await;
     let c = h.analyst().await;
     let queries = [
         "SELECT created_at::date AS d, count(*) AS n FROM {t} GROUP BY 1 ORDER BY 1",
@@ -474,4 +423,38 @@ async fn zone_dependent_answers_follow_the_client_session_not_the_origin_role() 
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "22023", "{e}");
+}
+
+/// Switchyard with `sales_ny.customers` read through an origin role whose defaults
+/// are New York time, `SQL, DMY`, `sql_standard` intervals and 0 float digits; and
+/// a direct connection to the sales database.
+async fn new_york_origin() -> (tokio_postgres::Client, Harness) {
+    let pg = common::pg();
+    let sales = pg.direct("sales").await;
+    sales
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tz_ny') THEN
+                 CREATE ROLE tz_ny LOGIN PASSWORD 'tz-pw';
+               END IF; END $$;
+             ALTER ROLE tz_ny SET timezone = 'America/New_York';
+             ALTER ROLE tz_ny SET datestyle = 'SQL, DMY';
+             ALTER ROLE tz_ny SET intervalstyle = 'sql_standard';
+             ALTER ROLE tz_ny SET extra_float_digits = -3;
+             GRANT USAGE ON SCHEMA sales TO tz_ny;
+             GRANT SELECT ON ALL TABLES IN SCHEMA sales TO tz_ny;",
+        )
+        .await
+        .unwrap();
+    let url = format!(
+        "postgres://tz_ny:tz-pw@{}:{}/sales?sslmode=disable",
+        pg.host, pg.port
+    );
+    let h = Harness::start_with(
+        &format!("  sales_ny: {{ kind: postgres, url: \"{url}\" }}"),
+        "  sales_ny: { origin: sales_ny, tables: [sales.customers] }",
+        |_| {},
+    )
+    .await;
+    (sales, h)
 }

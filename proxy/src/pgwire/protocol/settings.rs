@@ -184,29 +184,37 @@ fn zone_statement(statement: &Statement) -> Option<ZoneStatement<'_>> {
     }
 }
 
-/// The value `SHOW name` answers from this hook.
-fn shown(statement: &Statement, client: &dyn HookClient) -> Option<(&'static str, String)> {
-    let Statement::ShowVariable { variable } = statement else {
-        return None;
-    };
+/// The setting a `SHOW` of these words names, if this hook answers it.
+fn shown_name(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> Option<&'static str> {
     let words: Vec<String> = variable
         .iter()
         .map(|i| i.value.to_ascii_lowercase())
         .collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     Some(match words.as_slice() {
-        ["timezone"] | ["time", "zone"] => (
-            "TimeZone",
-            client
-                .metadata()
-                .get(ZONE_KEY)
-                .cloned()
-                .unwrap_or_else(|| "UTC".into()),
-        ),
-        ["server_version"] => ("server_version", identity::SERVER_VERSION.into()),
-        ["server_version_num"] => ("server_version_num", identity::SERVER_VERSION_NUM.into()),
+        ["timezone"] | ["time", "zone"] => "TimeZone",
+        ["server_version"] => "server_version",
+        ["server_version_num"] => "server_version_num",
         _ => return None,
     })
+}
+
+/// The setting and value `SHOW` answers from this hook.
+fn shown(statement: &Statement, client: &dyn HookClient) -> Option<(&'static str, String)> {
+    let Statement::ShowVariable { variable } = statement else {
+        return None;
+    };
+    let name = shown_name(variable)?;
+    let value = match name {
+        "TimeZone" => client
+            .metadata()
+            .get(ZONE_KEY)
+            .cloned()
+            .unwrap_or_else(|| "UTC".into()),
+        "server_version" => identity::SERVER_VERSION.into(),
+        _ => identity::SERVER_VERSION_NUM.into(),
+    };
+    Some((name, value))
 }
 
 impl SettingsHook {
@@ -259,8 +267,14 @@ impl SettingsHook {
     }
 }
 
-fn show(name: &str, value: &str) -> PgWireResult<Response> {
-    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
+/// The one text column a `SHOW name` answers in (what Describe reports).
+pub(crate) fn show_schema(name: &str) -> datafusion::arrow::datatypes::SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+}
+
+/// The answer of `SHOW name`: one row holding `value`.
+pub(crate) fn show(name: &str, value: &str) -> PgWireResult<Response> {
+    let schema = show_schema(name);
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![Arc::new(StringArray::from(vec![value]))],
@@ -291,12 +305,26 @@ impl QueryHook for SettingsHook {
 
     async fn handle_extended_parse_query(
         &self,
-        _statement: &Statement,
+        statement: &Statement,
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        // datafusion-postgres's hook (after this one) gives SET and SHOW their plan.
-        None
+        // The SHOWs answered here are described with their own column name; SET and
+        // the rest get datafusion-postgres's plan (its hook follows this one).
+        let Statement::ShowVariable { variable } = statement else {
+            return None;
+        };
+        let name = shown_name(variable)?;
+        Some(
+            datafusion::common::DFSchema::try_from(show_schema(name))
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: false,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
     }
 
     async fn handle_extended_query(

@@ -84,7 +84,10 @@ impl TransactionHook {
         let status = client.transaction_status();
         let state = self.state(client);
         if is_show_isolation(statement) {
-            return Some(Ok(isolation_level()));
+            return Some(super::settings::show(
+                "transaction_isolation",
+                "read committed",
+            ));
         }
         let (name, op) = match statement {
             Statement::Savepoint { name } => (name, SavepointOp::Set),
@@ -145,41 +148,6 @@ fn is_show_isolation(statement: &Statement) -> bool {
     }
 }
 
-/// The columns of `SHOW TRANSACTION ISOLATION LEVEL`.
-fn isolation_schema() -> datafusion::arrow::datatypes::SchemaRef {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    Arc::new(Schema::new(vec![Field::new(
-        "transaction_isolation",
-        DataType::Utf8,
-        false,
-    )]))
-}
-
-/// The one row of `SHOW TRANSACTION ISOLATION LEVEL`.
-fn isolation_level() -> Response {
-    use datafusion::arrow::array::StringArray;
-    use datafusion::arrow::record_batch::RecordBatch;
-    let schema = isolation_schema();
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![Arc::new(StringArray::from(vec!["read committed"]))],
-    )
-    .expect("one text column");
-    let fields = Arc::new(
-        crate::pgwire::protocol::encode::pg_fields(
-            &schema,
-            &pgwire::api::portal::Format::UnifiedText,
-            None,
-        )
-        .expect("text field"),
-    );
-    let rows = crate::pgwire::protocol::encode::encode_batch(Arc::clone(&fields), batch);
-    Response::Query(pgwire::api::results::QueryResponse::new(
-        fields,
-        futures::stream::iter(rows),
-    ))
-}
-
 fn is_savepoint_statement(statement: &Statement) -> bool {
     matches!(
         statement,
@@ -211,7 +179,7 @@ impl QueryHook for TransactionHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         // A plan of the answer's columns (Describe reads them); Execute answers (below).
         let schema = if is_show_isolation(statement) {
-            isolation_schema()
+            super::settings::show_schema("transaction_isolation")
         } else if is_savepoint_statement(statement) {
             Arc::new(datafusion::arrow::datatypes::Schema::empty())
         } else {
